@@ -1,0 +1,192 @@
+//! Every way an API call can fail, answered in the provider's shapes: `{"detail": "…"}`,
+//! and for validation `422 {"detail": [{"loc": [...], "msg": "…", "type": "…"}]}`.
+//!
+//! Handlers return `Result<_, ApiError>`; internal errors log their cause and answer a
+//! bare 500, so nothing about the database or a secret leaks to a caller.
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::domain::Invalid;
+use crate::storage::StoreError;
+
+/// One validation problem: where, what, and its kind.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FieldError {
+    pub loc: Vec<String>,
+    pub msg: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl FieldError {
+    pub fn new(loc: &[&str], invalid: Invalid) -> Self {
+        Self {
+            loc: loc.iter().map(|s| s.to_string()).collect(),
+            msg: invalid.message,
+            kind: invalid.kind.to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("invalid request")]
+    Validation(Vec<FieldError>),
+    #[error("request body too large")]
+    PayloadTooLarge,
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn field(loc: &[&str], invalid: Invalid) -> Self {
+        Self::Validation(vec![FieldError::new(loc, invalid)])
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(message) => ApiError::Conflict(message),
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = match &self {
+            ApiError::Unauthorized(message) => {
+                (StatusCode::UNAUTHORIZED, json!({ "detail": message }))
+            }
+            ApiError::NotFound(_) | ApiError::Conflict(_) | ApiError::PayloadTooLarge => {
+                let status = match self {
+                    ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+                    ApiError::Conflict(_) => StatusCode::CONFLICT,
+                    _ => StatusCode::PAYLOAD_TOO_LARGE,
+                };
+                (status, json!({ "detail": self.to_string() }))
+            }
+            ApiError::Validation(errors) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({ "detail": errors }),
+            ),
+            ApiError::Internal(e) => {
+                tracing::error!(error = ?e, "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({ "detail": "internal server error" }),
+                )
+            }
+        };
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+/// A JSON request body. Unlike axum's `Json`, it does not insist on a content type, and it
+/// reports where the body is wrong in the provider's 422 shape.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = bytes::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| match e {
+                BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge,
+                _ => ApiError::field(&["body"], Invalid::new("value_error", e.body_text())),
+            })?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Parses a JSON document into `T`, naming the failing field.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let mut loc = vec!["body".to_owned()];
+        loc.extend(
+            e.path()
+                .iter()
+                .map(|seg| seg.to_string())
+                .filter(|seg| !seg.is_empty() && seg != "?"),
+        );
+        json_problem(loc, e.inner())
+    })?;
+    de.end()
+        .map_err(|e| json_problem(vec!["body".to_owned()], &e))?;
+    Ok(value)
+}
+
+fn json_problem(mut loc: Vec<String>, error: &serde_json::Error) -> ApiError {
+    let message = error.to_string();
+    let kind = if error.is_syntax() || error.is_eof() {
+        "value_error.jsondecode"
+    } else if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        loc.push(field.to_owned());
+        "value_error.missing"
+    } else {
+        "type_error"
+    };
+    ApiError::Validation(vec![FieldError {
+        loc,
+        msg: strip_position(&message),
+        kind: kind.to_owned(),
+    }])
+}
+
+fn strip_position(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// Collects validation problems across fields, so a caller sees all of them at once.
+#[derive(Default)]
+pub struct Problems(Vec<FieldError>);
+
+impl Problems {
+    /// Keeps `Ok` values and records `Err`s under `loc`.
+    pub fn check<T>(&mut self, loc: &[&str], result: Result<T, Invalid>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(invalid) => {
+                self.0.push(FieldError::new(loc, invalid));
+                None
+            }
+        }
+    }
+
+    pub fn finish(self) -> Result<(), ApiError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Validation(self.0))
+        }
+    }
+}

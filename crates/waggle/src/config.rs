@@ -1,0 +1,114 @@
+//! One typed configuration, read once from the command line and `WAGGLE_*` variables
+//! (flags win over the environment, which wins over the defaults).
+
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::delivery::dispatcher::DispatcherConfig;
+use crate::delivery::sender::SenderConfig;
+use crate::domain::retry::{self, RetryPolicy};
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address the API and dashboard listen on.
+    #[arg(long, env = "WAGGLE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+
+    /// Database URL: sqlite://PATH (embedded, the default).
+    #[arg(
+        long,
+        env = "WAGGLE_DATABASE_URL",
+        default_value = "sqlite://waggle.db"
+    )]
+    pub database: String,
+
+    /// Allow deliveries to private, loopback and link-local addresses (local development).
+    #[arg(
+        long,
+        env = "WAGGLE_ALLOW_PRIVATE_DESTINATIONS",
+        default_value_t = false
+    )]
+    pub allow_private_destinations: bool,
+
+    /// Header that carries each delivery's signature.
+    #[arg(long, env = "WAGGLE_SIGNATURE_HEADER", default_value = waggle_verify::SIGNATURE_HEADER)]
+    pub signature_header: String,
+
+    /// Waits between a network failure and the next attempt; their count is the retry budget.
+    #[arg(long, env = "WAGGLE_RETRY_BACKOFF", default_value = "1s,2s,4s,8s", value_parser = retry::parse_backoff)]
+    pub retry_backoff: Vec<Duration>,
+
+    /// Every retry starts within this long of the first attempt.
+    #[arg(long, env = "WAGGLE_RETRY_WINDOW", default_value = "60s", value_parser = retry::parse_duration)]
+    pub retry_window: Duration,
+
+    /// Time limit of one attempt: connect, send and receive, redirects included.
+    #[arg(long, env = "WAGGLE_ATTEMPT_TIMEOUT", default_value = "10s", value_parser = retry::parse_duration)]
+    pub attempt_timeout: Duration,
+
+    /// Deliveries held in memory at once.
+    #[arg(long, env = "WAGGLE_MAX_IN_FLIGHT", default_value_t = 4096)]
+    pub max_in_flight: usize,
+
+    /// Concurrent attempts to one webhook.
+    #[arg(long, env = "WAGGLE_WEBHOOK_CONCURRENCY", default_value_t = 64)]
+    pub webhook_concurrency: usize,
+
+    /// How often due retries and unclaimed deliveries are looked for.
+    #[arg(long, env = "WAGGLE_POLL_INTERVAL", default_value = "250ms", value_parser = retry::parse_duration)]
+    pub poll_interval: Duration,
+
+    /// Run only the API and dashboard on this node; another node delivers.
+    #[arg(long, env = "WAGGLE_NO_DISPATCHER", default_value_t = false)]
+    pub no_dispatcher: bool,
+
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "WAGGLE_LOG_JSON", default_value_t = false)]
+    pub log_json: bool,
+}
+
+impl Config {
+    /// The configuration of a test or embedded instance: a given database, port 0.
+    pub fn for_database(database: impl Into<String>) -> Self {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: Config,
+        }
+        let mut config = Wrapper::parse_from(["waggle"]).config;
+        config.database = database.into();
+        config.listen = "127.0.0.1:0".into();
+        config
+    }
+
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            backoff: self.retry_backoff.clone(),
+            window: self.retry_window,
+            attempt_timeout: self.attempt_timeout,
+        }
+    }
+
+    pub fn sender(&self) -> anyhow::Result<SenderConfig> {
+        Ok(SenderConfig {
+            allow_private_destinations: self.allow_private_destinations,
+            signature_header: self.signature_header.parse().map_err(|_| {
+                anyhow::anyhow!("invalid signature header name '{}'", self.signature_header)
+            })?,
+            attempt_timeout: self.attempt_timeout,
+        })
+    }
+
+    pub fn dispatcher(&self) -> DispatcherConfig {
+        DispatcherConfig {
+            retry: self.retry_policy(),
+            max_jobs: self.max_in_flight.max(1),
+            per_webhook_concurrency: self.webhook_concurrency.max(1),
+            // A claim outlives the wait for a lane plus the attempt itself, with room.
+            lease: self.attempt_timeout * 3 + Duration::from_secs(30),
+            poll_interval: self.poll_interval,
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! The fan-out rule (SPEC §2): an event goes to every enabled webhook of its organization
+//! whose type is the event's environment and whose events include its type. Each delivery's
+//! body is rendered here, once, and stored with the event in one transaction.
+
+use bytes::Bytes;
+
+use super::Dispatcher;
+use crate::domain::connector::Connector;
+use crate::domain::event::EventType;
+use crate::domain::ids::{DeliveryId, EventId};
+use crate::domain::payload::{Event, EventData};
+use crate::domain::time;
+use crate::storage::{DeliveryJob, NewDelivery, Organization, Store, StoreResult, SyncChange};
+
+/// What [`emit`] did.
+#[derive(Debug, Clone)]
+pub struct Emitted {
+    pub event_ids: Vec<EventId>,
+    pub deliveries: usize,
+}
+
+/// Records `events` of `connector` with their deliveries and the sync change behind them,
+/// then hands the deliveries to this node's dispatcher, if it runs one.
+pub async fn emit(
+    store: &dyn Store,
+    dispatcher: Option<&Dispatcher>,
+    org: &Organization,
+    connector: &Connector,
+    sync: SyncChange,
+    events: Vec<(EventType, EventData)>,
+) -> StoreResult<Emitted> {
+    let webhooks = store.webhooks_for(org.id, connector.environment).await?;
+    let lease_until = dispatcher.map(Dispatcher::lease_for_new);
+    let created_at = time::now();
+    let mut records = Vec::with_capacity(events.len());
+    let mut jobs = Vec::new();
+    for (event_type, data) in events {
+        let event = Event {
+            id: EventId::new(),
+            org_id: org.id,
+            org_name: org.name.clone(),
+            event_type,
+            connector: connector.clone(),
+            data,
+            created_at,
+        };
+        let rendered = event.render();
+        let deliveries: Vec<NewDelivery> = webhooks
+            .iter()
+            .filter(|w| w.wants(connector.environment, event_type))
+            .map(|w| NewDelivery {
+                id: DeliveryId::new(),
+                webhook_id: w.webhook_id,
+                webhook_name: w.name.clone(),
+                url: w.url.clone(),
+                body: Bytes::from(rendered.body_for(w.webhook_id, &w.url)),
+                lease_until,
+            })
+            .collect();
+        jobs.extend(deliveries.iter().map(|d| DeliveryJob {
+            id: d.id,
+            org_id: org.id,
+            webhook_id: d.webhook_id,
+            url: d.url.clone(),
+            body: d.body.clone(),
+            attempts_made: 0,
+            first_attempt_at: None,
+        }));
+        records.push((event, deliveries));
+    }
+    store.record_events(&sync, &records).await?;
+    let emitted = Emitted {
+        event_ids: records.iter().map(|(e, _)| e.id).collect(),
+        deliveries: jobs.len(),
+    };
+    if let Some(dispatcher) = dispatcher {
+        dispatcher.submit(jobs).await;
+    }
+    Ok(emitted)
+}

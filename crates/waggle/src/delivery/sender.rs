@@ -1,0 +1,372 @@
+//! One attempt of one delivery over HTTP (SPEC §3, §4, §6): sign, POST, follow redirects
+//! under the destination checks, and either keep the response or name the network-layer
+//! failure in the provider's categories.
+
+use std::error::Error as StdError;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, USER_AGENT};
+use http::{Method, StatusCode};
+use reqwest::dns::{Name, Resolve, Resolving};
+use url::Url;
+
+use crate::domain::attempt::{AttemptResult, FailureCategory, MAX_RESPONSE_BODY};
+use crate::domain::destination::{host_ip, is_public};
+use crate::domain::signature::SignatureKey;
+
+/// Redirect hops followed before the attempt fails with "too many redirects".
+pub const MAX_REDIRECTS: usize = 5;
+
+#[derive(Debug, Clone)]
+pub struct SenderConfig {
+    pub allow_private_destinations: bool,
+    pub signature_header: HeaderName,
+    /// The whole exchange of one attempt, redirects included.
+    pub attempt_timeout: Duration,
+}
+
+/// What one attempt sent and how it ended.
+#[derive(Debug, Clone)]
+pub struct SentAttempt {
+    pub request_headers: Vec<(String, String)>,
+    pub duration: Duration,
+    pub result: AttemptResult,
+}
+
+/// The HTTP client every delivery goes through; cheap to clone, sharing one pool.
+#[derive(Clone)]
+pub struct Sender {
+    client: reqwest::Client,
+    config: Arc<SenderConfig>,
+}
+
+/// A destination that resolved only to addresses the operator refuses.
+#[derive(Debug, thiserror::Error)]
+#[error("destination {0} resolves only to private, loopback or link-local addresses")]
+struct RefusedDestination(String);
+
+/// Resolves names and drops the addresses deliveries may not reach, so that the check
+/// holds for the address actually connected to, on every redirect hop.
+struct GuardedResolver {
+    allow_private: bool,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allow_private = self.allow_private;
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| allow_private || is_public(a.ip()))
+                .collect();
+            if addrs.is_empty() {
+                return Err(Box::new(RefusedDestination(host)) as Box<dyn StdError + Send + Sync>);
+            }
+            Ok(Box::new(addrs.into_iter()) as Box<dyn Iterator<Item = SocketAddr> + Send>)
+        })
+    }
+}
+
+impl Sender {
+    pub fn new(config: SenderConfig) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(config.attempt_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .dns_resolver(Arc::new(GuardedResolver {
+                allow_private: config.allow_private_destinations,
+            }))
+            .build()?;
+        Ok(Self {
+            client,
+            config: Arc::new(config),
+        })
+    }
+
+    pub fn attempt_timeout(&self) -> Duration {
+        self.config.attempt_timeout
+    }
+
+    /// POSTs `body`, signed with `key`, to `url`, with `delivery_id` in `webhook-id`.
+    pub async fn send(
+        &self,
+        url: &str,
+        delivery_id: &str,
+        body: Bytes,
+        key: &SignatureKey,
+    ) -> SentAttempt {
+        let started = Instant::now();
+        let headers = self.headers(delivery_id, &body, key);
+        let request_headers = headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    v.to_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        let deadline = started + self.config.attempt_timeout;
+        let result = match tokio::time::timeout_at(
+            deadline.into(),
+            self.exchange(url, headers, body, deadline),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => AttemptResult::Failure {
+                category: FailureCategory::ReadTimeout,
+                message: format!(
+                    "no complete response within {:?}",
+                    self.config.attempt_timeout
+                ),
+            },
+        };
+        SentAttempt {
+            request_headers,
+            duration: started.elapsed(),
+            result,
+        }
+    }
+
+    fn headers(
+        &self,
+        delivery_id: &str,
+        body: &[u8],
+        key: &SignatureKey,
+    ) -> Vec<(HeaderName, HeaderValue)> {
+        let value = |s: &str| HeaderValue::from_str(s).expect("ASCII header value");
+        vec![
+            (CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (
+                USER_AGENT,
+                HeaderValue::from_static(concat!("waggle/", env!("CARGO_PKG_VERSION"))),
+            ),
+            (HeaderName::from_static("webhook-id"), value(delivery_id)),
+            (self.config.signature_header.clone(), value(&key.sign(body))),
+        ]
+    }
+
+    /// The request and its redirects, until a response that ends the attempt.
+    async fn exchange(
+        &self,
+        url: &str,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        body: Bytes,
+        deadline: Instant,
+    ) -> AttemptResult {
+        let mut url = match Url::parse(url) {
+            Ok(url) => url,
+            Err(e) => {
+                return failure(
+                    FailureCategory::LocalProtocolError,
+                    format!("invalid URL: {e}"),
+                )
+            }
+        };
+        let mut method = Method::POST;
+        let mut body = Some(body);
+        for hop in 0..=MAX_REDIRECTS {
+            if let Some(refused) = self.check_hop(&url) {
+                return refused;
+            }
+            let mut request = self.client.request(method.clone(), url.clone());
+            for (name, value) in &headers {
+                if body.is_some() || (*name != CONTENT_TYPE && *name != CONTENT_LENGTH) {
+                    request = request.header(name, value);
+                }
+            }
+            if let Some(body) = &body {
+                request = request.body(body.clone());
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let response = match request.timeout(remaining).send().await {
+                Ok(response) => response,
+                Err(e) => return classify(&e, false),
+            };
+            let status = response.status();
+            let location = response
+                .headers()
+                .get(LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .map(str::to_owned);
+            match (status.is_redirection(), location) {
+                (true, Some(location)) if is_followed(status) => {
+                    if hop == MAX_REDIRECTS {
+                        return failure(
+                            FailureCategory::TooManyRedirects,
+                            format!("more than {MAX_REDIRECTS} redirects; last to {location}"),
+                        );
+                    }
+                    url = match url.join(&location) {
+                        Ok(next) => next,
+                        Err(e) => {
+                            return failure(
+                                FailureCategory::RemoteProtocolError,
+                                format!("invalid redirect location '{location}': {e}"),
+                            )
+                        }
+                    };
+                    // 307 and 308 repeat the request as it was; the others turn it into a GET.
+                    if !matches!(
+                        status,
+                        StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT
+                    ) {
+                        method = Method::GET;
+                        body = None;
+                    }
+                }
+                _ => return read_response(response).await,
+            }
+        }
+        unreachable!("the last hop returns")
+    }
+
+    /// Refuses a hop whose scheme is not HTTP or whose IP-literal host is not allowed;
+    /// names are checked by the resolver.
+    fn check_hop(&self, url: &Url) -> Option<AttemptResult> {
+        if !matches!(url.scheme(), "http" | "https") {
+            return Some(failure(
+                FailureCategory::UnsupportedProtocol,
+                format!("unsupported URL scheme '{}'", url.scheme()),
+            ));
+        }
+        let ip = url.host().as_ref().and_then(host_ip)?;
+        (!self.config.allow_private_destinations && !is_public(ip)).then(|| {
+            failure(
+                FailureCategory::DestinationRefused,
+                format!("destination {ip} is a private, loopback or link-local address"),
+            )
+        })
+    }
+}
+
+fn is_followed(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
+}
+
+fn failure(category: FailureCategory, message: String) -> AttemptResult {
+    AttemptResult::Failure { category, message }
+}
+
+/// Keeps the status, the headers and the first 64 KiB of the body.
+async fn read_response(mut response: reqwest::Response) -> AttemptResult {
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let mut body = Vec::new();
+    while body.len() < MAX_RESPONSE_BODY {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = MAX_RESPONSE_BODY - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) => break,
+            Err(e) => return classify(&e, true),
+        }
+    }
+    AttemptResult::Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Names a request failure in the provider's categories, from the innermost cause that
+/// tells: our own refusal, hyper's protocol verdict, or the operating system's error.
+fn classify(error: &reqwest::Error, reading_body: bool) -> AttemptResult {
+    let message = chain(error);
+    let mut hyper_error = None;
+    let mut io_error = None;
+    let mut source: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.downcast_ref::<RefusedDestination>().is_some() {
+            return failure(FailureCategory::DestinationRefused, message);
+        }
+        if hyper_error.is_none() {
+            hyper_error = e.downcast_ref::<hyper::Error>();
+        }
+        if io_error.is_none() {
+            io_error = e.downcast_ref::<std::io::Error>();
+        }
+        source = e.source();
+    }
+    let category = if error.is_timeout() {
+        if error.is_connect() {
+            FailureCategory::ConnectTimeout
+        } else {
+            FailureCategory::ReadTimeout
+        }
+    } else if error.is_connect() {
+        FailureCategory::ConnectError
+    } else if error.is_decode() {
+        FailureCategory::DecodingError
+    } else if let Some(category) = io_error.and_then(|e| from_io(e.kind())) {
+        category
+    } else if let Some(h) = hyper_error {
+        if h.is_parse()
+            || h.is_parse_status()
+            || h.is_parse_too_large()
+            || h.is_incomplete_message()
+        {
+            FailureCategory::RemoteProtocolError
+        } else if h.is_user() {
+            FailureCategory::LocalProtocolError
+        } else if h.is_body_write_aborted() {
+            FailureCategory::WriteError
+        } else if h.is_timeout() {
+            FailureCategory::ReadTimeout
+        } else if h.is_closed() || h.is_canceled() {
+            FailureCategory::CloseError
+        } else {
+            FailureCategory::ReadError
+        }
+    } else if error.is_builder() || error.is_request() && !reading_body {
+        FailureCategory::LocalProtocolError
+    } else {
+        FailureCategory::ReadError
+    };
+    failure(category, message)
+}
+
+fn from_io(kind: std::io::ErrorKind) -> Option<FailureCategory> {
+    use std::io::ErrorKind::*;
+    Some(match kind {
+        ConnectionRefused | NotConnected | AddrNotAvailable | HostUnreachable
+        | NetworkUnreachable => FailureCategory::ConnectError,
+        ConnectionReset | ConnectionAborted => FailureCategory::ReadError,
+        BrokenPipe => FailureCategory::WriteError,
+        UnexpectedEof => FailureCategory::RemoteProtocolError,
+        TimedOut => FailureCategory::ReadTimeout,
+        _ => return None,
+    })
+}
+
+/// The error and its causes, outermost first.
+fn chain(error: &(dyn StdError + 'static)) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = e.source();
+    }
+    parts.join(": ")
+}

@@ -1,0 +1,82 @@
+//! Webhooks: where an organization wants which events of which environment.
+
+use serde::Serialize;
+
+use super::destination::WebhookUrl;
+use super::event::{Environment, EventType};
+use super::ids::{OrgId, WebhookId};
+use super::time::{self, Timestamp};
+use super::Invalid;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Webhook {
+    pub webhook_id: WebhookId,
+    #[serde(skip)]
+    pub org_id: OrgId,
+    pub name: String,
+    pub url: String,
+    pub is_enabled: bool,
+    #[serde(with = "time::serde_format")]
+    pub created_at: Timestamp,
+    #[serde(with = "time::serde_format::option")]
+    pub last_triggered_at: Option<Timestamp>,
+    #[serde(rename = "type")]
+    pub environment: Environment,
+    pub events: Vec<EventType>,
+}
+
+impl Webhook {
+    /// The fan-out rule of SPEC §2.
+    pub fn wants(&self, environment: Environment, event_type: EventType) -> bool {
+        self.is_enabled && self.environment == environment && self.events.contains(&event_type)
+    }
+}
+
+/// A new webhook, every field parsed.
+#[derive(Debug, Clone)]
+pub struct NewWebhook {
+    pub name: String,
+    pub url: WebhookUrl,
+    pub environment: Environment,
+    pub events: Vec<EventType>,
+    pub is_enabled: bool,
+}
+
+/// Changes to a webhook, every present field parsed.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookChanges {
+    pub name: Option<String>,
+    pub url: Option<WebhookUrl>,
+    pub environment: Option<Environment>,
+    pub events: Option<Vec<EventType>>,
+    pub is_enabled: Option<bool>,
+}
+
+pub fn parse_name(value: &str) -> Result<String, Invalid> {
+    super::parse_text(value, 255, "webhook name")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fan_out_needs_enabled_same_environment_and_subscribed() {
+        let mut hook = Webhook {
+            webhook_id: WebhookId::new(),
+            org_id: OrgId::new(),
+            name: "h".into(),
+            url: "https://example.com".into(),
+            is_enabled: true,
+            created_at: time::now(),
+            last_triggered_at: None,
+            environment: Environment::Production,
+            events: vec![EventType::ConnectorSynced],
+        };
+        assert!(hook.wants(Environment::Production, EventType::ConnectorSynced));
+        assert!(!hook.wants(Environment::Development, EventType::ConnectorSynced));
+        assert!(!hook.wants(Environment::Production, EventType::ConnectorSyncStarted));
+        hook.is_enabled = false;
+        assert!(!hook.wants(Environment::Production, EventType::ConnectorSynced));
+    }
+}

@@ -1,0 +1,132 @@
+//! Wiring: `App::build(config)` opens the store, binds the listener and builds the
+//! dispatcher and the router; `run_until_stopped` serves until SIGTERM or ctrl-c, then
+//! lets the attempts in flight finish and be recorded.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::delivery::{Dispatcher, KeyCache, Sender};
+use crate::storage::{self, Store};
+
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+    dispatcher: Option<Dispatcher>,
+    /// Fires to stop serving and dispatching; `run_until_stopped` also fires it on signals.
+    cancel: CancellationToken,
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let store = storage::open(&config.database).await?;
+        Self::build_with_store(config, store).await
+    }
+
+    pub async fn build_with_store(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Self> {
+        if config.database.starts_with("sqlite:") {
+            // One process owns a SQLite file: any claim in it is left from a previous run.
+            let released = store.release_all().await?;
+            if released > 0 {
+                tracing::info!(
+                    released,
+                    "taking back deliveries that were in flight when the last run stopped"
+                );
+            }
+        }
+        let sender = Sender::new(config.sender()?)?;
+        let keys = Arc::new(KeyCache::new(store.clone()));
+        let dispatcher = (!config.no_dispatcher).then(|| {
+            Dispatcher::new(
+                store.clone(),
+                sender.clone(),
+                keys.clone(),
+                config.dispatcher(),
+            )
+        });
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let state = AppState {
+            store,
+            keys,
+            sender,
+            dispatcher: dispatcher.clone(),
+            allow_private_destinations: config.allow_private_destinations,
+            key_usage: Default::default(),
+        };
+        Ok(Self {
+            listener,
+            state,
+            dispatcher,
+            cancel: CancellationToken::new(),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.state.store.clone()
+    }
+
+    /// A token that stops the app when cancelled.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let cancel = self.cancel.clone();
+        tokio::spawn({
+            let cancel = cancel.clone();
+            async move {
+                shutdown_signal().await;
+                tracing::info!("shutting down");
+                cancel.cancel();
+            }
+        });
+        let dispatching = self.dispatcher.map(|d| tokio::spawn(d.run(cancel.clone())));
+        let router = api::router().with_state(self.state);
+        axum::serve(self.listener, router)
+            .with_graceful_shutdown(cancel.clone().cancelled_owned())
+            .await
+            .context("serving HTTP")?;
+        if let Some(dispatching) = dispatching {
+            dispatching.await.context("dispatcher task")?;
+        }
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

@@ -1,0 +1,268 @@
+//! Persistence behind one [`Store`] trait, so the API and the dispatcher never see which
+//! database holds the data. SQLite is the embedded default (`sqlite.rs`); each backend
+//! keeps its SQL in its own file and its migrations under `migrations/<backend>/`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::domain::attempt::{Attempt, DeliveryState};
+use crate::domain::connector::{Connector, ConnectorStatus, SyncJob};
+use crate::domain::event::{Environment, EventType};
+use crate::domain::ids::{ApiKeyId, ConnectorId, DeliveryId, OrgId, SyncId, UserId, WebhookId};
+use crate::domain::payload::Event;
+use crate::domain::signature::SignatureKey;
+use crate::domain::time::Timestamp;
+use crate::domain::webhook::{NewWebhook, Webhook, WebhookChanges};
+
+pub mod sqlite;
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule of the schema refused the write.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Opens the store named by a database URL (`sqlite://…`), migrated to the latest schema.
+pub async fn open(database_url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    if database_url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::open(database_url).await?))
+    } else {
+        anyhow::bail!("unsupported database URL '{database_url}': expected sqlite://PATH")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Organization {
+    pub id: OrgId,
+    pub name: String,
+    pub signature_key: SignatureKey,
+}
+
+/// An API key as stored: never the secret, only its SHA-256.
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    pub id: ApiKeyId,
+    pub prefix: String,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct DashboardUser {
+    pub id: UserId,
+    pub org_id: OrgId,
+    pub email: String,
+    pub password_hash: String,
+}
+
+/// Changes to a connector, every present field parsed.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectorChanges {
+    pub display_name: Option<String>,
+    pub integration_slug: Option<String>,
+    pub categories: Option<Vec<String>>,
+    pub origin_id: Option<String>,
+    pub connector_status: Option<ConnectorStatus>,
+    pub end_user_name: Option<String>,
+    pub end_user_email: Option<String>,
+}
+
+/// What an event records besides itself, in the same transaction.
+#[derive(Debug, Clone)]
+pub enum SyncChange {
+    None,
+    /// A new sync job.
+    Started(SyncJob),
+    /// A sync job that was `Syncing` and now is `Done` or `Failed`.
+    Finished(SyncJob),
+}
+
+/// One delivery to create with an event.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub id: DeliveryId,
+    pub webhook_id: WebhookId,
+    pub webhook_name: String,
+    pub url: String,
+    pub body: Bytes,
+    /// Set when the creating node hands the delivery to its own dispatcher at once.
+    pub lease_until: Option<Timestamp>,
+}
+
+/// A delivery's next attempt, as the dispatcher needs it.
+#[derive(Debug, Clone)]
+pub struct DeliveryJob {
+    pub id: DeliveryId,
+    pub org_id: OrgId,
+    pub webhook_id: WebhookId,
+    pub url: String,
+    pub body: Bytes,
+    /// Attempts already made (0 before the first).
+    pub attempts_made: u32,
+    pub first_attempt_at: Option<Timestamp>,
+}
+
+/// The result of an attempt (or of deciding not to make one), written in batches.
+#[derive(Debug, Clone)]
+pub struct DeliveryOutcome {
+    pub delivery_id: DeliveryId,
+    pub webhook_id: WebhookId,
+    pub attempt: Option<Attempt>,
+    pub first_attempt_at: Option<Timestamp>,
+    pub state: DeliveryState,
+    /// For failures: the category's name, kept on the delivery for the errors filter.
+    pub last_error: Option<String>,
+    /// How long a scheduled retry stays claimed by this node.
+    pub lease_until: Option<Timestamp>,
+}
+
+/// Filters of `GET /api/v1/webhooks/logs`; all present ones must hold.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    pub webhook_id: Option<WebhookId>,
+    pub connector_id: Option<ConnectorId>,
+    pub event_types: Vec<EventType>,
+    pub response_codes: Vec<u16>,
+    pub created_from: Option<Timestamp>,
+    pub created_to: Option<Timestamp>,
+    pub errors_only: bool,
+    /// Cursor: only deliveries older than this one.
+    pub before: Option<DeliveryId>,
+    pub limit: u32,
+}
+
+/// A delivery as the logs show it.
+#[derive(Debug, Clone)]
+pub struct LogEntry {
+    pub id: DeliveryId,
+    pub webhook_id: WebhookId,
+    pub webhook_name: String,
+    pub connector_id: ConnectorId,
+    pub event_type: EventType,
+    pub url: String,
+    pub status: String,
+    pub response_code: Option<u16>,
+    pub attempt_count: u32,
+    pub last_error: Option<String>,
+    pub integration_name: String,
+    pub end_user_name: String,
+    pub origin_id: String,
+    pub created_at: Timestamp,
+    pub next_attempt_at: Option<Timestamp>,
+}
+
+/// A delivery with its body and every attempt.
+#[derive(Debug, Clone)]
+pub struct LogDetail {
+    pub entry: LogEntry,
+    pub body: Bytes,
+    pub attempts: Vec<Attempt>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // Organizations, keys and users.
+    async fn create_organization(
+        &self,
+        org: &Organization,
+        api_key: &NewApiKey,
+        admin: Option<&DashboardUser>,
+    ) -> StoreResult<()>;
+    async fn organization_count(&self) -> StoreResult<u64>;
+    async fn organization(&self, org: OrgId) -> StoreResult<Option<Organization>>;
+    /// The key's id and organization, by the SHA-256 of the presented key.
+    async fn api_key_by_hash(&self, hash: &str) -> StoreResult<Option<(ApiKeyId, OrgId)>>;
+    async fn touch_api_key(&self, key: ApiKeyId, at: Timestamp) -> StoreResult<()>;
+    async fn set_signature_key(&self, org: OrgId, key: &SignatureKey) -> StoreResult<()>;
+    async fn dashboard_user_by_email(&self, email: &str) -> StoreResult<Option<DashboardUser>>;
+
+    // Webhooks.
+    async fn create_webhook(&self, org: OrgId, webhook: &NewWebhook) -> StoreResult<Webhook>;
+    async fn webhook(&self, org: OrgId, id: WebhookId) -> StoreResult<Option<Webhook>>;
+    /// Oldest first, after the cursor.
+    async fn list_webhooks(
+        &self,
+        org: OrgId,
+        is_enabled: Option<bool>,
+        after: Option<WebhookId>,
+        limit: u32,
+    ) -> StoreResult<Vec<Webhook>>;
+    /// The enabled webhooks of one environment, for fan-out.
+    async fn webhooks_for(&self, org: OrgId, environment: Environment)
+        -> StoreResult<Vec<Webhook>>;
+    async fn update_webhook(
+        &self,
+        org: OrgId,
+        id: WebhookId,
+        changes: &WebhookChanges,
+    ) -> StoreResult<Option<Webhook>>;
+    /// Deletes the webhook and cancels its pending deliveries; its logs stay.
+    async fn delete_webhook(&self, org: OrgId, id: WebhookId) -> StoreResult<bool>;
+
+    // Connectors and syncs.
+    async fn create_connector(&self, connector: &Connector) -> StoreResult<()>;
+    async fn connector(&self, org: OrgId, id: ConnectorId) -> StoreResult<Option<Connector>>;
+    async fn list_connectors(
+        &self,
+        org: OrgId,
+        after: Option<ConnectorId>,
+        limit: u32,
+    ) -> StoreResult<Vec<Connector>>;
+    async fn update_connector(
+        &self,
+        org: OrgId,
+        id: ConnectorId,
+        changes: &ConnectorChanges,
+    ) -> StoreResult<Option<Connector>>;
+    async fn delete_connector(&self, org: OrgId, id: ConnectorId) -> StoreResult<bool>;
+    async fn sync_job(
+        &self,
+        org: OrgId,
+        connector: ConnectorId,
+        id: SyncId,
+    ) -> StoreResult<Option<SyncJob>>;
+
+    /// Records events, the sync change that caused them and their deliveries, atomically:
+    /// once this returns, nothing of it can be lost. A `Finished` change applies only to
+    /// a job still `Syncing`; otherwise nothing is written and this answers `Conflict`.
+    async fn record_events(
+        &self,
+        sync: &SyncChange,
+        events: &[(Event, Vec<NewDelivery>)],
+    ) -> StoreResult<()>;
+    /// A new delivery of a logged delivery's exact body to the same webhook.
+    async fn resend(
+        &self,
+        org: OrgId,
+        log: DeliveryId,
+        new_id: DeliveryId,
+        lease_until: Option<Timestamp>,
+    ) -> StoreResult<Option<DeliveryJob>>;
+
+    // Dispatching.
+    /// Claims up to `limit` pending deliveries that are due and unclaimed (or whose claim
+    /// ran out), until `lease_until`.
+    async fn claim_due(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<DeliveryJob>>;
+    /// Gives claims back, so any dispatcher may take the deliveries when due.
+    async fn release(&self, ids: &[DeliveryId]) -> StoreResult<()>;
+    /// Drops every claim: for a single-node store after a crash, when no claim can be live.
+    async fn release_all(&self) -> StoreResult<u64>;
+    async fn record_outcomes(&self, outcomes: &[DeliveryOutcome]) -> StoreResult<()>;
+
+    // Logs.
+    async fn list_logs(&self, org: OrgId, filter: &LogFilter) -> StoreResult<Vec<LogEntry>>;
+    async fn log(&self, org: OrgId, id: DeliveryId) -> StoreResult<Option<LogDetail>>;
+}

@@ -1,0 +1,935 @@
+//! The embedded SQLite store: one database file, WAL journal, every write through a single
+//! connection (SQLite has one writer at a time; queueing in the pool beats busy retries)
+//! and reads through a small pool of their own.
+//!
+//! `synchronous = NORMAL` in WAL mode: a commit survives the process being killed (the WAL
+//! is in the OS's page cache), and only a power loss can take the last commits back.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+
+use super::*;
+use crate::domain::attempt::{AttemptResult, FailureCategory};
+use crate::domain::connector::{DisplayStatus, SyncError, SyncType};
+use crate::domain::time::{self, from_micros, to_micros};
+
+pub struct SqliteStore {
+    write: SqlitePool,
+    read: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn open(url: &str) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let options = SqliteConnectOptions::from_str(url)
+            .with_context(|| format!("invalid SQLite URL '{url}'"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+            .pragma("temp_store", "memory")
+            .pragma("cache_size", "-32768");
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await
+            .with_context(|| format!("opening SQLite database {url}"))?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&write)
+            .await
+            .context("migrating the SQLite database")?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.read_only(true))
+            .await
+            .context("opening SQLite read connections")?;
+        Ok(Self { write, read })
+    }
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+fn parse_id<T: FromStr>(row: &SqliteRow, column: &str) -> StoreResult<T> {
+    let text: String = row.try_get(column)?;
+    text.parse()
+        .map_err(|_| corrupt(format!("bad id in {column}: {text}")))
+}
+
+fn opt_time(row: &SqliteRow, column: &str) -> StoreResult<Option<Timestamp>> {
+    Ok(row.try_get::<Option<i64>, _>(column)?.map(from_micros))
+}
+
+fn json_column<T: serde::de::DeserializeOwned>(row: &SqliteRow, column: &str) -> StoreResult<T> {
+    let text: String = row.try_get(column)?;
+    serde_json::from_str(&text).map_err(|e| corrupt(format!("{column}: {e}")))
+}
+
+fn unique_violation(e: sqlx::Error, what: &str) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what.into()),
+        _ => StoreError::Database(e),
+    }
+}
+
+const WEBHOOK_COLUMNS: &str =
+    "id, org_id, name, url, type, events, is_enabled, created_at, last_triggered_at";
+
+fn webhook_from_row(row: &SqliteRow) -> StoreResult<Webhook> {
+    let environment: String = row.try_get("type")?;
+    Ok(Webhook {
+        webhook_id: parse_id(row, "id")?,
+        org_id: parse_id(row, "org_id")?,
+        name: row.try_get("name")?,
+        url: row.try_get("url")?,
+        is_enabled: row.try_get("is_enabled")?,
+        created_at: from_micros(row.try_get("created_at")?),
+        last_triggered_at: opt_time(row, "last_triggered_at")?,
+        environment: Environment::parse(&environment).map_err(corrupt)?,
+        events: json_column(row, "events")?,
+    })
+}
+
+const CONNECTOR_COLUMNS: &str = "id, org_id, environment, display_name, integration_slug, \
+     categories, origin_id, connector_status, end_user_name, end_user_email, created_at";
+
+fn connector_from_row(row: &SqliteRow) -> StoreResult<Connector> {
+    let environment: String = row.try_get("environment")?;
+    let status: String = row.try_get("connector_status")?;
+    Ok(Connector {
+        id: parse_id(row, "id")?,
+        org_id: parse_id(row, "org_id")?,
+        environment: Environment::parse(&environment).map_err(corrupt)?,
+        display_name: row.try_get("display_name")?,
+        integration_slug: row.try_get("integration_slug")?,
+        categories: json_column(row, "categories")?,
+        origin_id: row.try_get("origin_id")?,
+        connector_status: ConnectorStatus::parse(&status).map_err(corrupt)?,
+        end_user_name: row.try_get("end_user_name")?,
+        end_user_email: row.try_get("end_user_email")?,
+        created_at: from_micros(row.try_get("created_at")?),
+    })
+}
+
+fn sync_job_from_row(row: &SqliteRow) -> StoreResult<SyncJob> {
+    let sync_type: String = row.try_get("sync_type")?;
+    let display_status: String = row.try_get("display_status")?;
+    let finished_at = opt_time(row, "finished_at")?;
+    let error = match row.try_get::<Option<String>, _>("error_message")? {
+        Some(message) => Some(SyncError {
+            failed_at: finished_at.unwrap_or_default(),
+            message,
+            detail: row
+                .try_get::<Option<String>, _>("error_detail")?
+                .map(|d| serde_json::from_str(&d))
+                .transpose()
+                .map_err(corrupt)?
+                .unwrap_or(serde_json::Value::Null),
+        }),
+        None => None,
+    };
+    Ok(SyncJob {
+        id: parse_id(row, "id")?,
+        connector_id: parse_id(row, "connector_id")?,
+        initial_sync: row.try_get("initial_sync")?,
+        sync_type: SyncType::parse(&sync_type).map_err(corrupt)?,
+        display_status: DisplayStatus::parse(&display_status)
+            .ok_or_else(|| corrupt(display_status))?,
+        last_sync_start_time: from_micros(row.try_get("last_sync_start_time")?),
+        finished_at,
+        error,
+    })
+}
+
+const LOG_COLUMNS: &str = "id, webhook_id, webhook_name, connector_id, event_type, url, status, \
+     response_code, attempt_count, last_error, integration_name, end_user_name, origin_id, \
+     created_at, next_attempt_at";
+
+fn log_from_row(row: &SqliteRow) -> StoreResult<LogEntry> {
+    let event_type: String = row.try_get("event_type")?;
+    Ok(LogEntry {
+        id: parse_id(row, "id")?,
+        webhook_id: parse_id(row, "webhook_id")?,
+        webhook_name: row.try_get("webhook_name")?,
+        connector_id: parse_id(row, "connector_id")?,
+        event_type: EventType::parse(&event_type).map_err(corrupt)?,
+        url: row.try_get("url")?,
+        status: row.try_get("status")?,
+        response_code: row
+            .try_get::<Option<i64>, _>("response_code")?
+            .map(|c| c as u16),
+        attempt_count: row.try_get::<i64, _>("attempt_count")? as u32,
+        last_error: row.try_get("last_error")?,
+        integration_name: row.try_get("integration_name")?,
+        end_user_name: row.try_get("end_user_name")?,
+        origin_id: row.try_get("origin_id")?,
+        created_at: from_micros(row.try_get("created_at")?),
+        next_attempt_at: opt_time(row, "next_attempt_at")?,
+    })
+}
+
+fn attempt_from_row(row: &SqliteRow) -> StoreResult<Attempt> {
+    let result = match row.try_get::<Option<i64>, _>("response_status")? {
+        Some(status) => AttemptResult::Response {
+            status: status as u16,
+            headers: row
+                .try_get::<Option<String>, _>("response_headers")?
+                .map(|h| serde_json::from_str(&h))
+                .transpose()
+                .map_err(corrupt)?
+                .unwrap_or_default(),
+            body: row
+                .try_get::<Option<Vec<u8>>, _>("response_body")?
+                .unwrap_or_default(),
+        },
+        None => {
+            let category: String = row.try_get("error_category")?;
+            AttemptResult::Failure {
+                category: FailureCategory::parse(&category).ok_or_else(|| corrupt(category))?,
+                message: row
+                    .try_get::<Option<String>, _>("error_message")?
+                    .unwrap_or_default(),
+            }
+        }
+    };
+    Ok(Attempt {
+        delivery_id: parse_id(row, "delivery_id")?,
+        number: row.try_get::<i64, _>("number")? as u32,
+        started_at: from_micros(row.try_get("started_at")?),
+        duration: Duration::from_micros(row.try_get::<i64, _>("duration_us")?.max(0) as u64),
+        request_url: row.try_get("request_url")?,
+        request_headers: json_column(row, "request_headers")?,
+        result,
+    })
+}
+
+fn job_from_row(row: &SqliteRow) -> StoreResult<DeliveryJob> {
+    Ok(DeliveryJob {
+        id: parse_id(row, "id")?,
+        org_id: parse_id(row, "org_id")?,
+        webhook_id: parse_id(row, "webhook_id")?,
+        url: row.try_get("url")?,
+        body: Bytes::from(row.try_get::<Vec<u8>, _>("body")?),
+        attempts_made: row.try_get::<i64, _>("attempt_count")? as u32,
+        first_attempt_at: opt_time(row, "first_attempt_at")?,
+    })
+}
+
+async fn insert_delivery(
+    tx: &mut Transaction<'_, Sqlite>,
+    event: &Event,
+    d: &NewDelivery,
+) -> StoreResult<()> {
+    let c = &event.connector;
+    let created = to_micros(&event.created_at);
+    sqlx::query(
+        "INSERT INTO deliveries (id, org_id, event_id, webhook_id, webhook_name, connector_id, \
+         event_type, integration_name, end_user_name, origin_id, url, body, status, created_at, \
+         next_attempt_at, lease_until) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+    )
+    .bind(d.id.to_string())
+    .bind(event.org_id.to_string())
+    .bind(event.id.to_string())
+    .bind(d.webhook_id.to_string())
+    .bind(&d.webhook_name)
+    .bind(c.id.to_string())
+    .bind(event.event_type.as_str())
+    .bind(&c.integration_slug)
+    .bind(&c.end_user_name)
+    .bind(&c.origin_id)
+    .bind(&d.url)
+    .bind(d.body.as_ref())
+    .bind(created)
+    .bind(created)
+    .bind(d.lease_until.as_ref().map(to_micros))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_organization(
+        &self,
+        org: &Organization,
+        api_key: &NewApiKey,
+        admin: Option<&DashboardUser>,
+    ) -> StoreResult<()> {
+        let now = to_micros(&time::now());
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "INSERT INTO organizations (id, name, signature_key, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(org.id.to_string())
+        .bind(&org.name)
+        .bind(org.signature_key.expose())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO api_keys (id, org_id, prefix, hash, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(api_key.id.to_string())
+        .bind(org.id.to_string())
+        .bind(&api_key.prefix)
+        .bind(&api_key.hash)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(user) = admin {
+            sqlx::query(
+                "INSERT INTO dashboard_users (id, org_id, email, password_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(user.id.to_string())
+            .bind(org.id.to_string())
+            .bind(&user.email)
+            .bind(&user.password_hash)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| unique_violation(e, "a dashboard user with this email already exists"))?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn organization_count(&self) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM organizations")
+            .fetch_one(&self.read)
+            .await?;
+        Ok(n as u64)
+    }
+
+    async fn organization(&self, org: OrgId) -> StoreResult<Option<Organization>> {
+        let row = sqlx::query("SELECT id, name, signature_key FROM organizations WHERE id = ?")
+            .bind(org.to_string())
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|row| {
+            Ok(Organization {
+                id: parse_id(&row, "id")?,
+                name: row.try_get("name")?,
+                signature_key: SignatureKey::from_stored(row.try_get("signature_key")?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn api_key_by_hash(&self, hash: &str) -> StoreResult<Option<(ApiKeyId, OrgId)>> {
+        let row = sqlx::query("SELECT id, org_id FROM api_keys WHERE hash = ?")
+            .bind(hash)
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|row| Ok((parse_id(&row, "id")?, parse_id(&row, "org_id")?)))
+            .transpose()
+    }
+
+    async fn touch_api_key(&self, key: ApiKeyId, at: Timestamp) -> StoreResult<()> {
+        sqlx::query("UPDATE api_keys SET last_used_at = ? WHERE id = ?")
+            .bind(to_micros(&at))
+            .bind(key.to_string())
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_signature_key(&self, org: OrgId, key: &SignatureKey) -> StoreResult<()> {
+        sqlx::query("UPDATE organizations SET signature_key = ? WHERE id = ?")
+            .bind(key.expose())
+            .bind(org.to_string())
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn dashboard_user_by_email(&self, email: &str) -> StoreResult<Option<DashboardUser>> {
+        let row = sqlx::query(
+            "SELECT id, org_id, email, password_hash FROM dashboard_users WHERE email = ?",
+        )
+        .bind(email.trim())
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|row| {
+            Ok(DashboardUser {
+                id: parse_id(&row, "id")?,
+                org_id: parse_id(&row, "org_id")?,
+                email: row.try_get("email")?,
+                password_hash: row.try_get("password_hash")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn create_webhook(&self, org: OrgId, new: &NewWebhook) -> StoreResult<Webhook> {
+        let webhook = Webhook {
+            webhook_id: WebhookId::new(),
+            org_id: org,
+            name: new.name.clone(),
+            url: new.url.as_str().to_owned(),
+            is_enabled: new.is_enabled,
+            created_at: time::now(),
+            last_triggered_at: None,
+            environment: new.environment,
+            events: new.events.clone(),
+        };
+        sqlx::query(
+            "INSERT INTO webhooks (id, org_id, name, url, type, events, is_enabled, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(webhook.webhook_id.to_string())
+        .bind(org.to_string())
+        .bind(&webhook.name)
+        .bind(&webhook.url)
+        .bind(webhook.environment.as_str())
+        .bind(serde_json::to_string(&webhook.events).expect("event types serialize"))
+        .bind(webhook.is_enabled)
+        .bind(to_micros(&webhook.created_at))
+        .execute(&self.write)
+        .await?;
+        Ok(webhook)
+    }
+
+    async fn webhook(&self, org: OrgId, id: WebhookId) -> StoreResult<Option<Webhook>> {
+        let row = sqlx::query(&format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = ? AND org_id = ?"
+        ))
+        .bind(id.to_string())
+        .bind(org.to_string())
+        .fetch_optional(&self.read)
+        .await?;
+        row.as_ref().map(webhook_from_row).transpose()
+    }
+
+    async fn list_webhooks(
+        &self,
+        org: OrgId,
+        is_enabled: Option<bool>,
+        after: Option<WebhookId>,
+        limit: u32,
+    ) -> StoreResult<Vec<Webhook>> {
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE org_id = "
+        ));
+        q.push_bind(org.to_string());
+        if let Some(enabled) = is_enabled {
+            q.push(" AND is_enabled = ").push_bind(enabled);
+        }
+        if let Some(after) = after {
+            q.push(" AND id > ").push_bind(after.to_string());
+        }
+        q.push(" ORDER BY id LIMIT ").push_bind(limit as i64);
+        let rows = q.build().fetch_all(&self.read).await?;
+        rows.iter().map(webhook_from_row).collect()
+    }
+
+    async fn webhooks_for(
+        &self,
+        org: OrgId,
+        environment: Environment,
+    ) -> StoreResult<Vec<Webhook>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE org_id = ? AND type = ? AND is_enabled = 1 ORDER BY id"
+        ))
+        .bind(org.to_string())
+        .bind(environment.as_str())
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(webhook_from_row).collect()
+    }
+
+    async fn update_webhook(
+        &self,
+        org: OrgId,
+        id: WebhookId,
+        changes: &WebhookChanges,
+    ) -> StoreResult<Option<Webhook>> {
+        let mut q = QueryBuilder::<Sqlite>::new("UPDATE webhooks SET id = id");
+        if let Some(name) = &changes.name {
+            q.push(", name = ").push_bind(name.clone());
+        }
+        if let Some(url) = &changes.url {
+            q.push(", url = ").push_bind(url.as_str().to_owned());
+        }
+        if let Some(environment) = changes.environment {
+            q.push(", type = ").push_bind(environment.as_str());
+        }
+        if let Some(events) = &changes.events {
+            q.push(", events = ")
+                .push_bind(serde_json::to_string(events).expect("event types serialize"));
+        }
+        if let Some(enabled) = changes.is_enabled {
+            q.push(", is_enabled = ").push_bind(enabled);
+        }
+        q.push(" WHERE id = ")
+            .push_bind(id.to_string())
+            .push(" AND org_id = ")
+            .push_bind(org.to_string())
+            .push(format!(" RETURNING {WEBHOOK_COLUMNS}"));
+        let row = q.build().fetch_optional(&self.write).await?;
+        row.as_ref().map(webhook_from_row).transpose()
+    }
+
+    async fn delete_webhook(&self, org: OrgId, id: WebhookId) -> StoreResult<bool> {
+        let mut tx = self.write.begin().await?;
+        let deleted = sqlx::query("DELETE FROM webhooks WHERE id = ? AND org_id = ?")
+            .bind(id.to_string())
+            .bind(org.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted > 0 {
+            sqlx::query(
+                "UPDATE deliveries SET status = 'cancelled', lease_until = NULL, finished_at = ? \
+                 WHERE webhook_id = ? AND org_id = ? AND status = 'pending'",
+            )
+            .bind(to_micros(&time::now()))
+            .bind(id.to_string())
+            .bind(org.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(deleted > 0)
+    }
+
+    async fn create_connector(&self, c: &Connector) -> StoreResult<()> {
+        sqlx::query(&format!(
+            "INSERT INTO connectors ({CONNECTOR_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(c.id.to_string())
+        .bind(c.org_id.to_string())
+        .bind(c.environment.as_str())
+        .bind(&c.display_name)
+        .bind(&c.integration_slug)
+        .bind(serde_json::to_string(&c.categories).expect("strings serialize"))
+        .bind(&c.origin_id)
+        .bind(c.connector_status.as_str())
+        .bind(&c.end_user_name)
+        .bind(&c.end_user_email)
+        .bind(to_micros(&c.created_at))
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn connector(&self, org: OrgId, id: ConnectorId) -> StoreResult<Option<Connector>> {
+        let row = sqlx::query(&format!(
+            "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = ? AND org_id = ?"
+        ))
+        .bind(id.to_string())
+        .bind(org.to_string())
+        .fetch_optional(&self.read)
+        .await?;
+        row.as_ref().map(connector_from_row).transpose()
+    }
+
+    async fn list_connectors(
+        &self,
+        org: OrgId,
+        after: Option<ConnectorId>,
+        limit: u32,
+    ) -> StoreResult<Vec<Connector>> {
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE org_id = "
+        ));
+        q.push_bind(org.to_string());
+        if let Some(after) = after {
+            q.push(" AND id > ").push_bind(after.to_string());
+        }
+        q.push(" ORDER BY id LIMIT ").push_bind(limit as i64);
+        let rows = q.build().fetch_all(&self.read).await?;
+        rows.iter().map(connector_from_row).collect()
+    }
+
+    async fn update_connector(
+        &self,
+        org: OrgId,
+        id: ConnectorId,
+        changes: &ConnectorChanges,
+    ) -> StoreResult<Option<Connector>> {
+        let mut q = QueryBuilder::<Sqlite>::new("UPDATE connectors SET id = id");
+        let texts = [
+            ("display_name", &changes.display_name),
+            ("integration_slug", &changes.integration_slug),
+            ("origin_id", &changes.origin_id),
+            ("end_user_name", &changes.end_user_name),
+            ("end_user_email", &changes.end_user_email),
+        ];
+        for (column, value) in texts {
+            if let Some(value) = value {
+                q.push(format!(", {column} = ")).push_bind(value.clone());
+            }
+        }
+        if let Some(categories) = &changes.categories {
+            q.push(", categories = ")
+                .push_bind(serde_json::to_string(categories).expect("strings serialize"));
+        }
+        if let Some(status) = changes.connector_status {
+            q.push(", connector_status = ").push_bind(status.as_str());
+        }
+        q.push(" WHERE id = ")
+            .push_bind(id.to_string())
+            .push(" AND org_id = ")
+            .push_bind(org.to_string())
+            .push(format!(" RETURNING {CONNECTOR_COLUMNS}"));
+        let row = q.build().fetch_optional(&self.write).await?;
+        row.as_ref().map(connector_from_row).transpose()
+    }
+
+    async fn delete_connector(&self, org: OrgId, id: ConnectorId) -> StoreResult<bool> {
+        let deleted = sqlx::query("DELETE FROM connectors WHERE id = ? AND org_id = ?")
+            .bind(id.to_string())
+            .bind(org.to_string())
+            .execute(&self.write)
+            .await?
+            .rows_affected();
+        Ok(deleted > 0)
+    }
+
+    async fn sync_job(
+        &self,
+        org: OrgId,
+        connector: ConnectorId,
+        id: SyncId,
+    ) -> StoreResult<Option<SyncJob>> {
+        let row = sqlx::query(
+            "SELECT s.* FROM sync_jobs s JOIN connectors c ON c.id = s.connector_id \
+             WHERE s.id = ? AND s.connector_id = ? AND c.org_id = ?",
+        )
+        .bind(id.to_string())
+        .bind(connector.to_string())
+        .bind(org.to_string())
+        .fetch_optional(&self.read)
+        .await?;
+        row.as_ref().map(sync_job_from_row).transpose()
+    }
+
+    async fn record_events(
+        &self,
+        sync: &SyncChange,
+        events: &[(Event, Vec<NewDelivery>)],
+    ) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        match sync {
+            SyncChange::None => {}
+            SyncChange::Started(job) => {
+                sqlx::query(
+                    "INSERT INTO sync_jobs (id, connector_id, initial_sync, sync_type, display_status, \
+                     last_sync_start_time) VALUES (?, ?, ?, ?, ?, ?)",
+                )
+                .bind(job.id.to_string())
+                .bind(job.connector_id.to_string())
+                .bind(job.initial_sync)
+                .bind(job.sync_type.as_str())
+                .bind(job.display_status.as_str())
+                .bind(to_micros(&job.last_sync_start_time))
+                .execute(&mut *tx)
+                .await?;
+            }
+            SyncChange::Finished(job) => {
+                let updated = sqlx::query(
+                    "UPDATE sync_jobs SET display_status = ?, finished_at = ?, error_message = ?, \
+                     error_detail = ? WHERE id = ? AND display_status = 'Syncing'",
+                )
+                .bind(job.display_status.as_str())
+                .bind(job.finished_at.as_ref().map(to_micros))
+                .bind(job.error.as_ref().map(|e| e.message.clone()))
+                .bind(job.error.as_ref().map(|e| e.detail.to_string()))
+                .bind(job.id.to_string())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if updated == 0 {
+                    return Err(StoreError::Conflict(
+                        "the sync job has already finished".into(),
+                    ));
+                }
+            }
+        }
+        for (event, deliveries) in events {
+            sqlx::query(
+                "INSERT INTO events (id, org_id, event_type, environment, connector_id, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(event.id.to_string())
+            .bind(event.org_id.to_string())
+            .bind(event.event_type.as_str())
+            .bind(event.environment().as_str())
+            .bind(event.connector.id.to_string())
+            .bind(to_micros(&event.created_at))
+            .execute(&mut *tx)
+            .await?;
+            for d in deliveries {
+                insert_delivery(&mut tx, event, d).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn resend(
+        &self,
+        org: OrgId,
+        log: DeliveryId,
+        new_id: DeliveryId,
+        lease_until: Option<Timestamp>,
+    ) -> StoreResult<Option<DeliveryJob>> {
+        let mut tx = self.write.begin().await?;
+        let source = sqlx::query(
+            "SELECT d.webhook_id, w.url AS webhook_url, w.name AS webhook_name FROM deliveries d \
+             LEFT JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = ? AND d.org_id = ?",
+        )
+        .bind(log.to_string())
+        .bind(org.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(source) = source else {
+            return Ok(None);
+        };
+        let Some(url) = source.try_get::<Option<String>, _>("webhook_url")? else {
+            return Err(StoreError::Conflict(
+                "the webhook of this log has been deleted".into(),
+            ));
+        };
+        let webhook_name: String = source.try_get("webhook_name")?;
+        let now = to_micros(&time::now());
+        let row = sqlx::query(
+            "INSERT INTO deliveries (id, org_id, event_id, webhook_id, webhook_name, connector_id, \
+             event_type, integration_name, end_user_name, origin_id, url, body, status, created_at, \
+             next_attempt_at, lease_until) \
+             SELECT ?, org_id, event_id, webhook_id, ?, connector_id, event_type, integration_name, \
+             end_user_name, origin_id, ?, body, 'pending', ?, ?, ? FROM deliveries WHERE id = ? \
+             RETURNING id, org_id, webhook_id, url, body, attempt_count, first_attempt_at",
+        )
+        .bind(new_id.to_string())
+        .bind(webhook_name)
+        .bind(url)
+        .bind(now)
+        .bind(now)
+        .bind(lease_until.as_ref().map(to_micros))
+        .bind(log.to_string())
+        .fetch_one(&mut *tx)
+        .await?;
+        let job = job_from_row(&row)?;
+        tx.commit().await?;
+        Ok(Some(job))
+    }
+
+    async fn claim_due(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<DeliveryJob>> {
+        let now = to_micros(&now);
+        let rows = sqlx::query(
+            "UPDATE deliveries SET lease_until = ? WHERE id IN ( \
+               SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ? \
+               AND (lease_until IS NULL OR lease_until <= ?) ORDER BY next_attempt_at LIMIT ?) \
+             RETURNING id, org_id, webhook_id, url, body, attempt_count, first_attempt_at",
+        )
+        .bind(to_micros(&lease_until))
+        .bind(now)
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&self.write)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn release(&self, ids: &[DeliveryId]) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        for id in ids {
+            sqlx::query(
+                "UPDATE deliveries SET lease_until = NULL WHERE id = ? AND status = 'pending'",
+            )
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn release_all(&self) -> StoreResult<u64> {
+        let released = sqlx::query(
+            "UPDATE deliveries SET lease_until = NULL WHERE status = 'pending' AND lease_until IS NOT NULL",
+        )
+        .execute(&self.write)
+        .await?
+        .rows_affected();
+        Ok(released)
+    }
+
+    async fn record_outcomes(&self, outcomes: &[DeliveryOutcome]) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        let mut triggered: Vec<(WebhookId, Timestamp)> = Vec::new();
+        for o in outcomes {
+            if let Some(a) = &o.attempt {
+                let (status, headers, body, category, message) = match &a.result {
+                    AttemptResult::Response {
+                        status,
+                        headers,
+                        body,
+                    } => (
+                        Some(*status as i64),
+                        Some(serde_json::to_string(headers).expect("headers serialize")),
+                        Some(body.as_slice()),
+                        None,
+                        None,
+                    ),
+                    AttemptResult::Failure { category, message } => (
+                        None,
+                        None,
+                        None,
+                        Some(category.as_str()),
+                        Some(message.as_str()),
+                    ),
+                };
+                sqlx::query(
+                    "INSERT OR REPLACE INTO attempts (delivery_id, number, started_at, duration_us, \
+                     request_url, request_headers, response_status, response_headers, response_body, \
+                     error_category, error_message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(a.delivery_id.to_string())
+                .bind(a.number as i64)
+                .bind(to_micros(&a.started_at))
+                .bind(a.duration.as_micros() as i64)
+                .bind(&a.request_url)
+                .bind(serde_json::to_string(&a.request_headers).expect("headers serialize"))
+                .bind(status)
+                .bind(headers)
+                .bind(body)
+                .bind(category)
+                .bind(message)
+                .execute(&mut *tx)
+                .await?;
+                match triggered.iter_mut().find(|(w, _)| *w == o.webhook_id) {
+                    Some((_, at)) => *at = (*at).max(a.started_at),
+                    None => triggered.push((o.webhook_id, a.started_at)),
+                }
+            }
+            let (response_code, next_attempt_at, finished_at) = match o.state {
+                DeliveryState::Delivered { status } => {
+                    (Some(status as i64), None, Some(time::now()))
+                }
+                DeliveryState::RetryScheduled { at } => (None, Some(at), None),
+                DeliveryState::Failed => (None, None, Some(time::now())),
+            };
+            sqlx::query(
+                "UPDATE deliveries SET status = ?, attempt_count = MAX(attempt_count, ?), \
+                 response_code = ?, last_error = ?, first_attempt_at = COALESCE(first_attempt_at, ?), \
+                 next_attempt_at = ?, lease_until = ?, finished_at = ? \
+                 WHERE id = ? AND status = 'pending'",
+            )
+            .bind(o.state.status_str())
+            .bind(o.attempt.as_ref().map_or(0, |a| a.number as i64))
+            .bind(response_code)
+            .bind(&o.last_error)
+            .bind(o.first_attempt_at.as_ref().map(to_micros))
+            .bind(next_attempt_at.as_ref().map(to_micros))
+            .bind(o.lease_until.as_ref().map(to_micros))
+            .bind(finished_at.as_ref().map(to_micros))
+            .bind(o.delivery_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (webhook, at) in triggered {
+            sqlx::query(
+                "UPDATE webhooks SET last_triggered_at = MAX(COALESCE(last_triggered_at, 0), ?) WHERE id = ?",
+            )
+            .bind(to_micros(&at))
+            .bind(webhook.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_logs(&self, org: OrgId, f: &LogFilter) -> StoreResult<Vec<LogEntry>> {
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {LOG_COLUMNS} FROM deliveries WHERE org_id = "
+        ));
+        q.push_bind(org.to_string());
+        if let Some(webhook) = f.webhook_id {
+            q.push(" AND webhook_id = ").push_bind(webhook.to_string());
+        }
+        if let Some(connector) = f.connector_id {
+            q.push(" AND connector_id = ")
+                .push_bind(connector.to_string());
+        }
+        if !f.event_types.is_empty() {
+            q.push(" AND event_type IN (");
+            let mut list = q.separated(", ");
+            for t in &f.event_types {
+                list.push_bind(t.as_str());
+            }
+            q.push(")");
+        }
+        if !f.response_codes.is_empty() {
+            q.push(" AND response_code IN (");
+            let mut list = q.separated(", ");
+            for code in &f.response_codes {
+                list.push_bind(*code as i64);
+            }
+            q.push(")");
+        }
+        if let Some(from) = f.created_from {
+            q.push(" AND created_at >= ").push_bind(to_micros(&from));
+        }
+        if let Some(to) = f.created_to {
+            q.push(" AND created_at <= ").push_bind(to_micros(&to));
+        }
+        if f.errors_only {
+            q.push(
+                " AND (response_code >= 400 OR (response_code IS NULL AND last_error IS NOT NULL))",
+            );
+        }
+        if let Some(before) = f.before {
+            q.push(" AND id < ").push_bind(before.to_string());
+        }
+        q.push(" ORDER BY id DESC LIMIT ").push_bind(f.limit as i64);
+        let rows = q.build().fetch_all(&self.read).await?;
+        rows.iter().map(log_from_row).collect()
+    }
+
+    async fn log(&self, org: OrgId, id: DeliveryId) -> StoreResult<Option<LogDetail>> {
+        let row = sqlx::query(&format!(
+            "SELECT {LOG_COLUMNS}, body FROM deliveries WHERE id = ? AND org_id = ?"
+        ))
+        .bind(id.to_string())
+        .bind(org.to_string())
+        .fetch_optional(&self.read)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let attempts = sqlx::query("SELECT * FROM attempts WHERE delivery_id = ? ORDER BY number")
+            .bind(id.to_string())
+            .fetch_all(&self.read)
+            .await?;
+        Ok(Some(LogDetail {
+            entry: log_from_row(&row)?,
+            body: Bytes::from(row.try_get::<Vec<u8>, _>("body")?),
+            attempts: attempts
+                .iter()
+                .map(attempt_from_row)
+                .collect::<StoreResult<_>>()?,
+        }))
+    }
+}
