@@ -36,8 +36,8 @@ pub struct Config {
     pub signature_header: String,
 
     /// Waits between a network failure and the next attempt; their count is the retry budget.
-    #[arg(long, env = "WAGGLE_RETRY_BACKOFF", default_value = "1s,2s,4s,8s", value_parser = retry::parse_backoff)]
-    pub retry_backoff: Vec<Duration>,
+    #[arg(long, env = "WAGGLE_RETRY_BACKOFF", default_value = "1s,2s,4s,8s", value_parser = parse_backoff)]
+    pub retry_backoff: Backoff,
 
     /// Every retry starts within this long of the first attempt.
     #[arg(long, env = "WAGGLE_RETRY_WINDOW", default_value = "60s", value_parser = retry::parse_duration)]
@@ -68,6 +68,14 @@ pub struct Config {
     pub log_json: bool,
 }
 
+/// The retry waits, as one command-line value (`1s,2s,4s,8s`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backoff(pub Vec<Duration>);
+
+fn parse_backoff(value: &str) -> Result<Backoff, String> {
+    retry::parse_backoff(value).map(Backoff)
+}
+
 impl Config {
     /// The configuration of a test or embedded instance: a given database, port 0.
     pub fn for_database(database: impl Into<String>) -> Self {
@@ -85,7 +93,7 @@ impl Config {
 
     pub fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy {
-            backoff: self.retry_backoff.clone(),
+            backoff: self.retry_backoff.0.clone(),
             window: self.retry_window,
             attempt_timeout: self.attempt_timeout,
         }

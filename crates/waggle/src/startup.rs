@@ -98,7 +98,9 @@ impl App {
             }
         });
         let dispatching = self.dispatcher.map(|d| tokio::spawn(d.run(cancel.clone())));
-        let router = api::router().with_state(self.state);
+        let router = api::router()
+            .merge(crate::dashboard::router())
+            .with_state(self.state);
         axum::serve(self.listener, router)
             .with_graceful_shutdown(cancel.clone().cancelled_owned())
             .await

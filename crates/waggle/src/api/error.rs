@@ -126,6 +126,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let mut loc = vec!["body".to_owned()];
+        if e.inner().is_syntax() || e.inner().is_eof() {
+            return json_problem(loc, e.inner());
+        }
         loc.extend(
             e.path()
                 .iter()

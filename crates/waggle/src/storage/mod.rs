@@ -63,6 +63,16 @@ pub struct DashboardUser {
     pub password_hash: String,
 }
 
+/// A dashboard login session; the cookie's token is stored only as its SHA-256.
+#[derive(Debug, Clone)]
+pub struct DashboardSession {
+    pub token_hash: String,
+    pub user_id: UserId,
+    pub org_id: OrgId,
+    pub csrf_token: String,
+    pub expires_at: Timestamp,
+}
+
 /// Changes to a connector, every present field parsed.
 #[derive(Debug, Clone, Default)]
 pub struct ConnectorChanges {
@@ -183,6 +193,14 @@ pub trait Store: Send + Sync + 'static {
     async fn touch_api_key(&self, key: ApiKeyId, at: Timestamp) -> StoreResult<()>;
     async fn set_signature_key(&self, org: OrgId, key: &SignatureKey) -> StoreResult<()>;
     async fn dashboard_user_by_email(&self, email: &str) -> StoreResult<Option<DashboardUser>>;
+    async fn create_session(&self, session: &DashboardSession) -> StoreResult<()>;
+    /// The session with this token hash, unless it has expired.
+    async fn session(
+        &self,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<DashboardSession>>;
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()>;
 
     // Webhooks.
     async fn create_webhook(&self, org: OrgId, webhook: &NewWebhook) -> StoreResult<Webhook>;

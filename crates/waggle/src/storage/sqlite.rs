@@ -374,6 +374,62 @@ impl Store for SqliteStore {
         .transpose()
     }
 
+    async fn create_session(&self, session: &DashboardSession) -> StoreResult<()> {
+        let now = time::now();
+        let mut tx = self.write.begin().await?;
+        sqlx::query("DELETE FROM dashboard_sessions WHERE expires_at <= ?")
+            .bind(to_micros(&now))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO dashboard_sessions (token_hash, user_id, org_id, csrf_token, created_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&session.token_hash)
+        .bind(session.user_id.to_string())
+        .bind(session.org_id.to_string())
+        .bind(&session.csrf_token)
+        .bind(to_micros(&now))
+        .bind(to_micros(&session.expires_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn session(
+        &self,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<DashboardSession>> {
+        let row = sqlx::query(
+            "SELECT token_hash, user_id, org_id, csrf_token, expires_at FROM dashboard_sessions \
+             WHERE token_hash = ? AND expires_at > ?",
+        )
+        .bind(token_hash)
+        .bind(to_micros(&now))
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|row| {
+            Ok(DashboardSession {
+                token_hash: row.try_get("token_hash")?,
+                user_id: parse_id(&row, "user_id")?,
+                org_id: parse_id(&row, "org_id")?,
+                csrf_token: row.try_get("csrf_token")?,
+                expires_at: from_micros(row.try_get("expires_at")?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM dashboard_sessions WHERE token_hash = ?")
+            .bind(token_hash)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
     async fn create_webhook(&self, org: OrgId, new: &NewWebhook) -> StoreResult<Webhook> {
         let webhook = Webhook {
             webhook_id: WebhookId::new(),
