@@ -76,7 +76,8 @@ impl Sender {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
-            .connect_timeout(config.attempt_timeout)
+            // Inside the attempt's own limit, so that a connect that hangs is named as such.
+            .connect_timeout(config.attempt_timeout * 3 / 4)
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(256)
             .tcp_nodelay(true)
