@@ -94,11 +94,15 @@ CREATE TABLE deliveries (
     -- pending: to be attempted at next_attempt_at; delivered: an HTTP response came back;
     -- failed: network failures used up the retries or the window; cancelled: webhook deleted.
     status           TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed', 'cancelled')),
+    -- Attempts with a recorded outcome (the log's "attempts").
     attempt_count    INTEGER NOT NULL DEFAULT 0,
+    -- Attempts claimed, including any a crash interrupted: the retry budget counts these,
+    -- so no delivery gets more than its budget of attempts, whichever node runs them.
+    attempts_started INTEGER NOT NULL DEFAULT 0,
     response_code    INTEGER,
     last_error       TEXT,
     created_at       INTEGER NOT NULL,
-    first_attempt_at INTEGER,
+    first_attempt_at INTEGER, -- start of the first recorded attempt: the retry window's origin
     next_attempt_at  INTEGER,
     -- A claim: until then one dispatcher owns the next attempt. NULL = unclaimed.
     lease_until      INTEGER,

@@ -208,10 +208,10 @@ impl Dispatcher {
 }
 
 impl Inner {
-    #[instrument(skip_all, fields(delivery_id = %job.id, webhook_id = %job.webhook_id, attempt = job.attempts_made + 1))]
+    #[instrument(skip_all, fields(delivery_id = %job.id, webhook_id = %job.webhook_id, attempt = job.attempt_number))]
     async fn attempt(self: Arc<Self>, job: DeliveryJob, permit: OwnedSemaphorePermit) {
         let policy = &self.config.retry;
-        let number = job.attempts_made + 1;
+        let number = job.attempt_number;
         let first_attempt_at = job.first_attempt_at;
         let outcome = |attempt: Option<Attempt>, state: DeliveryState, first: Option<Timestamp>| {
             let last_error = match attempt.as_ref().map(|a| &a.result) {

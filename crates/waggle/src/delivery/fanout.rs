@@ -63,7 +63,8 @@ pub async fn emit(
             webhook_id: d.webhook_id,
             url: d.url.clone(),
             body: d.body.clone(),
-            attempts_made: 0,
+            attempt_number: 1,
+            attempts_recorded: 0,
             first_attempt_at: None,
         }));
         records.push((event, deliveries));

@@ -115,8 +115,12 @@ pub struct DeliveryJob {
     pub webhook_id: WebhookId,
     pub url: String,
     pub body: Bytes,
-    /// Attempts already made (0 before the first).
-    pub attempts_made: u32,
+    /// The number of the attempt this claim allows (1 for the first); claims count even
+    /// when a crash interrupts them, so the retry budget holds across nodes and restarts.
+    pub attempt_number: u32,
+    /// Attempts whose outcome is recorded.
+    pub attempts_recorded: u32,
+    /// When the first recorded attempt started: the retry window's origin.
     pub first_attempt_at: Option<Timestamp>,
 }
 
@@ -267,14 +271,15 @@ pub trait Store: Send + Sync + 'static {
 
     // Dispatching.
     /// Claims up to `limit` pending deliveries that are due and unclaimed (or whose claim
-    /// ran out), until `lease_until`.
+    /// ran out), until `lease_until`; each claim counts as an attempt started.
     async fn claim_due(
         &self,
         now: Timestamp,
         lease_until: Timestamp,
         limit: u32,
     ) -> StoreResult<Vec<DeliveryJob>>;
-    /// Gives claims back, so any dispatcher may take the deliveries when due.
+    /// Gives back claims whose attempt never started, so any dispatcher may take the
+    /// deliveries when due.
     async fn release(&self, ids: &[DeliveryId]) -> StoreResult<()>;
     /// Drops every claim: for a single-node store after a crash, when no claim can be live.
     async fn release_all(&self) -> StoreResult<u64>;

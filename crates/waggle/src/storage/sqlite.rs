@@ -223,7 +223,8 @@ fn job_from_row(row: &SqliteRow) -> StoreResult<DeliveryJob> {
         webhook_id: parse_id(row, "webhook_id")?,
         url: row.try_get("url")?,
         body: Bytes::from(row.try_get::<Vec<u8>, _>("body")?),
-        attempts_made: row.try_get::<i64, _>("attempt_count")? as u32,
+        attempt_number: row.try_get::<i64, _>("attempts_started")? as u32,
+        attempts_recorded: row.try_get::<i64, _>("attempt_count")? as u32,
         first_attempt_at: opt_time(row, "first_attempt_at")?,
     })
 }
@@ -238,8 +239,8 @@ async fn insert_delivery(
     sqlx::query(
         "INSERT INTO deliveries (id, org_id, event_id, webhook_id, webhook_name, connector_id, \
          event_type, integration_name, end_user_name, origin_id, url, body, status, created_at, \
-         next_attempt_at, lease_until) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+         next_attempt_at, lease_until, attempts_started) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
     )
     .bind(d.id.to_string())
     .bind(event.org_id.to_string())
@@ -256,6 +257,7 @@ async fn insert_delivery(
     .bind(created)
     .bind(created)
     .bind(d.lease_until.as_ref().map(to_micros))
+    .bind(d.lease_until.is_some() as i64)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -766,10 +768,10 @@ impl Store for SqliteStore {
         let row = sqlx::query(
             "INSERT INTO deliveries (id, org_id, event_id, webhook_id, webhook_name, connector_id, \
              event_type, integration_name, end_user_name, origin_id, url, body, status, created_at, \
-             next_attempt_at, lease_until) \
+             next_attempt_at, lease_until, attempts_started) \
              SELECT ?, org_id, event_id, webhook_id, ?, connector_id, event_type, integration_name, \
-             end_user_name, origin_id, ?, body, 'pending', ?, ?, ? FROM deliveries WHERE id = ? \
-             RETURNING id, org_id, webhook_id, url, body, attempt_count, first_attempt_at",
+             end_user_name, origin_id, ?, body, 'pending', ?, ?, ?, ? FROM deliveries WHERE id = ? \
+             RETURNING id, org_id, webhook_id, url, body, attempt_count, attempts_started, first_attempt_at",
         )
         .bind(new_id.to_string())
         .bind(webhook_name)
@@ -777,6 +779,7 @@ impl Store for SqliteStore {
         .bind(now)
         .bind(now)
         .bind(lease_until.as_ref().map(to_micros))
+        .bind(lease_until.is_some() as i64)
         .bind(log.to_string())
         .fetch_one(&mut *tx)
         .await?;
@@ -793,10 +796,10 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<DeliveryJob>> {
         let now = to_micros(&now);
         let rows = sqlx::query(
-            "UPDATE deliveries SET lease_until = ? WHERE id IN ( \
+            "UPDATE deliveries SET lease_until = ?, attempts_started = attempts_started + 1 WHERE id IN ( \
                SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ? \
                AND (lease_until IS NULL OR lease_until <= ?) ORDER BY next_attempt_at LIMIT ?) \
-             RETURNING id, org_id, webhook_id, url, body, attempt_count, first_attempt_at",
+             RETURNING id, org_id, webhook_id, url, body, attempt_count, attempts_started, first_attempt_at",
         )
         .bind(to_micros(&lease_until))
         .bind(now)
@@ -887,13 +890,13 @@ impl Store for SqliteStore {
                 DeliveryState::Failed => (None, None, Some(time::now())),
             };
             sqlx::query(
-                "UPDATE deliveries SET status = ?, attempt_count = MAX(attempt_count, ?), \
+                "UPDATE deliveries SET status = ?, attempt_count = attempt_count + ?, \
                  response_code = ?, last_error = ?, first_attempt_at = COALESCE(first_attempt_at, ?), \
                  next_attempt_at = ?, lease_until = ?, finished_at = ? \
                  WHERE id = ? AND status = 'pending'",
             )
             .bind(o.state.status_str())
-            .bind(o.attempt.as_ref().map_or(0, |a| a.number as i64))
+            .bind(o.attempt.is_some() as i64)
             .bind(response_code)
             .bind(&o.last_error)
             .bind(o.first_attempt_at.as_ref().map(to_micros))
