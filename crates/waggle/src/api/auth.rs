@@ -53,14 +53,35 @@ pub fn hash_key(secret: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Remembers when each key's `last_used_at` was last written, to write it at most once
-/// a minute per key instead of on every call.
+/// Remembers the keys already checked (keys are never reassigned, so a hash that named an
+/// organization once always does) and when each key's `last_used_at` was last written, to
+/// write it at most once a minute per key instead of on every call.
 #[derive(Default)]
 pub struct KeyUsage {
+    known: Mutex<HashMap<String, (ApiKeyId, OrgId)>>,
     written: Mutex<HashMap<ApiKeyId, Instant>>,
 }
 
+/// Keys remembered at most; past that the memory starts over.
+const KNOWN_KEYS: usize = 10_000;
+
 impl KeyUsage {
+    fn known(&self, hash: &str) -> Option<(ApiKeyId, OrgId)> {
+        self.known
+            .lock()
+            .expect("key usage lock")
+            .get(hash)
+            .copied()
+    }
+
+    fn remember(&self, hash: String, found: (ApiKeyId, OrgId)) {
+        let mut known = self.known.lock().expect("key usage lock");
+        if known.len() >= KNOWN_KEYS {
+            known.clear();
+        }
+        known.insert(hash, found);
+    }
+
     fn due(&self, key: ApiKeyId) -> bool {
         let mut written = self.written.lock().expect("key usage lock");
         let now = Instant::now();
@@ -99,11 +120,19 @@ impl FromRequestParts<AppState> for ApiAuth {
             .ok_or(ApiError::Unauthorized(
                 "malformed Authorization header; use 'Bearer <API key>'",
             ))?;
-        let (key_id, org_id) = state
-            .store
-            .api_key_by_hash(&hash_key(token))
-            .await?
-            .ok_or(ApiError::Unauthorized("invalid API key"))?;
+        let hash = hash_key(token);
+        let (key_id, org_id) = match state.key_usage.known(&hash) {
+            Some(found) => found,
+            None => {
+                let found = state
+                    .store
+                    .api_key_by_hash(&hash)
+                    .await?
+                    .ok_or(ApiError::Unauthorized("invalid API key"))?;
+                state.key_usage.remember(hash, found);
+                found
+            }
+        };
         if state.key_usage.due(key_id) {
             let store = state.store.clone();
             tokio::spawn(async move {

@@ -95,13 +95,27 @@ impl Sender {
         self.config.attempt_timeout
     }
 
-    /// POSTs `body`, signed with `key`, to `url`, with `delivery_id` in `webhook-id`.
+    /// POSTs `body`, signed with `key`, to `url`, with `delivery_id` in `webhook-id`, within
+    /// the attempt timeout.
     pub async fn send(
         &self,
         url: &str,
         delivery_id: &str,
         body: Bytes,
         key: &SignatureKey,
+    ) -> SentAttempt {
+        let deadline = Instant::now() + self.config.attempt_timeout;
+        self.send_until(url, delivery_id, body, key, deadline).await
+    }
+
+    /// As [`Sender::send`], with whatever is left until `deadline`.
+    pub async fn send_until(
+        &self,
+        url: &str,
+        delivery_id: &str,
+        body: Bytes,
+        key: &SignatureKey,
+        deadline: Instant,
     ) -> SentAttempt {
         let started = Instant::now();
         let headers = self.headers(delivery_id, &body, key);
@@ -114,7 +128,6 @@ impl Sender {
                 )
             })
             .collect();
-        let deadline = started + self.config.attempt_timeout;
         let result = match tokio::time::timeout_at(
             deadline.into(),
             self.exchange(url, headers, body, deadline),

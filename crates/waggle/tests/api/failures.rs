@@ -368,3 +368,31 @@ async fn a_hang_is_cut_at_ten_seconds_by_default() {
         "timed out after {ms} ms"
     );
 }
+
+#[tokio::test]
+async fn waiting_too_long_for_a_busy_webhook_is_a_pool_timeout() {
+    let app = spawn_app_with(|c| {
+        c.retry_backoff = waggle::config::Backoff(Vec::new());
+        c.attempt_timeout = Duration::from_millis(600);
+        c.webhook_concurrency = 1;
+    })
+    .await;
+    let url = misbehaving(|socket| async move {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(socket);
+    })
+    .await;
+    app.create_webhook(&url, "production", &["connector_sync_started"])
+        .await;
+    let connector = app.create_connector("production").await;
+    app.start_sync(&connector).await;
+    app.start_sync(&connector).await;
+    let logs = app.wait_settled(2).await;
+    let mut errors: Vec<&str> = logs.iter().map(|l| l["error"].as_str().unwrap()).collect();
+    errors.sort();
+    assert_eq!(
+        errors,
+        ["pool_timeout", "read_timeout"],
+        "one holds the only lane, the other waits past the limit"
+    );
+}

@@ -1,0 +1,203 @@
+//! The command line: `org create` and what `serve` prints and logs.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+fn waggle(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_waggle"))
+        .args(args)
+        .output()
+        .expect("waggle runs")
+}
+
+#[test]
+fn org_create_prints_one_json_object_and_refuses_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/cli.db", dir.path().display());
+    let out = waggle(&[
+        "org",
+        "create",
+        "--name",
+        "Acme",
+        "--admin-email",
+        "ops@acme.test",
+        "--admin-password",
+        "long enough",
+        "--database",
+        &db,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON object");
+    assert_eq!(created.as_object().unwrap().len(), 3);
+    assert!(created["api_key"].as_str().unwrap().starts_with("wgl_"));
+
+    let short = waggle(&[
+        "org",
+        "create",
+        "--name",
+        "X",
+        "--admin-email",
+        "x@acme.test",
+        "--admin-password",
+        "short",
+        "--database",
+        &db,
+    ]);
+    assert!(!short.status.success());
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 8 characters"));
+    let taken = waggle(&[
+        "org",
+        "create",
+        "--name",
+        "Y",
+        "--admin-email",
+        "OPS@acme.test",
+        "--admin-password",
+        "long enough",
+        "--database",
+        &db,
+    ]);
+    assert!(
+        !taken.status.success(),
+        "emails are unique, whatever their case"
+    );
+    let empty = waggle(&["org", "create", "--name", " ", "--database", &db]);
+    assert!(!empty.status.success());
+}
+
+/// Runs the real binary at debug level through a webhook's whole life and checks that no
+/// secret reaches its output except the first-start banner on stdout.
+#[tokio::test]
+async fn secrets_never_reach_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/logs.db", dir.path().display());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log_path = dir.path().join("stderr.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_waggle"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--database",
+            &db,
+            "--allow-private-destinations",
+        ])
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    wait_for("the server", Duration::from_secs(15), || async {
+        client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+    })
+    .await;
+    // The banner: read the API key from stdout.
+    let mut stdout = child.stdout.take().unwrap();
+    let banner = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut text = String::new();
+        let mut buf = [0u8; 4096];
+        while !text.contains("Try:") {
+            let n = stdout.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        text
+    })
+    .await
+    .unwrap();
+    let field = |name: &str| {
+        banner
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap()
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .to_owned()
+    };
+    let (key, signature_key, password) =
+        (field("API key"), field("Signature key"), field("Password"));
+    let receiver = Receiver::start(200).await;
+    let post = |path: &str, body: Value| {
+        client
+            .post(format!("{base}{path}"))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+    };
+    post("/api/v1/webhooks", json!({"url": receiver.url("/h"), "name": "h", "type": "production", "events": ["connector_sync_started"]}))
+        .await
+        .unwrap();
+    let connector: Value = post(
+        "/api/v1/connectors",
+        json!({"environment": "production", "display_name": "d", "integration_slug": "s",
+        "categories": [], "origin_id": "o", "end_user_name": "n", "end_user_email": "a@b.c"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    post(
+        &format!(
+            "/api/v1/connectors/{}/syncs",
+            connector["id"].as_str().unwrap()
+        ),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    receiver.wait_for(1).await;
+    let regenerated: Value = post("/api/v1/webhooks/signature-key/regenerate", json!({}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let new_key = regenerated["signature_key"].as_str().unwrap().to_owned();
+    client
+        .get(format!("{base}/api/v1/webhooks"))
+        .bearer_auth("wgl_wrong_key_attempt")
+        .send()
+        .await
+        .unwrap();
+    stop_process(&mut child);
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(logs.len() > 1000, "debug logging ran: {} bytes", logs.len());
+    for secret in [
+        key.as_str(),
+        &signature_key,
+        &password,
+        &new_key,
+        "wgl_wrong_key_attempt",
+    ] {
+        assert!(!logs.contains(secret), "a secret reached the logs");
+    }
+}
+
+fn stop_process(child: &mut std::process::Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs waggle's whole test suite:
+#   1. unit and integration tests on the embedded SQLite backend,
+#   2. the same integration suite on PostgreSQL, when a server answers on 127.0.0.1:5432,
+#   3. the dashboard's browser tests, when Chromium and ChromeDriver are installed
+#      (this script installs them when it runs as root on Debian).
+# Set WAGGLE_REQUIRE_POSTGRES=1 or WAGGLE_REQUIRE_BROWSER=1 to fail instead of skipping.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+loud() { printf '\n\033[1;33m%s\033[0m\n\n' "$*" >&2; }
+
+if ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        scripts/install-browser.sh || loud "Could not install Chromium; the browser tests will be skipped."
+    fi
+fi
+
+echo "== waggle tests on SQLite (unit, API, crash, browser) =="
+cargo test --workspace --locked
+
+if (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
+    echo "== waggle API tests on PostgreSQL (127.0.0.1:5432) =="
+    WAGGLE_TEST_BACKEND=postgres cargo test --locked -p waggle --test api
+elif [ "${WAGGLE_REQUIRE_POSTGRES:-}" = 1 ]; then
+    echo "PostgreSQL is required (WAGGLE_REQUIRE_POSTGRES=1) but nothing answers on 127.0.0.1:5432" >&2
+    exit 1
+else
+    loud "SKIPPED: the PostgreSQL suite (no server on 127.0.0.1:5432; trust auth, user postgres, database test)."
+fi
