@@ -1,16 +1,188 @@
-//! The web dashboard: server-rendered pages served by the same binary.
+//! The web dashboard (SPEC §5): server-rendered pages served by the same binary, following
+//! the provider page's steps: "Configure" → "Webhooks" with the "New webhook" form, the
+//! list of webhooks, the "Security" section and the logs.
+//!
+//! Pages work without JavaScript; a small script only enhances them (Test URL inline, copy
+//! the key). Every page is scoped to the signed-in user's organization: another
+//! organization's ids answer 404. Every form carries the session's CSRF token and every
+//! POST checks it.
 
-use axum::response::Html;
-use axum::routing::get;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
 use axum::Router;
 
+use crate::api::error::ApiError;
 use crate::api::AppState;
+use crate::storage::StoreError;
+
+mod forms;
+mod logs;
+mod session;
+mod views;
+mod webhooks;
+
+pub use session::{Session, SESSION_COOKIE};
+
+const STYLESHEET: &str = include_str!("../../static/dashboard.css");
+const SCRIPT: &str = include_str!("../../static/dashboard.js");
 
 pub fn router() -> Router<AppState> {
-    Router::new().route(
-        "/",
-        get(|| async {
-            Html("<!doctype html><title>waggle</title><h1>waggle</h1><p>The API is at /api/v1.</p>")
-        }),
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/webhooks") }))
+        .route("/login", get(session::login_page).post(session::login))
+        .route("/logout", post(session::logout))
+        .route("/webhooks", get(webhooks::list_page).post(webhooks::create))
+        .route("/webhooks/test-url", post(webhooks::test_url))
+        .route(
+            "/webhooks/signature-key/regenerate",
+            get(webhooks::regenerate_confirm).post(webhooks::regenerate),
+        )
+        .route(
+            "/webhooks/{webhook_id}",
+            get(webhooks::detail_page).post(webhooks::update),
+        )
+        .route(
+            "/webhooks/{webhook_id}/test-url",
+            post(webhooks::test_url_for_webhook),
+        )
+        .route(
+            "/webhooks/{webhook_id}/enabled",
+            post(webhooks::set_enabled),
+        )
+        .route(
+            "/webhooks/{webhook_id}/delete",
+            get(webhooks::delete_confirm).post(webhooks::delete),
+        )
+        .route("/logs", get(logs::list_page))
+        .route("/logs/{log_id}", get(logs::detail_page))
+        .route("/logs/{log_id}/resend", post(logs::resend))
+        .route("/static/dashboard.css", get(stylesheet))
+        .route("/static/dashboard.js", get(script))
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+async fn stylesheet() -> Response {
+    asset("text/css; charset=utf-8", STYLESHEET)
+}
+
+async fn script() -> Response {
+    asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        body,
     )
+        .into_response()
+}
+
+/// Pages show the signature key and the organization's traffic: never cached, never
+/// framed, and no script or style but the dashboard's own files.
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    let is_asset = headers
+        .get(header::CACHE_CONTROL)
+        .is_some_and(|v| v.as_bytes().starts_with(b"public"));
+    if !is_asset {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    response
+}
+
+/// Why a page could not be shown; answered with an error page.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error("not found")]
+    NotFound,
+    /// A POST without the session's CSRF token.
+    #[error("forbidden")]
+    Forbidden,
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<StoreError> for PageError {
+    fn from(e: StoreError) -> Self {
+        PageError::Internal(e.into())
+    }
+}
+
+impl From<askama::Error> for PageError {
+    fn from(e: askama::Error) -> Self {
+        PageError::Internal(anyhow::anyhow!("rendering a template: {e}"))
+    }
+}
+
+impl From<ApiError> for PageError {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::NotFound(_) => PageError::NotFound,
+            other => PageError::Internal(anyhow::anyhow!("{other}")),
+        }
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let (status, heading, message) = match &self {
+            PageError::NotFound => (
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "There is nothing here, or it belongs to another organization.",
+            ),
+            PageError::Forbidden => (
+                StatusCode::FORBIDDEN,
+                "This form has expired",
+                "The form was not sent from this session. Go back, reload the page and try again.",
+            ),
+            PageError::Internal(e) => {
+                tracing::error!(error = ?e, "dashboard error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Something went wrong",
+                    "The server could not show this page. Try again in a moment.",
+                )
+            }
+        };
+        let page = views::ErrorPage {
+            layout: views::Layout::bare(heading),
+            heading,
+            message,
+        };
+        match askama::Template::render(&page) {
+            Ok(html) => (status, axum::response::Html(html)).into_response(),
+            Err(_) => (status, heading).into_response(),
+        }
+    }
+}
+
+/// Renders a page template with a status.
+fn render(status: StatusCode, page: &impl askama::Template) -> Result<Response, PageError> {
+    Ok((status, axum::response::Html(page.render()?)).into_response())
+}
+
+/// A 303 to another dashboard page, after a form did its work.
+fn see_other(location: &str) -> Response {
+    Redirect::to(location).into_response()
 }

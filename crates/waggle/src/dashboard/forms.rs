@@ -1,0 +1,289 @@
+//! HTML forms: reading `application/x-www-form-urlencoded` bodies (repeated fields
+//! included, as checkboxes send them) and parsing the webhook form with the domain's
+//! parsers, keeping what was typed and each field's error for the page.
+
+use axum::extract::{FromRequest, Request};
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::views::{Choice, TestResultView, WebhookFormView};
+use super::PageError;
+use crate::domain::destination::WebhookUrl;
+use crate::domain::event::{Environment, EventType};
+use crate::domain::webhook::{self, NewWebhook, Webhook, WebhookChanges};
+
+/// Largest form body accepted.
+const MAX_FORM_BYTES: usize = 64 * 1024;
+
+/// A submitted form's fields, in order, repeated names kept.
+#[derive(Debug, Default)]
+pub struct FormData(Vec<(String, String)>);
+
+impl FormData {
+    pub fn parse(body: &[u8]) -> Self {
+        Self(
+            url::form_urlencoded::parse(body)
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        )
+    }
+
+    /// The first value of a field.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of a field (checkboxes).
+    pub fn all(&self, name: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for FormData {
+    type Rejection = PageError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(|_| PageError::Forbidden)?;
+        if body.len() > MAX_FORM_BYTES {
+            return Err(PageError::Forbidden);
+        }
+        Ok(Self::parse(&body))
+    }
+}
+
+/// The webhook form as typed: kept to show again when it does not parse.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookInput {
+    pub url: String,
+    pub name: String,
+    pub environment: String,
+    pub events: Vec<String>,
+}
+
+/// Each field's problem, in the words of the domain's parsers.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookErrors {
+    pub url: Option<String>,
+    pub name: Option<String>,
+    pub environment: Option<String>,
+    pub events: Option<String>,
+}
+
+impl WebhookInput {
+    pub fn from_form(form: &FormData) -> Self {
+        Self {
+            url: form.get("url").unwrap_or("").to_owned(),
+            name: form.get("name").unwrap_or("").to_owned(),
+            environment: form.get("type").unwrap_or("").to_owned(),
+            events: form.all("events"),
+        }
+    }
+
+    /// A new form: production preselected, nothing else.
+    pub fn blank() -> Self {
+        Self {
+            environment: Environment::Production.as_str().to_owned(),
+            ..Self::default()
+        }
+    }
+
+    pub fn from_webhook(webhook: &Webhook) -> Self {
+        Self {
+            url: webhook.url.clone(),
+            name: webhook.name.clone(),
+            environment: webhook.environment.as_str().to_owned(),
+            events: webhook
+                .events
+                .iter()
+                .map(|e| e.as_str().to_owned())
+                .collect(),
+        }
+    }
+
+    /// Parses every field, reporting all problems at once, as the API's `WebhookIn` does.
+    pub fn parse(&self, allow_private: bool) -> Result<NewWebhook, WebhookErrors> {
+        let url = WebhookUrl::parse(&self.url, allow_private);
+        let name = webhook::parse_name(&self.name);
+        let environment = if self.environment.trim().is_empty() {
+            Err(crate::domain::Invalid::new(
+                "value_error.missing",
+                "choose Production or Development",
+            ))
+        } else {
+            Environment::parse(&self.environment)
+        };
+        let events = EventType::parse_set(&self.events);
+        match (url, name, environment, events) {
+            (Ok(url), Ok(name), Ok(environment), Ok(events)) => Ok(NewWebhook {
+                url,
+                name,
+                environment,
+                events,
+                is_enabled: true,
+            }),
+            (url, name, environment, events) => Err(WebhookErrors {
+                url: url.err().map(|e| e.message),
+                name: name.err().map(|e| e.message),
+                environment: environment.err().map(|e| e.message),
+                events: events.err().map(|e| e.message),
+            }),
+        }
+    }
+
+    pub fn parse_changes(&self, allow_private: bool) -> Result<WebhookChanges, WebhookErrors> {
+        let new = self.parse(allow_private)?;
+        Ok(WebhookChanges {
+            name: Some(new.name),
+            url: Some(new.url),
+            environment: Some(new.environment),
+            events: Some(new.events),
+            is_enabled: None,
+        })
+    }
+
+    /// The form to show: these values, these errors, posting to `action`.
+    pub fn view(
+        &self,
+        errors: WebhookErrors,
+        action: String,
+        test_action: String,
+        submit_label: &'static str,
+    ) -> WebhookFormView {
+        WebhookFormView {
+            url: self.url.clone(),
+            name: self.name.clone(),
+            environments: Environment::ALL
+                .into_iter()
+                .map(|e| Choice {
+                    value: e.as_str(),
+                    label: e.label(),
+                    hint: e.description(),
+                    checked: self.environment.trim().eq_ignore_ascii_case(e.as_str()),
+                })
+                .collect(),
+            events: EventType::ALL
+                .into_iter()
+                .map(|t| Choice {
+                    value: t.as_str(),
+                    label: t.label(),
+                    hint: t.description(),
+                    checked: self.events.iter().any(|v| v.trim() == t.as_str()),
+                })
+                .collect(),
+            url_error: errors.url,
+            name_error: errors.name,
+            type_error: errors.environment,
+            events_error: errors.events,
+            action,
+            test_action,
+            submit_label,
+            test: None,
+        }
+    }
+}
+
+/// How a Test URL went, from `api::webhooks::send_test`'s JSON, for a person.
+pub fn test_result(sent: &Value) -> TestResultView {
+    let duration = sent["duration_ms"]
+        .as_f64()
+        .map(|ms| format!("{ms:.1} ms"))
+        .unwrap_or_default();
+    if let Some(code) = sent["response_code"].as_u64() {
+        let class = if (200..300).contains(&code) {
+            "ok"
+        } else {
+            "warn"
+        };
+        return TestResultView {
+            class,
+            text: format!("Response {code} {} in {duration}", reason(code)),
+        };
+    }
+    let category = sent["error"].as_str().unwrap_or("error");
+    let message = sent["message"]
+        .as_str()
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default();
+    TestResultView {
+        class: "error",
+        text: format!("Failed ({category}{message}) after {duration}"),
+    }
+}
+
+fn reason(code: u64) -> &'static str {
+    u16::try_from(code)
+        .ok()
+        .and_then(|c| axum::http::StatusCode::from_u16(c).ok())
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn repeated_fields_are_all_kept() {
+        let form = FormData::parse(b"events=a&name=x+y&events=b&url=https%3A%2F%2Fe.com");
+        assert_eq!(form.all("events"), vec!["a", "b"]);
+        assert_eq!(form.get("name"), Some("x y"));
+        assert_eq!(form.get("url"), Some("https://e.com"));
+        assert_eq!(form.get("missing"), None);
+    }
+
+    #[test]
+    fn every_bad_field_gets_its_error_and_the_values_stay() {
+        let input = WebhookInput {
+            url: "not a url".into(),
+            name: " ".into(),
+            environment: "staging".into(),
+            events: vec![],
+        };
+        let errors = input.parse(false).unwrap_err();
+        assert!(errors.url.is_some());
+        assert!(errors.name.is_some());
+        assert!(errors.environment.is_some());
+        assert!(errors.events.is_some());
+        let view = input.view(errors, "/webhooks".into(), "/t".into(), "Create webhook");
+        assert_eq!(view.url, "not a url");
+    }
+
+    #[test]
+    fn a_good_form_parses() {
+        let input = WebhookInput {
+            url: "https://example.com/hook".into(),
+            name: "Employee data".into(),
+            environment: "development".into(),
+            events: vec!["connector_synced".into(), "connector_sync_started".into()],
+        };
+        let new = input.parse(false).unwrap();
+        assert_eq!(new.environment, Environment::Development);
+        assert_eq!(
+            new.events,
+            vec![EventType::ConnectorSyncStarted, EventType::ConnectorSynced]
+        );
+    }
+
+    #[test]
+    fn test_results_read_for_people() {
+        let ok = test_result(&json!({"response_code": 200, "error": null, "duration_ms": 12.34}));
+        assert_eq!(ok.class, "ok");
+        assert_eq!(ok.text, "Response 200 OK in 12.3 ms");
+        let failed = test_result(&json!({
+            "response_code": null, "error": "connect_error", "message": "refused", "duration_ms": 1.0
+        }));
+        assert_eq!(failed.class, "error");
+        assert_eq!(failed.text, "Failed (connect_error: refused) after 1.0 ms");
+    }
+}

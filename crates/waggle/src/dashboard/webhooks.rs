@@ -1,0 +1,396 @@
+//! The Webhooks page (the list, "New webhook" and "Security") and each webhook's own page
+//! (edit, enable/disable, delete, its logs).
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::forms::{test_result, FormData, WebhookErrors, WebhookInput};
+use super::views::{
+    ConfirmPage, Layout, LogList, WebhookFormView, WebhookPage, WebhookRow, WebhooksPage,
+};
+use super::{render, see_other, PageError, Session};
+use crate::api::{self, AppState};
+use crate::domain::destination::WebhookUrl;
+use crate::domain::ids::WebhookId;
+use crate::domain::signature::SignatureKey;
+use crate::domain::webhook::{Webhook, WebhookChanges};
+use crate::storage::LogFilter;
+
+/// Webhooks listed per page.
+const WEBHOOKS_PER_PAGE: u32 = 50;
+/// Logs listed on a webhook's page.
+const LOGS_PER_PAGE: u32 = 25;
+
+fn new_form(input: &WebhookInput, errors: WebhookErrors) -> WebhookFormView {
+    input.view(
+        errors,
+        "/webhooks".to_owned(),
+        "/webhooks/test-url".to_owned(),
+        "Create webhook",
+    )
+}
+
+fn edit_form(id: WebhookId, input: &WebhookInput, errors: WebhookErrors) -> WebhookFormView {
+    input.view(
+        errors,
+        format!("/webhooks/{id}"),
+        format!("/webhooks/{id}/test-url"),
+        "Save changes",
+    )
+}
+
+fn status_for(form: &WebhookFormView) -> StatusCode {
+    if form.has_errors() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    }
+}
+
+async fn webhooks_page(
+    state: &AppState,
+    session: &Session,
+    form: WebhookFormView,
+    query: &HashMap<String, String>,
+) -> Result<Response, PageError> {
+    let after = query
+        .get("after")
+        .and_then(|c| api::pagination::decode::<WebhookId>(Some(c)).ok().flatten());
+    let fetched = state
+        .store
+        .list_webhooks(session.org_id, None, after, WEBHOOKS_PER_PAGE + 1)
+        .await?;
+    let page = api::pagination::Page::from_fetched(fetched, WEBHOOKS_PER_PAGE, |w| w.webhook_id);
+    let key = state.keys.get(session.org_id).await?;
+    let notice = query.get("notice").map(String::as_str);
+    let page = WebhooksPage {
+        layout: Layout::signed_in("Webhooks", session, "webhooks", notice),
+        csrf: session.csrf_token.clone(),
+        webhooks: page.items.iter().map(WebhookRow::from).collect(),
+        next_page: page.cursor.map(|c| format!("/webhooks?after={c}")),
+        signature_key: key.expose().to_owned(),
+        key_open: notice == Some("key-regenerated"),
+        form,
+    };
+    render(status_for(&page.form), &page)
+}
+
+pub async fn list_page(
+    State(state): State<AppState>,
+    session: Session,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, PageError> {
+    let form = new_form(&WebhookInput::blank(), WebhookErrors::default());
+    webhooks_page(&state, &session, form, &query).await
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    session: Session,
+    form: FormData,
+) -> Result<Response, PageError> {
+    session.check_csrf(&form)?;
+    let input = WebhookInput::from_form(&form);
+    match input.parse(state.allow_private_destinations) {
+        Ok(new) => {
+            let webhook = state.store.create_webhook(session.org_id, &new).await?;
+            tracing::info!(webhook_id = %webhook.webhook_id, org_id = %session.org_id, "webhook created in the dashboard");
+            Ok(see_other("/webhooks?notice=created"))
+        }
+        Err(errors) => {
+            let form = new_form(&input, errors);
+            webhooks_page(&state, &session, form, &HashMap::new()).await
+        }
+    }
+}
+
+/// Whether the caller is the page's script, which wants JSON rather than a page.
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"))
+}
+
+/// Sends the signed sample event to the form's URL. Without JavaScript the answer is the
+/// page again, with the typed values and the result under the URL field.
+async fn run_test(
+    state: &AppState,
+    session: &Session,
+    form: &FormData,
+    headers: &HeaderMap,
+) -> Result<Result<serde_json::Value, String>, PageError> {
+    session.check_csrf(form)?;
+    let url = form.get("url").unwrap_or("");
+    Ok(
+        match WebhookUrl::parse(url, state.allow_private_destinations) {
+            Ok(url) => {
+                let org = state.keys.organization(session.org_id).await?;
+                let sent = api::webhooks::send_test(state, &org, url.as_str()).await;
+                tracing::info!(org_id = %session.org_id, json = wants_json(headers), "test URL sent from the dashboard");
+                Ok(sent)
+            }
+            Err(invalid) => Err(invalid.message),
+        },
+    )
+}
+
+fn test_json(result: Result<serde_json::Value, String>) -> Response {
+    match result {
+        Ok(mut sent) => {
+            let view = test_result(&sent);
+            sent["summary"] = json!(view.text);
+            sent["outcome"] = json!(view.class);
+            Json(sent).into_response()
+        }
+        Err(message) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({
+                "response_code": null, "error": "invalid_url", "message": message,
+                "duration_ms": null, "summary": message, "outcome": "error"
+            })),
+        )
+            .into_response(),
+    }
+}
+
+fn with_test_result(
+    mut view: WebhookFormView,
+    result: Result<serde_json::Value, String>,
+) -> WebhookFormView {
+    match result {
+        Ok(sent) => view.test = Some(test_result(&sent)),
+        Err(message) => view.url_error = Some(message),
+    }
+    view
+}
+
+pub async fn test_url(
+    State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    form: FormData,
+) -> Result<Response, PageError> {
+    let result = run_test(&state, &session, &form, &headers).await?;
+    if wants_json(&headers) {
+        return Ok(test_json(result));
+    }
+    let input = WebhookInput::from_form(&form);
+    let view = with_test_result(new_form(&input, WebhookErrors::default()), result);
+    webhooks_page(&state, &session, view, &HashMap::new()).await
+}
+
+pub async fn test_url_for_webhook(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    form: FormData,
+) -> Result<Response, PageError> {
+    let webhook = find(&state, &session, &id).await?;
+    let result = run_test(&state, &session, &form, &headers).await?;
+    if wants_json(&headers) {
+        return Ok(test_json(result));
+    }
+    let input = WebhookInput::from_form(&form);
+    let view = with_test_result(
+        edit_form(webhook.webhook_id, &input, WebhookErrors::default()),
+        result,
+    );
+    webhook_page(&state, &session, &webhook, view, &HashMap::new()).await
+}
+
+/// The session's organization's webhook, or 404 (also for another organization's).
+async fn find(state: &AppState, session: &Session, id: &str) -> Result<Webhook, PageError> {
+    let id: WebhookId = id.parse().map_err(|_| PageError::NotFound)?;
+    state
+        .store
+        .webhook(session.org_id, id)
+        .await?
+        .ok_or(PageError::NotFound)
+}
+
+async fn webhook_page(
+    state: &AppState,
+    session: &Session,
+    webhook: &Webhook,
+    form: WebhookFormView,
+    query: &HashMap<String, String>,
+) -> Result<Response, PageError> {
+    let cursor = query.get("cursor").map(String::as_str);
+    let before = api::pagination::decode(cursor).unwrap_or(None);
+    let filter = LogFilter {
+        webhook_id: Some(webhook.webhook_id),
+        before,
+        limit: LOGS_PER_PAGE + 1,
+        ..LogFilter::default()
+    };
+    let entries = state.store.list_logs(session.org_id, &filter).await?;
+    let id = webhook.webhook_id;
+    let logs = LogList::from_fetched(
+        entries,
+        LOGS_PER_PAGE,
+        before.is_none(),
+        |c| match c {
+            Some(c) => format!("/webhooks/{id}?cursor={c}#logs"),
+            None => format!("/webhooks/{id}#logs"),
+        },
+        false,
+        "No deliveries to this webhook yet.",
+    );
+    let page = WebhookPage {
+        layout: Layout::signed_in(
+            webhook.name.clone(),
+            session,
+            "webhooks",
+            query.get("notice").map(String::as_str),
+        ),
+        csrf: session.csrf_token.clone(),
+        webhook: WebhookRow::from(webhook),
+        logs,
+        form,
+    };
+    render(status_for(&page.form), &page)
+}
+
+pub async fn detail_page(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, PageError> {
+    let webhook = find(&state, &session, &id).await?;
+    let form = edit_form(
+        webhook.webhook_id,
+        &WebhookInput::from_webhook(&webhook),
+        WebhookErrors::default(),
+    );
+    webhook_page(&state, &session, &webhook, form, &query).await
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<String>,
+    form: FormData,
+) -> Result<Response, PageError> {
+    session.check_csrf(&form)?;
+    let webhook = find(&state, &session, &id).await?;
+    let input = WebhookInput::from_form(&form);
+    match input.parse_changes(state.allow_private_destinations) {
+        Ok(changes) => {
+            state
+                .store
+                .update_webhook(session.org_id, webhook.webhook_id, &changes)
+                .await?
+                .ok_or(PageError::NotFound)?;
+            Ok(see_other(&format!(
+                "/webhooks/{}?notice=saved",
+                webhook.webhook_id
+            )))
+        }
+        Err(errors) => {
+            let form = edit_form(webhook.webhook_id, &input, errors);
+            webhook_page(&state, &session, &webhook, form, &HashMap::new()).await
+        }
+    }
+}
+
+pub async fn set_enabled(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<String>,
+    form: FormData,
+) -> Result<Response, PageError> {
+    session.check_csrf(&form)?;
+    let id: WebhookId = id.parse().map_err(|_| PageError::NotFound)?;
+    let enable = form.get("is_enabled").and_then(api::parse_bool);
+    let Some(enable) = enable else {
+        return Err(PageError::Forbidden);
+    };
+    let changes = WebhookChanges {
+        is_enabled: Some(enable),
+        ..WebhookChanges::default()
+    };
+    state
+        .store
+        .update_webhook(session.org_id, id, &changes)
+        .await?
+        .ok_or(PageError::NotFound)?;
+    let notice = if enable { "enabled" } else { "disabled" };
+    Ok(see_other(&format!("/webhooks/{id}?notice={notice}")))
+}
+
+pub async fn delete_confirm(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    let webhook = find(&state, &session, &id).await?;
+    let page = ConfirmPage {
+        layout: Layout::signed_in("Delete webhook", &session, "webhooks", None),
+        csrf: session.csrf_token.clone(),
+        heading: format!("Delete the webhook “{}”?", webhook.name),
+        paragraphs: vec![
+            format!(
+                "{} stops receiving events at once, and deliveries to it that are waiting for a retry are cancelled.",
+                webhook.url
+            ),
+            "Its logs stay under Logs. This cannot be undone.".to_owned(),
+        ],
+        action: format!("/webhooks/{}/delete", webhook.webhook_id),
+        button: "Delete webhook",
+        cancel: format!("/webhooks/{}", webhook.webhook_id),
+    };
+    render(StatusCode::OK, &page)
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<String>,
+    form: FormData,
+) -> Result<Response, PageError> {
+    session.check_csrf(&form)?;
+    let id: WebhookId = id.parse().map_err(|_| PageError::NotFound)?;
+    if !state.store.delete_webhook(session.org_id, id).await? {
+        return Err(PageError::NotFound);
+    }
+    tracing::info!(webhook_id = %id, org_id = %session.org_id, "webhook deleted in the dashboard");
+    Ok(see_other("/webhooks?notice=deleted"))
+}
+
+pub async fn regenerate_confirm(session: Session) -> Result<Response, PageError> {
+    let page = ConfirmPage {
+        layout: Layout::signed_in("Regenerate signature key", &session, "webhooks", None),
+        csrf: session.csrf_token.clone(),
+        heading: "Regenerate the signature key?".to_owned(),
+        paragraphs: vec![
+            "Old signatures stop verifying at once: every delivery from now on, retries included, is signed with the new key.".to_owned(),
+            "Your receivers reject waggle's requests until they verify with the new key, so update them right after.".to_owned(),
+        ],
+        action: "/webhooks/signature-key/regenerate".to_owned(),
+        button: "Regenerate key",
+        cancel: "/webhooks#security".to_owned(),
+    };
+    render(StatusCode::OK, &page)
+}
+
+pub async fn regenerate(
+    State(state): State<AppState>,
+    session: Session,
+    form: FormData,
+) -> Result<Response, PageError> {
+    session.check_csrf(&form)?;
+    state
+        .keys
+        .replace(session.org_id, SignatureKey::generate())
+        .await?;
+    tracing::info!(org_id = %session.org_id, "signature key regenerated in the dashboard");
+    Ok(see_other("/webhooks?notice=key-regenerated#security"))
+}

@@ -1,0 +1,308 @@
+//! The dashboard's rules over plain HTTP, no browser needed: pages need a session,
+//! sign-in tells nothing about which emails exist, every POST needs the session's CSRF
+//! token, and one organization's ids are another's 404s.
+
+use axum::http::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{spawn_app, wait_for, Receiver, Visitor, PASSWORD};
+
+#[tokio::test]
+async fn pages_send_visitors_without_a_session_to_the_login() {
+    let app = spawn_app().await;
+    let mut visitor = Visitor::new(&app);
+    for path in [
+        "/",
+        "/webhooks",
+        "/logs",
+        "/logs/0190f5e4-0000-7000-8000-000000000000",
+    ] {
+        let page = visitor.get(path).await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{path}");
+        let location = page.location.expect("location");
+        assert!(
+            location == "/webhooks" || location.starts_with("/login"),
+            "{path} → {location}"
+        );
+    }
+    assert_eq!(
+        visitor.get("/webhooks").await.location.as_deref(),
+        Some("/login?next=%2Fwebhooks")
+    );
+    let page = visitor
+        .post(
+            "/webhooks",
+            &[("url", "https://example.com"), ("name", "x")],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location.as_deref(), Some("/login"));
+    let page = visitor
+        .post("/webhooks/signature-key/regenerate", &[])
+        .await;
+    assert_eq!(page.location.as_deref(), Some("/login"));
+    let (_, listed) = app.api(&app.first, "GET", "/api/v1/webhooks", None).await;
+    assert_eq!(listed["items"], json!([]));
+}
+
+#[tokio::test]
+async fn a_wrong_password_and_an_unknown_email_get_the_same_answer() {
+    let app = spawn_app().await;
+    let mut wrong_password = Visitor::new(&app);
+    let page = wrong_password
+        .sign_in(&app.first.email, "not the password")
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Incorrect email or password."));
+    assert!(
+        page.body
+            .contains(&format!("value=\"{}\"", app.first.email)),
+        "the email stays typed"
+    );
+    assert!(!wrong_password.has_session());
+
+    let mut unknown = Visitor::new(&app);
+    let other = unknown
+        .sign_in("nobody@example.com", "not the password")
+        .await;
+    assert_eq!(other.status, page.status);
+    assert!(other.body.contains("Incorrect email or password."));
+    assert!(!unknown.has_session());
+
+    let mut right = Visitor::new(&app);
+    let page = right.sign_in(&app.first.email, PASSWORD).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location.as_deref(), Some("/webhooks"));
+    assert!(right.has_session());
+    assert_eq!(right.get("/webhooks").await.status, StatusCode::OK);
+
+    // The login form's own token: a post from elsewhere signs nobody in.
+    let mut forged = Visitor::new(&app);
+    let page = forged
+        .post(
+            "/login",
+            &[
+                ("email", &app.first.email),
+                ("password", PASSWORD),
+                ("csrf_token", "guess"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert!(!forged.has_session());
+}
+
+#[tokio::test]
+async fn forms_without_the_sessions_csrf_token_are_refused_and_change_nothing() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    let webhook_id = app.create_webhook(&app.first, "Kept", &receiver.url).await;
+    let key = app.signature_key(&app.first).await;
+    let mut visitor = Visitor::new(&app);
+    visitor.sign_in(&app.first.email, PASSWORD).await;
+    let csrf = visitor.get("/webhooks").await.csrf();
+
+    let create = [
+        ("url", receiver.url.as_str()),
+        ("name", "Forged"),
+        ("type", "production"),
+        ("events", "connector_synced"),
+    ];
+    let edit = [
+        ("url", receiver.url.as_str()),
+        ("name", "Renamed"),
+        ("type", "production"),
+        ("events", "connector_synced"),
+    ];
+    let attempts: Vec<(String, Vec<(&str, &str)>)> = vec![
+        ("/webhooks".into(), create.to_vec()),
+        (format!("/webhooks/{webhook_id}"), edit.to_vec()),
+        (
+            format!("/webhooks/{webhook_id}/enabled"),
+            vec![("is_enabled", "false")],
+        ),
+        (format!("/webhooks/{webhook_id}/delete"), vec![]),
+        ("/webhooks/signature-key/regenerate".into(), vec![]),
+        (
+            "/webhooks/test-url".into(),
+            vec![("url", receiver.url.as_str())],
+        ),
+        ("/logout".into(), vec![]),
+    ];
+    for (path, fields) in &attempts {
+        for token in [None, Some("wrong"), Some(&csrf[..csrf.len() - 1])] {
+            let mut fields = fields.clone();
+            if let Some(token) = token {
+                fields.push(("csrf_token", token));
+            }
+            let page = visitor.post(path, &fields).await;
+            assert_eq!(page.status, StatusCode::FORBIDDEN, "{path} with {token:?}");
+        }
+    }
+    let (_, listed) = app.api(&app.first, "GET", "/api/v1/webhooks", None).await;
+    let items = listed["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["name"], "Kept");
+    assert_eq!(items[0]["is_enabled"], true);
+    assert_eq!(app.signature_key(&app.first).await, key);
+    assert_eq!(receiver.count(), 0, "no test was sent");
+    assert_eq!(
+        visitor.get("/webhooks").await.status,
+        StatusCode::OK,
+        "still signed in"
+    );
+
+    // With the token, the same form works.
+    let mut fields = create.to_vec();
+    fields.push(("csrf_token", &csrf));
+    let page = visitor.post("/webhooks", &fields).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    let (_, listed) = app.api(&app.first, "GET", "/api/v1/webhooks", None).await;
+    assert_eq!(listed["items"].as_array().expect("items").len(), 2);
+}
+
+#[tokio::test]
+async fn test_url_without_javascript_answers_the_page_with_the_result_and_the_typed_values() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    let mut visitor = Visitor::new(&app);
+    visitor.sign_in(&app.first.email, PASSWORD).await;
+    let csrf = visitor.get("/webhooks").await.csrf();
+    let page = visitor
+        .post(
+            "/webhooks/test-url",
+            &[
+                ("csrf_token", &csrf),
+                ("url", &receiver.url),
+                ("name", "Typed name"),
+                ("type", "development"),
+                ("events", "connector_sync_error"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Response 200 OK in"), "{}", page.body);
+    assert!(page.body.contains("value=\"Typed name\""));
+    assert!(page.body.contains(&format!("value=\"{}\"", receiver.url)));
+    assert!(page.body.contains("value=\"connector_sync_error\" checked"));
+    assert!(page.body.contains("value=\"development\" checked"));
+    assert_eq!(receiver.count(), 1);
+
+    // A URL that does not parse is the field's error, and nothing is sent.
+    let page = visitor
+        .post(
+            "/webhooks/test-url",
+            &[("csrf_token", &csrf), ("url", "ftp://example.com")],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(page.body.contains("id=\"url-error\""));
+    assert_eq!(receiver.count(), 1);
+}
+
+#[tokio::test]
+async fn another_organizations_ids_answer_404_and_stay_untouched() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    let webhook_id = app
+        .create_webhook(&app.first, "First's hook", &receiver.url)
+        .await;
+    app.start_sync(&app.first).await;
+    let log_id = wait_for(
+        "the first org's log",
+        std::time::Duration::from_secs(20),
+        || async {
+            app.logs(&app.first)
+                .await
+                .first()
+                .map(|l| l["id"].as_str().expect("id").to_owned())
+        },
+    )
+    .await;
+
+    let mut second = Visitor::new(&app);
+    second.sign_in(&app.second.email, PASSWORD).await;
+    let page = second.get("/webhooks").await;
+    assert!(!page.body.contains("First&#39;s hook") && !page.body.contains(&webhook_id));
+    let csrf = page.csrf();
+    for path in [
+        format!("/webhooks/{webhook_id}"),
+        format!("/webhooks/{webhook_id}/delete"),
+        format!("/logs/{log_id}"),
+        "/webhooks/not-an-id".to_owned(),
+    ] {
+        assert_eq!(
+            second.get(&path).await.status,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+    for (path, fields) in [
+        (format!("/webhooks/{webhook_id}/delete"), vec![]),
+        (
+            format!("/webhooks/{webhook_id}/enabled"),
+            vec![("is_enabled", "false")],
+        ),
+        (format!("/logs/{log_id}/resend"), vec![]),
+    ] {
+        let mut fields = fields;
+        fields.push(("csrf_token", csrf.as_str()));
+        assert_eq!(
+            second.post(&path, &fields).await.status,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+    let (status, hook) = app
+        .api(
+            &app.first,
+            "GET",
+            &format!("/api/v1/webhooks/{webhook_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(hook["is_enabled"], true);
+    assert_eq!(app.logs(&app.first).await.len(), 1, "nothing was resent");
+    let logs = second.get("/logs").await;
+    assert!(!logs.body.contains(&log_id));
+}
+
+#[tokio::test]
+async fn pages_are_not_cached_or_framed_and_assets_are_served() {
+    let app = spawn_app().await;
+    let client = reqwest::Client::new();
+    let page = client
+        .get(app.url("/login"))
+        .send()
+        .await
+        .expect("login page");
+    assert_eq!(page.headers()["cache-control"], "no-store");
+    assert!(page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("frame-ancestors 'none'"));
+    let cookie = page.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    for (path, kind) in [
+        ("/static/dashboard.css", "text/css"),
+        ("/static/dashboard.js", "text/javascript"),
+    ] {
+        let asset = client.get(app.url(path)).send().await.expect("asset");
+        assert_eq!(asset.status(), 200);
+        assert!(asset.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with(kind));
+    }
+    let mut visitor = Visitor::new(&app);
+    let signed = visitor.sign_in(&app.first.email, PASSWORD).await;
+    assert_eq!(signed.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        visitor.get("/").await.location.as_deref(),
+        Some("/webhooks")
+    );
+}
