@@ -15,7 +15,8 @@ pub struct Config {
     #[arg(long, env = "WAGGLE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
 
-    /// Database URL: sqlite://PATH (embedded, the default).
+    /// Database URL: sqlite://PATH (embedded, the default), or postgres://USER@HOST/DATABASE
+    /// (postgresql:// too) for several nodes sharing one database.
     #[arg(
         long,
         env = "WAGGLE_DATABASE_URL",
@@ -58,6 +59,12 @@ pub struct Config {
     /// How often due retries and unclaimed deliveries are looked for.
     #[arg(long, env = "WAGGLE_POLL_INTERVAL", default_value = "250ms", value_parser = retry::parse_duration)]
     pub poll_interval: Duration,
+
+    /// How long a node's claim on a delivery lasts unless renewed. The node renews the
+    /// claims of the deliveries it works on every quarter of this; when a node dies,
+    /// another takes its deliveries once their claims run out.
+    #[arg(long, env = "WAGGLE_CLAIM_LEASE", default_value = "10s", value_parser = retry::parse_duration)]
+    pub claim_lease: Duration,
 
     /// Run only the API and dashboard on this node; another node delivers.
     #[arg(long, env = "WAGGLE_NO_DISPATCHER", default_value_t = false)]
@@ -114,8 +121,9 @@ impl Config {
             retry: self.retry_policy(),
             max_jobs: self.max_in_flight.max(1),
             per_webhook_concurrency: self.webhook_concurrency.max(1),
-            // A claim outlives the wait for a lane plus the attempt itself, with room.
-            lease: self.attempt_timeout * 3 + Duration::from_secs(30),
+            // Renewed while the delivery is in memory, so it need not outlast an attempt;
+            // below a second, renewals would crowd the database for little gain.
+            lease: self.claim_lease.max(Duration::from_secs(1)),
             poll_interval: self.poll_interval,
         }
     }

@@ -8,8 +8,15 @@
 //! lane of concurrent attempts, so one slow or dead destination cannot hold up others.
 //! Outcomes are written in batches by one writer task; a job's permit is returned only
 //! once its outcome is committed.
+//!
+//! Claims are short leases, so that when a node dies another takes its work within
+//! seconds. A live node must never let a lease it still works under run out (another node
+//! would claim the delivery too), so a renewer extends the leases of every job held in
+//! memory, in one statement, four times per lease: even a renewal that fails outright
+//! leaves the next one time to land. Stores shared by several nodes also wake the poller
+//! when another node makes work available, so polling is only the fallback.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,7 +28,7 @@ use tracing::instrument;
 use super::keys::KeyCache;
 use super::sender::Sender;
 use crate::domain::attempt::{Attempt, AttemptResult, DeliveryState, FailureCategory};
-use crate::domain::ids::WebhookId;
+use crate::domain::ids::{DeliveryId, WebhookId};
 use crate::domain::retry::RetryPolicy;
 use crate::domain::time::{self, Timestamp};
 use crate::storage::{DeliveryJob, DeliveryOutcome, Store};
@@ -33,7 +40,8 @@ pub struct DispatcherConfig {
     pub max_jobs: usize,
     /// Concurrent attempts to one webhook.
     pub per_webhook_concurrency: usize,
-    /// How long a claim lasts; longer than any attempt plus the wait for its lane.
+    /// How long a claim lasts unless renewed; jobs held in memory are renewed every
+    /// quarter of it. A dead node's work waits this long for another node.
     pub lease: Duration,
     /// How often the store is polled for due work when nothing wakes the poller sooner.
     pub poll_interval: Duration,
@@ -45,7 +53,7 @@ impl Default for DispatcherConfig {
             retry: RetryPolicy::default(),
             max_jobs: 4096,
             per_webhook_concurrency: 64,
-            lease: Duration::from_secs(60),
+            lease: Duration::from_secs(10),
             poll_interval: Duration::from_millis(250),
         }
     }
@@ -66,6 +74,10 @@ struct Inner {
     jobs: Arc<Semaphore>,
     /// Per-webhook lanes; created on first use.
     lanes: Mutex<HashMap<WebhookId, Arc<Semaphore>>>,
+    /// Deliveries claimed by this node whose outcome is not yet committed: the renewer
+    /// keeps their leases alive. Shared with the renewer alone, which must not hold
+    /// `Inner` (the writer ends only when every `Inner` is gone).
+    held: Arc<Mutex<HashSet<DeliveryId>>>,
     /// Outcomes waiting for the writer, each with the permit of its job.
     outcomes: mpsc::UnboundedSender<(DeliveryOutcome, OwnedSemaphorePermit)>,
     outcomes_rx: Mutex<Option<mpsc::UnboundedReceiver<(DeliveryOutcome, OwnedSemaphorePermit)>>>,
@@ -94,6 +106,7 @@ impl Dispatcher {
                 jobs: Arc::new(Semaphore::new(config.max_jobs)),
                 config,
                 lanes: Mutex::new(HashMap::new()),
+                held: Arc::default(),
                 outcomes: tx,
                 outcomes_rx: Mutex::new(Some(rx)),
                 wake: Notify::new(),
@@ -127,6 +140,11 @@ impl Dispatcher {
     }
 
     fn start(&self, job: DeliveryJob, permit: OwnedSemaphorePermit) {
+        self.inner
+            .held
+            .lock()
+            .expect("dispatcher lock")
+            .insert(job.id);
         let inner = self.inner.clone();
         tokio::spawn(async move { inner.attempt(job, permit).await });
     }
@@ -141,19 +159,50 @@ impl Dispatcher {
             .expect("dispatcher lock")
             .take()
             .expect("Dispatcher::run is called once");
-        let writer = tokio::spawn(self.inner.clone().write_outcomes(rx));
+        let stop_writing = CancellationToken::new();
+        let writer = tokio::spawn(self.inner.clone().write_outcomes(rx, stop_writing.clone()));
+        let stop_renewing = CancellationToken::new();
+        let renewer = tokio::spawn(keep_leases(
+            self.inner.store.clone(),
+            self.inner.held.clone(),
+            self.inner.config.lease,
+            stop_renewing.clone(),
+        ));
         self.poll(&cancel).await;
-        // Let attempts in flight finish and be recorded; what remains is picked up again
-        // after a restart (its claim expires or, on SQLite, is dropped at start).
+        // Let attempts in flight finish and be recorded: a permit comes back only once
+        // its job's outcome is committed, so holding them all means everything is.
         let grace = self.inner.config.retry.attempt_timeout + Duration::from_secs(2);
         let all = self.inner.config.max_jobs as u32;
         let _ = tokio::time::timeout(grace, self.inner.jobs.acquire_many(all)).await;
-        drop(self);
+        // The writer owns a sender of its own channel (through `Inner`), so it is told
+        // to stop rather than waiting for the channel to close.
+        stop_writing.cancel();
         let _ = writer.await;
+        // What is still held did not finish within the grace: give it back, so another
+        // node (or this one after a restart) takes it without waiting for the lease.
+        let unfinished: Vec<DeliveryId> = self
+            .inner
+            .held
+            .lock()
+            .expect("dispatcher lock")
+            .drain()
+            .collect();
+        if !unfinished.is_empty() {
+            tracing::warn!(
+                count = unfinished.len(),
+                "giving back deliveries whose attempts did not finish before shutdown"
+            );
+            if let Err(e) = self.inner.store.release(&unfinished).await {
+                tracing::error!(error = %e, "could not give back deliveries; they wait for their claims to run out");
+            }
+        }
+        stop_renewing.cancel();
+        let _ = renewer.await;
     }
 
     async fn poll(&self, cancel: &CancellationToken) {
         let inner = &self.inner;
+        let work_elsewhere = inner.store.work_notifications();
         loop {
             let available = inner.jobs.available_permits();
             let mut claimed_full = false;
@@ -196,6 +245,7 @@ impl Dispatcher {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = inner.wake.notified() => {}
+                _ = notified(work_elsewhere.as_deref()) => {}
                 _ = tokio::time::sleep(sleep) => {
                     let mut earliest = inner.earliest_retry.lock().expect("dispatcher lock");
                     if earliest.is_some_and(|at| at <= time::now()) {
@@ -242,13 +292,23 @@ impl Inner {
         let started_at = time::now();
         let waited = Instant::now();
         let lane = self.lane(job.webhook_id);
-        let slot = tokio::time::timeout(policy.attempt_timeout, lane.acquire_owned()).await;
+        // The attempt's time limit covers the wait for a free lane too; a lane that stays
+        // busy for half of it is a pool timeout, leaving the other half for the exchange.
+        let deadline = waited + policy.attempt_timeout;
+        let pool_wait = policy.attempt_timeout / 2;
+        let slot = tokio::time::timeout(pool_wait, lane.acquire_owned()).await;
         let (request_headers, duration, result) = match slot {
             Ok(Ok(_slot)) => match self.keys.get(job.org_id).await {
                 Ok(key) => {
                     let sent = self
                         .sender
-                        .send(&job.url, &job.id.to_string(), job.body.clone(), &key)
+                        .send_until(
+                            &job.url,
+                            &job.id.to_string(),
+                            job.body.clone(),
+                            &key,
+                            deadline,
+                        )
                         .await;
                     (sent.request_headers, waited.elapsed(), sent.result)
                 }
@@ -269,10 +329,7 @@ impl Inner {
                 waited.elapsed(),
                 AttemptResult::Failure {
                     category: FailureCategory::PoolTimeout,
-                    message: format!(
-                        "no free connection to this webhook within {:?}",
-                        policy.attempt_timeout
-                    ),
+                    message: format!("no free connection to this webhook within {pool_wait:?}"),
                 },
             ),
         };
@@ -320,36 +377,125 @@ impl Inner {
 
     /// Commits outcomes in batches; a batch that fails to commit is retried until it
     /// does, since an outcome dropped here would be an attempt forgotten.
+    /// Until `stop`, when it writes what is already queued and returns.
     async fn write_outcomes(
         self: Arc<Self>,
         mut rx: mpsc::UnboundedReceiver<(DeliveryOutcome, OwnedSemaphorePermit)>,
+        stop: CancellationToken,
     ) {
         let mut batch = Vec::with_capacity(512);
-        while rx.recv_many(&mut batch, 512).await > 0 {
-            let outcomes: Vec<DeliveryOutcome> = batch.iter().map(|(o, _)| o.clone()).collect();
-            let mut backoff = Duration::from_millis(50);
-            while let Err(e) = self.store.record_outcomes(&outcomes).await {
-                tracing::error!(error = %e, count = outcomes.len(), "recording outcomes failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+        loop {
+            let stopping = tokio::select! {
+                received = rx.recv_many(&mut batch, 512) => received == 0,
+                _ = stop.cancelled() => true,
+            };
+            if stopping {
+                while let Ok(queued) = rx.try_recv() {
+                    batch.push(queued);
+                }
+                if !batch.is_empty() {
+                    self.commit_outcomes(&mut batch, true).await;
+                }
+                return;
             }
-            let earliest = outcomes
-                .iter()
-                .filter_map(|o| match o.state {
-                    DeliveryState::RetryScheduled { at } => Some(at),
-                    _ => None,
-                })
-                .min();
-            let mut wake = self.starved.swap(false, Ordering::AcqRel);
-            if let Some(at) = earliest {
-                let mut current = self.earliest_retry.lock().expect("dispatcher lock");
-                wake |= current.is_none_or(|c| at < c);
-                *current = Some(current.map_or(at, |c| c.min(at)));
+            self.commit_outcomes(&mut batch, false).await;
+        }
+    }
+
+    /// Records a batch of outcomes, retrying until it commits (or, when stopping, for a
+    /// few seconds: what is not recorded is attempted again once its claim runs out).
+    async fn commit_outcomes(
+        &self,
+        batch: &mut Vec<(DeliveryOutcome, OwnedSemaphorePermit)>,
+        stopping: bool,
+    ) {
+        let outcomes: Vec<DeliveryOutcome> = batch.iter().map(|(o, _)| o.clone()).collect();
+        let mut backoff = Duration::from_millis(50);
+        let give_up = Instant::now() + Duration::from_secs(5);
+        while let Err(e) = self.store.record_outcomes(&outcomes).await {
+            if stopping && Instant::now() > give_up {
+                tracing::error!(error = %e, count = outcomes.len(), "could not record outcomes before shutdown");
+                batch.clear();
+                return;
             }
-            // Permits go back only now that the outcomes are committed.
-            batch.clear();
-            if wake {
-                self.wake.notify_one();
+            tracing::error!(error = %e, count = outcomes.len(), "recording outcomes failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        let earliest = outcomes
+            .iter()
+            .filter_map(|o| match o.state {
+                DeliveryState::RetryScheduled { at } => Some(at),
+                _ => None,
+            })
+            .min();
+        let mut wake = self.starved.swap(false, Ordering::AcqRel);
+        if let Some(at) = earliest {
+            let mut current = self.earliest_retry.lock().expect("dispatcher lock");
+            wake |= current.is_none_or(|c| at < c);
+            *current = Some(current.map_or(at, |c| c.min(at)));
+        }
+        // Permits go back, and claims stop being renewed, only now that the outcomes
+        // are committed.
+        {
+            let mut held = self.held.lock().expect("dispatcher lock");
+            for o in &outcomes {
+                held.remove(&o.delivery_id);
+            }
+        }
+        batch.clear();
+        if wake {
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// Waits for `work`, or forever when the store has no such notifications.
+async fn notified(work: Option<&Notify>) {
+    match work {
+        Some(work) => work.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Extends the leases of the jobs held in memory until `stop`: every quarter of a lease,
+/// by a full lease from now. Each renewal may take at most a quarter of a lease, so a
+/// claim made just after a renewal began is renewed within three quarters of its lease
+/// even when that renewal fails.
+async fn keep_leases(
+    store: Arc<dyn Store>,
+    held: Arc<Mutex<HashSet<DeliveryId>>>,
+    lease: Duration,
+    stop: CancellationToken,
+) {
+    let every = lease / 4;
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await; // the first tick is immediate; claims are fresh then
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let ids: Vec<DeliveryId> = held
+            .lock()
+            .expect("dispatcher lock")
+            .iter()
+            .copied()
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let until = time::now() + to_delta(lease);
+        match tokio::time::timeout(every, store.renew_leases(&ids, until)).await {
+            Ok(Ok(renewed)) => {
+                tracing::trace!(held = ids.len(), renewed, "renewed leases");
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, held = ids.len(), "renewing leases failed; retrying at the next tick")
+            }
+            Err(_) => {
+                tracing::error!(held = ids.len(), timeout = ?every, "renewing leases timed out; retrying at the next tick")
             }
         }
     }

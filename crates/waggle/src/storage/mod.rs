@@ -1,11 +1,13 @@
 //! Persistence behind one [`Store`] trait, so the API and the dispatcher never see which
-//! database holds the data. SQLite is the embedded default (`sqlite.rs`); each backend
-//! keeps its SQL in its own file and its migrations under `migrations/<backend>/`.
+//! database holds the data. SQLite is the embedded default (`sqlite.rs`); PostgreSQL
+//! (`postgres.rs`) lets several nodes share one database. Each backend keeps its SQL in its
+//! own file and its migrations under `migrations/<backend>/`.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use tokio::sync::Notify;
 
 use crate::domain::attempt::{Attempt, DeliveryState};
 use crate::domain::connector::{Connector, ConnectorStatus, SyncJob};
@@ -16,6 +18,7 @@ use crate::domain::signature::SignatureKey;
 use crate::domain::time::Timestamp;
 use crate::domain::webhook::{NewWebhook, Webhook, WebhookChanges};
 
+pub mod postgres;
 pub mod sqlite;
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -31,13 +34,23 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// Opens the store named by a database URL (`sqlite://…`), migrated to the latest schema.
+/// Opens the store named by a database URL (`sqlite://…`, `postgres://…` or
+/// `postgresql://…`), migrated to the latest schema.
 pub async fn open(database_url: &str) -> anyhow::Result<Arc<dyn Store>> {
     if database_url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::open(database_url).await?))
+    } else if is_postgres(database_url) {
+        Ok(Arc::new(postgres::PgStore::open(database_url).await?))
     } else {
-        anyhow::bail!("unsupported database URL '{database_url}': expected sqlite://PATH")
+        anyhow::bail!(
+            "unsupported database URL: expected sqlite://PATH or postgres://USER@HOST/DATABASE"
+        )
     }
+}
+
+/// Whether a database URL names a PostgreSQL database (shared by several nodes).
+pub fn is_postgres(database_url: &str) -> bool {
+    database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")
 }
 
 #[derive(Debug, Clone)]
@@ -288,4 +301,22 @@ pub trait Store: Send + Sync + 'static {
     // Logs.
     async fn list_logs(&self, org: OrgId, filter: &LogFilter) -> StoreResult<Vec<LogEntry>>;
     async fn log(&self, org: OrgId, id: DeliveryId) -> StoreResult<Option<LogDetail>>;
+
+    // Several nodes on one database.
+    /// Extends this node's claims on `ids` to `until`, for deliveries it still holds in
+    /// memory, so that no other node takes them while they are worked on. Claims that ran
+    /// out and were taken by another node, and deliveries that are no longer claimed
+    /// (finished, or a retry given back), are left alone. Answers how many were extended.
+    async fn renew_leases(&self, ids: &[DeliveryId], until: Timestamp) -> StoreResult<u64>;
+    /// Fires when another node made work available now (deliveries created or given back
+    /// unclaimed), so an idle dispatcher claims it without waiting for its next poll.
+    /// `None` where no other process shares the store.
+    fn work_notifications(&self) -> Option<Arc<Notify>> {
+        None
+    }
+    /// Whether other processes (nodes) write to this store too, so that nothing read
+    /// from it may be cached on the strength of this process's own writes.
+    fn shared(&self) -> bool {
+        false
+    }
 }

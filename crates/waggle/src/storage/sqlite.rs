@@ -834,6 +834,23 @@ impl Store for SqliteStore {
         Ok(released)
     }
 
+    async fn renew_leases(&self, ids: &[DeliveryId], until: Timestamp) -> StoreResult<u64> {
+        let mut renewed = 0;
+        // One statement per chunk keeps well under SQLite's limit on bound parameters.
+        for chunk in ids.chunks(500) {
+            let mut q = QueryBuilder::<Sqlite>::new("UPDATE deliveries SET lease_until = ");
+            q.push_bind(to_micros(&until))
+                .push(" WHERE status = 'pending' AND lease_until IS NOT NULL AND id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(id.to_string());
+            }
+            q.push(")");
+            renewed += q.build().execute(&self.write).await?.rows_affected();
+        }
+        Ok(renewed)
+    }
+
     async fn record_outcomes(&self, outcomes: &[DeliveryOutcome]) -> StoreResult<()> {
         let mut tx = self.write.begin().await?;
         let mut triggered: Vec<(WebhookId, Timestamp)> = Vec::new();

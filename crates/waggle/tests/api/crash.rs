@@ -1,91 +1,18 @@
 //! Crash safety with the real binary: `kill -9` under load and a restart lose nothing the
-//! API accepted, and scheduled retries survive too.
+//! API accepted, and scheduled retries survive too. On PostgreSQL the restarted node takes
+//! the dead one's work when its claims run out, as another node would.
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-struct Server {
-    child: Child,
-    address: String,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn serve(db_url: &str, port: u16, extra: &[&str]) -> Server {
-    let child = Command::new(env!("CARGO_BIN_EXE_waggle"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--database",
-            db_url,
-            "--allow-private-destinations",
-        ])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("waggle starts");
-    let address = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    wait_for("the server to answer", Duration::from_secs(15), || async {
-        client
-            .get(format!("{address}/healthz"))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status().is_success())
-    })
-    .await;
-    Server { child, address }
-}
-
-fn org_create(db_url: &str) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_waggle"))
-        .args(["org", "create", "--name", "Crash Org", "--database", db_url])
-        .output()
-        .expect("org create runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let created: Value = serde_json::from_slice(&out.stdout).expect("one JSON object on stdout");
-    for field in ["org_id", "api_key", "signature_key"] {
-        assert!(created[field].is_string(), "{created}");
-    }
-    created
-}
-
-async fn call(client: &reqwest::Client, key: &str, url: String, body: Value) -> Option<Value> {
-    let r = client
-        .post(url)
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .ok()?;
-    if !r.status().is_success() {
-        return None;
-    }
-    r.json().await.ok()
-}
-
 #[tokio::test]
 async fn kill_9_under_load_loses_no_accepted_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let db_url = format!("sqlite://{}/crash.db", dir.path().display());
+    let database = TestDatabase::create().await;
+    let db_url = database.url().to_owned();
     let org = org_create(&db_url);
     let key = org["api_key"].as_str().unwrap().to_owned();
     let port = free_port();
@@ -178,8 +105,8 @@ async fn kill_9_under_load_loses_no_accepted_event() {
 
 #[tokio::test]
 async fn a_scheduled_retry_survives_kill_9() {
-    let dir = tempfile::tempdir().unwrap();
-    let db_url = format!("sqlite://{}/retry.db", dir.path().display());
+    let database = TestDatabase::create().await;
+    let db_url = database.url().to_owned();
     let org = org_create(&db_url);
     let key = org["api_key"].as_str().unwrap().to_owned();
     let port = free_port();

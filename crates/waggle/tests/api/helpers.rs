@@ -1,8 +1,14 @@
-//! Test harness: the real app on a real socket with a fresh SQLite file, real receivers on
+//! Test harness: the real app on a real socket with a fresh database, real receivers on
 //! loopback, and waiting on conditions with deadlines.
+//!
+//! `WAGGLE_TEST_BACKEND` picks the database: `sqlite` (the default: a file in a temporary
+//! folder) or `postgres` (a database of its own per test on the server at
+//! `WAGGLE_TEST_POSTGRES_URL`, default postgres://postgres@127.0.0.1:5432/test, dropped
+//! when the test ends). Every test runs against either.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,7 +32,152 @@ pub struct TestApp {
     pub db_url: String,
     pub cancel: CancellationToken,
     pub store: Arc<dyn waggle::storage::Store>,
-    pub _dir: Arc<tempfile::TempDir>,
+    pub _database: Arc<TestDatabase>,
+}
+
+/// The database the tests run against, from `WAGGLE_TEST_BACKEND`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub fn backend() -> Backend {
+    match std::env::var("WAGGLE_TEST_BACKEND").as_deref() {
+        Err(_) | Ok("") | Ok("sqlite") => Backend::Sqlite,
+        Ok("postgres") | Ok("postgresql") => Backend::Postgres,
+        Ok(other) => panic!("WAGGLE_TEST_BACKEND={other}: expected sqlite or postgres"),
+    }
+}
+
+/// The PostgreSQL database tests create theirs from.
+fn postgres_admin_url() -> String {
+    std::env::var("WAGGLE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Test databases older than this are dropped by any later test: they were left behind
+/// by a test that was killed before it could drop its own.
+const STALE_DATABASE_SECS: u64 = 3600;
+
+/// One test's own empty database: a SQLite file in a temporary folder, or a PostgreSQL
+/// database `waggle_t_<created unix time>_<random>`, dropped when this is.
+pub enum TestDatabase {
+    Sqlite {
+        url: String,
+        _dir: tempfile::TempDir,
+    },
+    Postgres {
+        url: String,
+        name: String,
+    },
+}
+
+impl TestDatabase {
+    pub async fn create() -> Self {
+        match backend() {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}/waggle.db", dir.path().display());
+                Self::Sqlite { url, _dir: dir }
+            }
+            Backend::Postgres => Self::create_postgres().await,
+        }
+    }
+
+    async fn create_postgres() -> Self {
+        use sqlx::{Connection, Executor};
+        let admin_url = postgres_admin_url();
+        let mut admin = match tokio::time::timeout(
+            Duration::from_secs(10),
+            sqlx::PgConnection::connect(&admin_url),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => panic!(
+                "WAGGLE_TEST_BACKEND=postgres, but PostgreSQL at {admin_url} is unreachable: {e}. \
+                 Start the server (or set WAGGLE_TEST_POSTGRES_URL), or run the tests on SQLite."
+            ),
+            Err(_) => panic!(
+                "WAGGLE_TEST_BACKEND=postgres, but PostgreSQL at {admin_url} did not answer \
+                 within 10 s"
+            ),
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        // Best effort: another test may be dropping the same one.
+        let existing: Vec<String> = sqlx::query_scalar(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'waggle\\_t\\_%'",
+        )
+        .fetch_all(&mut admin)
+        .await
+        .unwrap_or_default();
+        for name in existing {
+            let created: Option<u64> = name
+                .strip_prefix("waggle_t_")
+                .and_then(|rest| rest.split('_').next())
+                .and_then(|secs| secs.parse().ok());
+            if created.is_some_and(|c| c + STALE_DATABASE_SECS < now) {
+                let _ = admin
+                    .execute(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str())
+                    .await;
+            }
+        }
+        let name = format!("waggle_t_{now}_{:08x}", rand::random::<u32>());
+        admin
+            .execute(format!("CREATE DATABASE \"{name}\"").as_str())
+            .await
+            .unwrap_or_else(|e| panic!("creating the test database {name}: {e}"));
+        let _ = admin.close().await;
+        let mut url = url::Url::parse(&admin_url).expect("WAGGLE_TEST_POSTGRES_URL is a URL");
+        url.set_path(&format!("/{name}"));
+        Self::Postgres {
+            url: url.to_string(),
+            name,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        match self {
+            Self::Sqlite { url, .. } | Self::Postgres { url, .. } => url,
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Self::Postgres { name, .. } = self else {
+            return;
+        };
+        if std::env::var_os("WAGGLE_TEST_KEEP_DATABASES").is_some() {
+            eprintln!("kept test database {name}");
+            return;
+        }
+        // Drop may run inside the test's runtime, which cannot be blocked on: use a
+        // runtime of its own on another thread. FORCE ends the app's connections.
+        let name = name.clone();
+        let dropping = std::thread::spawn(move || {
+            use sqlx::{Connection, Executor};
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                if let Ok(mut admin) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
+                    let _ = admin
+                        .execute(
+                            format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str(),
+                        )
+                        .await;
+                    let _ = admin.close().await;
+                }
+            });
+        });
+        let _ = dropping.join();
+    }
 }
 
 /// The app with fast retries (20 ms, 40 ms, 80 ms, 160 ms) unless a test says otherwise.
@@ -39,16 +190,15 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
-    let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
-    let db_url = format!("sqlite://{}/waggle.db", dir.path().display());
-    let mut config = Config::for_database(&db_url);
+    let database = Arc::new(TestDatabase::create().await);
+    let mut config = Config::for_database(database.url());
     config.allow_private_destinations = true;
     config.poll_interval = Duration::from_millis(20);
     configure(&mut config);
-    start(config, dir).await
+    start(config, database).await
 }
 
-async fn start(config: Config, dir: Arc<tempfile::TempDir>) -> TestApp {
+async fn start(config: Config, database: Arc<TestDatabase>) -> TestApp {
     let db_url = config.database.clone();
     let app = App::build(config).await.expect("app builds");
     let store = app.store();
@@ -66,7 +216,7 @@ async fn start(config: Config, dir: Arc<tempfile::TempDir>) -> TestApp {
         db_url,
         cancel,
         store,
-        _dir: dir,
+        _database: database,
     }
 }
 
@@ -134,7 +284,7 @@ impl TestApp {
             db_url: self.db_url.clone(),
             cancel: self.cancel.clone(),
             store: self.store.clone(),
-            _dir: self._dir.clone(),
+            _database: self._database.clone(),
         }
     }
 
@@ -341,4 +491,122 @@ pub fn id(v: &Value, field: &str) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no {field} in {v}"))
         .to_owned()
+}
+
+/// A `waggle serve` process of the real binary, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub address: String,
+}
+
+impl Server {
+    /// SIGKILL: the process gets no chance to finish or give back anything.
+    pub fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for the graceful shutdown (without blocking the test's own
+    /// receivers, which the attempts still in flight may be talking to).
+    pub async fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait().ok().flatten().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the server did not stop within 30 s of SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `waggle serve` on `port` and waits until it answers. Its output is dropped
+/// unless `WAGGLE_TEST_SERVER_LOGS` is set.
+pub async fn serve(db_url: &str, port: u16, extra: &[&str]) -> Server {
+    let output = || {
+        if std::env::var_os("WAGGLE_TEST_SERVER_LOGS").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        }
+    };
+    let child = Command::new(env!("CARGO_BIN_EXE_waggle"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--database",
+            db_url,
+            "--allow-private-destinations",
+        ])
+        .args(extra)
+        .stdout(output())
+        .stderr(output())
+        .spawn()
+        .expect("waggle starts");
+    let server = Server {
+        child,
+        address: format!("http://127.0.0.1:{port}"),
+    };
+    let client = reqwest::Client::new();
+    wait_for("the server to answer", Duration::from_secs(15), || async {
+        client
+            .get(format!("{}/healthz", server.address))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+    })
+    .await;
+    server
+}
+
+/// `waggle org create` with the real binary: `{"org_id", "api_key", "signature_key"}`.
+pub fn org_create(db_url: &str) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_waggle"))
+        .args(["org", "create", "--name", "Crash Org", "--database", db_url])
+        .output()
+        .expect("org create runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: Value = serde_json::from_slice(&out.stdout).expect("one JSON object on stdout");
+    for field in ["org_id", "api_key", "signature_key"] {
+        assert!(created[field].is_string(), "{created}");
+    }
+    created
+}
+
+/// POSTs `body`; the answer's JSON when it succeeded, `None` on any failure.
+pub async fn call(client: &reqwest::Client, key: &str, url: String, body: Value) -> Option<Value> {
+    let r = client
+        .post(url)
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    r.json().await.ok()
 }

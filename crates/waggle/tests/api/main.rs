@@ -1,4 +1,5 @@
-//! Integration tests: the real app over real sockets, real receivers, real SQLite files.
+//! Integration tests: the real app over real sockets, real receivers, a real database
+//! (SQLite files, or PostgreSQL with `WAGGLE_TEST_BACKEND=postgres`).
 
 mod cli;
 mod crash;
@@ -6,4 +7,5 @@ mod delivery;
 mod failures;
 mod helpers;
 mod logs;
+mod multinode;
 mod webhooks;

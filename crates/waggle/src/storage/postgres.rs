@@ -1,0 +1,1190 @@
+//! The PostgreSQL store, shared by several `waggle serve` nodes: any node accepts API calls
+//! and any node delivers.
+//!
+//! Work is claimed with `FOR UPDATE SKIP LOCKED`, so nodes polling at once never take the
+//! same delivery, and every claim carries a lease and the claiming node's id: the holder
+//! renews it while the job is in its memory ([`Store::renew_leases`]), and once a dead
+//! node's leases run out any node takes its work. One dedicated connection LISTENs on
+//! `waggle_work`, notified when deliveries are made or given back unclaimed, to wake the
+//! dispatcher at once; it reconnects on failure, and polling stays the fallback.
+//!
+//! Times are bound as the nodes' clocks give them, so nodes must keep their clocks in
+//! sync (NTP); a skew eats into the lease's margin.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use bytes::Bytes;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
+use tokio_util::sync::{CancellationToken, DropGuard};
+use uuid::Uuid;
+
+use super::*;
+use crate::domain::attempt::{AttemptResult, FailureCategory};
+use crate::domain::connector::{DisplayStatus, SyncError, SyncType};
+use crate::domain::time;
+
+/// Connections per node. Dispatching needs few (claims, outcome batches and lease renewals
+/// are one statement each per batch); the rest serve the API.
+const POOL_SIZE: u32 = 10;
+/// Notified when deliveries are made or given back unclaimed: idle dispatchers claim them.
+const WORK_CHANNEL: &str = "waggle_work";
+
+pub struct PgStore {
+    pool: PgPool,
+    /// This store's id, written in `deliveries.claimed_by` by its claims: only the node
+    /// that made a claim renews or releases it. New on every start.
+    node: Uuid,
+    /// Woken by the listener on `waggle_work`.
+    work: Arc<Notify>,
+    /// Stops the listener when the store is dropped.
+    _listener: DropGuard,
+}
+
+impl PgStore {
+    pub async fn open(url: &str) -> anyhow::Result<Self> {
+        let options = PgConnectOptions::from_str(url)
+            .context("invalid PostgreSQL URL")?
+            .application_name("waggle");
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await
+            .with_context(|| {
+                format!(
+                    "connecting to PostgreSQL database '{}' on {}:{}",
+                    options.get_database().unwrap_or("postgres"),
+                    options.get_host(),
+                    options.get_port()
+                )
+            })?;
+        // Nodes starting together migrate one at a time: sqlx holds an advisory lock.
+        sqlx::migrate!("./migrations/postgres")
+            .run(&pool)
+            .await
+            .context("migrating the PostgreSQL database")?;
+        // The listener's own pool of one, so it never waits behind queries, and a dropped
+        // connection is replaced by a fresh one.
+        let listen_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(options);
+        let listener = listen(&listen_pool)
+            .await
+            .context("listening for PostgreSQL notifications")?;
+        let stop = CancellationToken::new();
+        let store = Self {
+            pool,
+            node: Uuid::new_v4(),
+            work: Arc::new(Notify::new()),
+            _listener: stop.clone().drop_guard(),
+        };
+        tokio::spawn(
+            Notifications {
+                pool: listen_pool,
+                work: store.work.clone(),
+            }
+            .run(listener, stop),
+        );
+        Ok(store)
+    }
+}
+
+async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    // A lost connection is replaced by `Notifications::run`, which must know of the loss.
+    listener.eager_reconnect(false);
+    listener.listen(WORK_CHANNEL).await?;
+    Ok(listener)
+}
+
+/// The listener's side of the store's notification state.
+struct Notifications {
+    pool: PgPool,
+    work: Arc<Notify>,
+}
+
+impl Notifications {
+    /// Passes notifications on until `stop`; reconnects, with a growing pause, whenever
+    /// the connection fails. Notifications sent while it was down are lost, so every
+    /// reconnect wakes the dispatcher (and its polling catches up meanwhile).
+    async fn run(self, first: PgListener, stop: CancellationToken) {
+        let mut listener = Some(first);
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let mut connected = match listener.take() {
+                Some(l) => l,
+                None => match listen(&self.pool).await {
+                    Ok(l) => {
+                        tracing::info!("listening for PostgreSQL notifications again");
+                        pause = Duration::from_millis(100);
+                        l
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in = ?pause, "cannot listen for PostgreSQL notifications");
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep(pause) => {}
+                        }
+                        pause = (pause * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                },
+            };
+            self.work.notify_one();
+            loop {
+                let next = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    next = connected.try_recv() => next,
+                };
+                match next {
+                    Ok(Some(_)) => self.work.notify_one(),
+                    Ok(None) | Err(_) => {
+                        if let Err(e) = next {
+                            tracing::warn!(error = %e, "PostgreSQL notifications failed");
+                        } else {
+                            tracing::warn!("lost the PostgreSQL notification connection");
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn notify(conn: &mut PgConnection, channel: &str, payload: &str) -> StoreResult<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(channel)
+        .bind(payload)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+fn id<T: From<Uuid>>(row: &PgRow, column: &str) -> StoreResult<T> {
+    Ok(row.try_get::<Uuid, _>(column)?.into())
+}
+
+fn json_column<T: serde::de::DeserializeOwned>(row: &PgRow, column: &str) -> StoreResult<T> {
+    let text: String = row.try_get(column)?;
+    serde_json::from_str(&text).map_err(|e| corrupt(format!("{column}: {e}")))
+}
+
+fn unique_violation(e: sqlx::Error, what: &str) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what.into()),
+        _ => StoreError::Database(e),
+    }
+}
+
+const WEBHOOK_COLUMNS: &str =
+    "id, org_id, name, url, type, events, is_enabled, created_at, last_triggered_at";
+
+fn webhook_from_row(row: &PgRow) -> StoreResult<Webhook> {
+    let environment: String = row.try_get("type")?;
+    Ok(Webhook {
+        webhook_id: id(row, "id")?,
+        org_id: id(row, "org_id")?,
+        name: row.try_get("name")?,
+        url: row.try_get("url")?,
+        is_enabled: row.try_get("is_enabled")?,
+        created_at: row.try_get("created_at")?,
+        last_triggered_at: row.try_get("last_triggered_at")?,
+        environment: Environment::parse(&environment).map_err(corrupt)?,
+        events: json_column(row, "events")?,
+    })
+}
+
+const CONNECTOR_COLUMNS: &str = "id, org_id, environment, display_name, integration_slug, \
+     categories, origin_id, connector_status, end_user_name, end_user_email, created_at";
+
+fn connector_from_row(row: &PgRow) -> StoreResult<Connector> {
+    let environment: String = row.try_get("environment")?;
+    let status: String = row.try_get("connector_status")?;
+    Ok(Connector {
+        id: id(row, "id")?,
+        org_id: id(row, "org_id")?,
+        environment: Environment::parse(&environment).map_err(corrupt)?,
+        display_name: row.try_get("display_name")?,
+        integration_slug: row.try_get("integration_slug")?,
+        categories: json_column(row, "categories")?,
+        origin_id: row.try_get("origin_id")?,
+        connector_status: ConnectorStatus::parse(&status).map_err(corrupt)?,
+        end_user_name: row.try_get("end_user_name")?,
+        end_user_email: row.try_get("end_user_email")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn sync_job_from_row(row: &PgRow) -> StoreResult<SyncJob> {
+    let sync_type: String = row.try_get("sync_type")?;
+    let display_status: String = row.try_get("display_status")?;
+    let finished_at: Option<Timestamp> = row.try_get("finished_at")?;
+    let error = match row.try_get::<Option<String>, _>("error_message")? {
+        Some(message) => Some(SyncError {
+            failed_at: finished_at.unwrap_or_default(),
+            message,
+            detail: row
+                .try_get::<Option<String>, _>("error_detail")?
+                .map(|d| serde_json::from_str(&d))
+                .transpose()
+                .map_err(corrupt)?
+                .unwrap_or(serde_json::Value::Null),
+        }),
+        None => None,
+    };
+    Ok(SyncJob {
+        id: id(row, "id")?,
+        connector_id: id(row, "connector_id")?,
+        initial_sync: row.try_get("initial_sync")?,
+        sync_type: SyncType::parse(&sync_type).map_err(corrupt)?,
+        display_status: DisplayStatus::parse(&display_status)
+            .ok_or_else(|| corrupt(display_status))?,
+        last_sync_start_time: row.try_get("last_sync_start_time")?,
+        finished_at,
+        error,
+    })
+}
+
+const LOG_COLUMNS: &str = "id, webhook_id, webhook_name, connector_id, event_type, url, status, \
+     response_code, attempt_count, last_error, integration_name, end_user_name, origin_id, \
+     created_at, next_attempt_at";
+
+fn log_from_row(row: &PgRow) -> StoreResult<LogEntry> {
+    let event_type: String = row.try_get("event_type")?;
+    Ok(LogEntry {
+        id: id(row, "id")?,
+        webhook_id: id(row, "webhook_id")?,
+        webhook_name: row.try_get("webhook_name")?,
+        connector_id: id(row, "connector_id")?,
+        event_type: EventType::parse(&event_type).map_err(corrupt)?,
+        url: row.try_get("url")?,
+        status: row.try_get("status")?,
+        response_code: row
+            .try_get::<Option<i32>, _>("response_code")?
+            .map(|c| c as u16),
+        attempt_count: row.try_get::<i32, _>("attempt_count")? as u32,
+        last_error: row.try_get("last_error")?,
+        integration_name: row.try_get("integration_name")?,
+        end_user_name: row.try_get("end_user_name")?,
+        origin_id: row.try_get("origin_id")?,
+        created_at: row.try_get("created_at")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+    })
+}
+
+fn attempt_from_row(row: &PgRow) -> StoreResult<Attempt> {
+    let result = match row.try_get::<Option<i32>, _>("response_status")? {
+        Some(status) => AttemptResult::Response {
+            status: status as u16,
+            headers: row
+                .try_get::<Option<String>, _>("response_headers")?
+                .map(|h| serde_json::from_str(&h))
+                .transpose()
+                .map_err(corrupt)?
+                .unwrap_or_default(),
+            body: row
+                .try_get::<Option<Vec<u8>>, _>("response_body")?
+                .unwrap_or_default(),
+        },
+        None => {
+            let category: String = row.try_get("error_category")?;
+            AttemptResult::Failure {
+                category: FailureCategory::parse(&category).ok_or_else(|| corrupt(category))?,
+                message: row
+                    .try_get::<Option<String>, _>("error_message")?
+                    .unwrap_or_default(),
+            }
+        }
+    };
+    Ok(Attempt {
+        delivery_id: id(row, "delivery_id")?,
+        number: row.try_get::<i32, _>("number")? as u32,
+        started_at: row.try_get("started_at")?,
+        duration: Duration::from_micros(row.try_get::<i64, _>("duration_us")?.max(0) as u64),
+        request_url: row.try_get("request_url")?,
+        request_headers: json_column(row, "request_headers")?,
+        result,
+    })
+}
+
+const JOB_COLUMNS: &str =
+    "id, org_id, webhook_id, url, body, attempt_count, attempts_started, first_attempt_at";
+
+fn job_from_row(row: &PgRow) -> StoreResult<DeliveryJob> {
+    Ok(DeliveryJob {
+        id: id(row, "id")?,
+        org_id: id(row, "org_id")?,
+        webhook_id: id(row, "webhook_id")?,
+        url: row.try_get("url")?,
+        body: Bytes::from(row.try_get::<Vec<u8>, _>("body")?),
+        attempt_number: row.try_get::<i32, _>("attempts_started")? as u32,
+        attempts_recorded: row.try_get::<i32, _>("attempt_count")? as u32,
+        first_attempt_at: row.try_get("first_attempt_at")?,
+    })
+}
+
+fn uuids(ids: &[DeliveryId]) -> Vec<Uuid> {
+    ids.iter().map(DeliveryId::as_uuid).collect()
+}
+
+impl PgStore {
+    /// The claim a new delivery starts with: this node's, or none.
+    fn claimant(&self, lease_until: Option<Timestamp>) -> Option<Uuid> {
+        lease_until.map(|_| self.node)
+    }
+
+    async fn insert_delivery(
+        &self,
+        conn: &mut PgConnection,
+        event: &Event,
+        d: &NewDelivery,
+    ) -> StoreResult<()> {
+        let c = &event.connector;
+        sqlx::query(
+            "INSERT INTO deliveries (id, org_id, event_id, webhook_id, webhook_name, connector_id, \
+             event_type, integration_name, end_user_name, origin_id, url, body, status, created_at, \
+             next_attempt_at, lease_until, claimed_by, attempts_started) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $13, $14, $15, $16)",
+        )
+        .bind(d.id.as_uuid())
+        .bind(event.org_id.as_uuid())
+        .bind(event.id.as_uuid())
+        .bind(d.webhook_id.as_uuid())
+        .bind(&d.webhook_name)
+        .bind(c.id.as_uuid())
+        .bind(event.event_type.as_str())
+        .bind(&c.integration_slug)
+        .bind(&c.end_user_name)
+        .bind(&c.origin_id)
+        .bind(&d.url)
+        .bind(d.body.as_ref())
+        .bind(event.created_at)
+        .bind(d.lease_until)
+        .bind(self.claimant(d.lease_until))
+        .bind(d.lease_until.is_some() as i32)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn create_organization(
+        &self,
+        org: &Organization,
+        api_key: &NewApiKey,
+        admin: Option<&DashboardUser>,
+    ) -> StoreResult<()> {
+        let now = time::now();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO organizations (id, name, signature_key, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(org.id.as_uuid())
+        .bind(&org.name)
+        .bind(org.signature_key.expose())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO api_keys (id, org_id, prefix, hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(api_key.id.as_uuid())
+        .bind(org.id.as_uuid())
+        .bind(&api_key.prefix)
+        .bind(&api_key.hash)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(user) = admin {
+            sqlx::query(
+                "INSERT INTO dashboard_users (id, org_id, email, password_hash, created_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(user.id.as_uuid())
+            .bind(org.id.as_uuid())
+            .bind(&user.email)
+            .bind(&user.password_hash)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| unique_violation(e, "a dashboard user with this email already exists"))?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn organization_count(&self) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM organizations")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+
+    async fn organization(&self, org: OrgId) -> StoreResult<Option<Organization>> {
+        let row = sqlx::query("SELECT id, name, signature_key FROM organizations WHERE id = $1")
+            .bind(org.as_uuid())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            Ok(Organization {
+                id: id(&row, "id")?,
+                name: row.try_get("name")?,
+                signature_key: SignatureKey::from_stored(row.try_get("signature_key")?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn api_key_by_hash(&self, hash: &str) -> StoreResult<Option<(ApiKeyId, OrgId)>> {
+        let row = sqlx::query("SELECT id, org_id FROM api_keys WHERE hash = $1")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| Ok((id(&row, "id")?, id(&row, "org_id")?)))
+            .transpose()
+    }
+
+    async fn touch_api_key(&self, key: ApiKeyId, at: Timestamp) -> StoreResult<()> {
+        sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
+            .bind(at)
+            .bind(key.as_uuid())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every node reads the key per attempt (see `delivery::keys`), so the new key signs
+    /// everywhere from the commit on.
+    async fn set_signature_key(&self, org: OrgId, key: &SignatureKey) -> StoreResult<()> {
+        sqlx::query("UPDATE organizations SET signature_key = $1 WHERE id = $2")
+            .bind(key.expose())
+            .bind(org.as_uuid())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn dashboard_user_by_email(&self, email: &str) -> StoreResult<Option<DashboardUser>> {
+        let row = sqlx::query(
+            "SELECT id, org_id, email, password_hash FROM dashboard_users \
+             WHERE lower(email) = lower($1)",
+        )
+        .bind(email.trim())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(DashboardUser {
+                id: id(&row, "id")?,
+                org_id: id(&row, "org_id")?,
+                email: row.try_get("email")?,
+                password_hash: row.try_get("password_hash")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn create_session(&self, session: &DashboardSession) -> StoreResult<()> {
+        let now = time::now();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM dashboard_sessions WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO dashboard_sessions (token_hash, user_id, org_id, csrf_token, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&session.token_hash)
+        .bind(session.user_id.as_uuid())
+        .bind(session.org_id.as_uuid())
+        .bind(&session.csrf_token)
+        .bind(now)
+        .bind(session.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn session(
+        &self,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<DashboardSession>> {
+        let row = sqlx::query(
+            "SELECT token_hash, user_id, org_id, csrf_token, expires_at FROM dashboard_sessions \
+             WHERE token_hash = $1 AND expires_at > $2",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(DashboardSession {
+                token_hash: row.try_get("token_hash")?,
+                user_id: id(&row, "user_id")?,
+                org_id: id(&row, "org_id")?,
+                csrf_token: row.try_get("csrf_token")?,
+                expires_at: row.try_get("expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM dashboard_sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn create_webhook(&self, org: OrgId, new: &NewWebhook) -> StoreResult<Webhook> {
+        let webhook = Webhook {
+            webhook_id: WebhookId::new(),
+            org_id: org,
+            name: new.name.clone(),
+            url: new.url.as_str().to_owned(),
+            is_enabled: new.is_enabled,
+            // Stored with microseconds: keep the answer equal to what a read gives.
+            created_at: time::from_micros(time::to_micros(&time::now())),
+            last_triggered_at: None,
+            environment: new.environment,
+            events: new.events.clone(),
+        };
+        sqlx::query(
+            "INSERT INTO webhooks (id, org_id, name, url, type, events, is_enabled, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(webhook.webhook_id.as_uuid())
+        .bind(org.as_uuid())
+        .bind(&webhook.name)
+        .bind(&webhook.url)
+        .bind(webhook.environment.as_str())
+        .bind(serde_json::to_string(&webhook.events).expect("event types serialize"))
+        .bind(webhook.is_enabled)
+        .bind(webhook.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(webhook)
+    }
+
+    async fn webhook(&self, org: OrgId, id: WebhookId) -> StoreResult<Option<Webhook>> {
+        let row = sqlx::query(&format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1 AND org_id = $2"
+        ))
+        .bind(id.as_uuid())
+        .bind(org.as_uuid())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(webhook_from_row).transpose()
+    }
+
+    async fn list_webhooks(
+        &self,
+        org: OrgId,
+        is_enabled: Option<bool>,
+        after: Option<WebhookId>,
+        limit: u32,
+    ) -> StoreResult<Vec<Webhook>> {
+        let mut q = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE org_id = "
+        ));
+        q.push_bind(org.as_uuid());
+        if let Some(enabled) = is_enabled {
+            q.push(" AND is_enabled = ").push_bind(enabled);
+        }
+        if let Some(after) = after {
+            q.push(" AND id > ").push_bind(after.as_uuid());
+        }
+        q.push(" ORDER BY id LIMIT ").push_bind(limit as i64);
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(webhook_from_row).collect()
+    }
+
+    async fn webhooks_for(
+        &self,
+        org: OrgId,
+        environment: Environment,
+    ) -> StoreResult<Vec<Webhook>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE org_id = $1 AND type = $2 AND is_enabled \
+             ORDER BY id"
+        ))
+        .bind(org.as_uuid())
+        .bind(environment.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(webhook_from_row).collect()
+    }
+
+    async fn update_webhook(
+        &self,
+        org: OrgId,
+        id: WebhookId,
+        changes: &WebhookChanges,
+    ) -> StoreResult<Option<Webhook>> {
+        let mut q = QueryBuilder::<Postgres>::new("UPDATE webhooks SET id = id");
+        if let Some(name) = &changes.name {
+            q.push(", name = ").push_bind(name.clone());
+        }
+        if let Some(url) = &changes.url {
+            q.push(", url = ").push_bind(url.as_str().to_owned());
+        }
+        if let Some(environment) = changes.environment {
+            q.push(", type = ").push_bind(environment.as_str());
+        }
+        if let Some(events) = &changes.events {
+            q.push(", events = ")
+                .push_bind(serde_json::to_string(events).expect("event types serialize"));
+        }
+        if let Some(enabled) = changes.is_enabled {
+            q.push(", is_enabled = ").push_bind(enabled);
+        }
+        q.push(" WHERE id = ")
+            .push_bind(id.as_uuid())
+            .push(" AND org_id = ")
+            .push_bind(org.as_uuid())
+            .push(format!(" RETURNING {WEBHOOK_COLUMNS}"));
+        let row = q.build().fetch_optional(&self.pool).await?;
+        row.as_ref().map(webhook_from_row).transpose()
+    }
+
+    async fn delete_webhook(&self, org: OrgId, id: WebhookId) -> StoreResult<bool> {
+        // Deliveries first, in id order, then the webhook: the order in which outcome
+        // writers lock them, so the two cannot deadlock.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE deliveries SET status = 'cancelled', lease_until = NULL, claimed_by = NULL, \
+             finished_at = $1 WHERE id IN ( \
+               SELECT d.id FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id \
+               WHERE w.id = $2 AND w.org_id = $3 AND d.status = 'pending' \
+               ORDER BY d.id FOR UPDATE OF d)",
+        )
+        .bind(time::now())
+        .bind(id.as_uuid())
+        .bind(org.as_uuid())
+        .execute(&mut *tx)
+        .await?;
+        let deleted = sqlx::query("DELETE FROM webhooks WHERE id = $1 AND org_id = $2")
+            .bind(id.as_uuid())
+            .bind(org.as_uuid())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(deleted > 0)
+    }
+
+    async fn create_connector(&self, c: &Connector) -> StoreResult<()> {
+        sqlx::query(&format!(
+            "INSERT INTO connectors ({CONNECTOR_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        ))
+        .bind(c.id.as_uuid())
+        .bind(c.org_id.as_uuid())
+        .bind(c.environment.as_str())
+        .bind(&c.display_name)
+        .bind(&c.integration_slug)
+        .bind(serde_json::to_string(&c.categories).expect("strings serialize"))
+        .bind(&c.origin_id)
+        .bind(c.connector_status.as_str())
+        .bind(&c.end_user_name)
+        .bind(&c.end_user_email)
+        .bind(c.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn connector(&self, org: OrgId, id: ConnectorId) -> StoreResult<Option<Connector>> {
+        let row = sqlx::query(&format!(
+            "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = $1 AND org_id = $2"
+        ))
+        .bind(id.as_uuid())
+        .bind(org.as_uuid())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(connector_from_row).transpose()
+    }
+
+    async fn list_connectors(
+        &self,
+        org: OrgId,
+        after: Option<ConnectorId>,
+        limit: u32,
+    ) -> StoreResult<Vec<Connector>> {
+        let mut q = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE org_id = "
+        ));
+        q.push_bind(org.as_uuid());
+        if let Some(after) = after {
+            q.push(" AND id > ").push_bind(after.as_uuid());
+        }
+        q.push(" ORDER BY id LIMIT ").push_bind(limit as i64);
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(connector_from_row).collect()
+    }
+
+    async fn update_connector(
+        &self,
+        org: OrgId,
+        id: ConnectorId,
+        changes: &ConnectorChanges,
+    ) -> StoreResult<Option<Connector>> {
+        let mut q = QueryBuilder::<Postgres>::new("UPDATE connectors SET id = id");
+        let texts = [
+            ("display_name", &changes.display_name),
+            ("integration_slug", &changes.integration_slug),
+            ("origin_id", &changes.origin_id),
+            ("end_user_name", &changes.end_user_name),
+            ("end_user_email", &changes.end_user_email),
+        ];
+        for (column, value) in texts {
+            if let Some(value) = value {
+                q.push(format!(", {column} = ")).push_bind(value.clone());
+            }
+        }
+        if let Some(categories) = &changes.categories {
+            q.push(", categories = ")
+                .push_bind(serde_json::to_string(categories).expect("strings serialize"));
+        }
+        if let Some(status) = changes.connector_status {
+            q.push(", connector_status = ").push_bind(status.as_str());
+        }
+        q.push(" WHERE id = ")
+            .push_bind(id.as_uuid())
+            .push(" AND org_id = ")
+            .push_bind(org.as_uuid())
+            .push(format!(" RETURNING {CONNECTOR_COLUMNS}"));
+        let row = q.build().fetch_optional(&self.pool).await?;
+        row.as_ref().map(connector_from_row).transpose()
+    }
+
+    async fn delete_connector(&self, org: OrgId, id: ConnectorId) -> StoreResult<bool> {
+        let deleted = sqlx::query("DELETE FROM connectors WHERE id = $1 AND org_id = $2")
+            .bind(id.as_uuid())
+            .bind(org.as_uuid())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(deleted > 0)
+    }
+
+    async fn sync_job(
+        &self,
+        org: OrgId,
+        connector: ConnectorId,
+        id: SyncId,
+    ) -> StoreResult<Option<SyncJob>> {
+        let row = sqlx::query(
+            "SELECT s.* FROM sync_jobs s JOIN connectors c ON c.id = s.connector_id \
+             WHERE s.id = $1 AND s.connector_id = $2 AND c.org_id = $3",
+        )
+        .bind(id.as_uuid())
+        .bind(connector.as_uuid())
+        .bind(org.as_uuid())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(sync_job_from_row).transpose()
+    }
+
+    async fn record_events(
+        &self,
+        sync: &SyncChange,
+        events: &[(Event, Vec<NewDelivery>)],
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        match sync {
+            SyncChange::None => {}
+            SyncChange::Started(job) => {
+                sqlx::query(
+                    "INSERT INTO sync_jobs (id, connector_id, initial_sync, sync_type, display_status, \
+                     last_sync_start_time) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(job.id.as_uuid())
+                .bind(job.connector_id.as_uuid())
+                .bind(job.initial_sync)
+                .bind(job.sync_type.as_str())
+                .bind(job.display_status.as_str())
+                .bind(job.last_sync_start_time)
+                .execute(&mut *tx)
+                .await?;
+            }
+            SyncChange::Finished(job) => {
+                // Two nodes finishing one sync at once: the row lock orders them, and the
+                // second sees it no longer `Syncing`.
+                let updated = sqlx::query(
+                    "UPDATE sync_jobs SET display_status = $1, finished_at = $2, error_message = $3, \
+                     error_detail = $4 WHERE id = $5 AND display_status = 'Syncing'",
+                )
+                .bind(job.display_status.as_str())
+                .bind(job.finished_at)
+                .bind(job.error.as_ref().map(|e| e.message.clone()))
+                .bind(job.error.as_ref().map(|e| e.detail.to_string()))
+                .bind(job.id.as_uuid())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if updated == 0 {
+                    return Err(StoreError::Conflict(
+                        "the sync job has already finished".into(),
+                    ));
+                }
+            }
+        }
+        let mut unclaimed = false;
+        for (event, deliveries) in events {
+            sqlx::query(
+                "INSERT INTO events (id, org_id, event_type, environment, connector_id, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(event.id.as_uuid())
+            .bind(event.org_id.as_uuid())
+            .bind(event.event_type.as_str())
+            .bind(event.environment().as_str())
+            .bind(event.connector.id.as_uuid())
+            .bind(event.created_at)
+            .execute(&mut *tx)
+            .await?;
+            for d in deliveries {
+                self.insert_delivery(&mut tx, event, d).await?;
+                unclaimed |= d.lease_until.is_none();
+            }
+        }
+        if unclaimed {
+            notify(&mut tx, WORK_CHANNEL, "").await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn resend(
+        &self,
+        org: OrgId,
+        log: DeliveryId,
+        new_id: DeliveryId,
+        lease_until: Option<Timestamp>,
+    ) -> StoreResult<Option<DeliveryJob>> {
+        let mut tx = self.pool.begin().await?;
+        let source = sqlx::query(
+            "SELECT d.webhook_id, w.url AS webhook_url, w.name AS webhook_name FROM deliveries d \
+             LEFT JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = $1 AND d.org_id = $2",
+        )
+        .bind(log.as_uuid())
+        .bind(org.as_uuid())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(source) = source else {
+            return Ok(None);
+        };
+        let Some(url) = source.try_get::<Option<String>, _>("webhook_url")? else {
+            return Err(StoreError::Conflict(
+                "the webhook of this log has been deleted".into(),
+            ));
+        };
+        let webhook_name: String = source.try_get("webhook_name")?;
+        let row = sqlx::query(&format!(
+            "INSERT INTO deliveries (id, org_id, event_id, webhook_id, webhook_name, connector_id, \
+             event_type, integration_name, end_user_name, origin_id, url, body, status, created_at, \
+             next_attempt_at, lease_until, claimed_by, attempts_started) \
+             SELECT $1, org_id, event_id, webhook_id, $2, connector_id, event_type, integration_name, \
+             end_user_name, origin_id, $3, body, 'pending', $4, $4, $5, $6, $7 FROM deliveries \
+             WHERE id = $8 RETURNING {JOB_COLUMNS}"
+        ))
+        .bind(new_id.as_uuid())
+        .bind(webhook_name)
+        .bind(url)
+        .bind(time::now())
+        .bind(lease_until)
+        .bind(self.claimant(lease_until))
+        .bind(lease_until.is_some() as i32)
+        .bind(log.as_uuid())
+        .fetch_one(&mut *tx)
+        .await?;
+        let job = job_from_row(&row)?;
+        if lease_until.is_none() {
+            notify(&mut tx, WORK_CHANNEL, "").await?;
+        }
+        tx.commit().await?;
+        Ok(Some(job))
+    }
+
+    async fn claim_due(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<DeliveryJob>> {
+        // SKIP LOCKED: nodes claiming at the same moment each take different rows instead
+        // of queueing behind one another's locks.
+        let rows = sqlx::query(
+            "UPDATE deliveries d SET lease_until = $1, claimed_by = $2, \
+               attempts_started = d.attempts_started + 1 \
+             FROM (SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $3 \
+                   AND (lease_until IS NULL OR lease_until <= $3) \
+                   ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) due \
+             WHERE d.id = due.id \
+             RETURNING d.id, d.org_id, d.webhook_id, d.url, d.body, d.attempt_count, \
+               d.attempts_started, d.first_attempt_at",
+        )
+        .bind(lease_until)
+        .bind(self.node)
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn release(&self, ids: &[DeliveryId]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let released = sqlx::query(
+            "UPDATE deliveries SET lease_until = NULL, claimed_by = NULL WHERE id IN ( \
+               SELECT id FROM deliveries WHERE id = ANY($1) AND status = 'pending' \
+               AND claimed_by = $2 ORDER BY id FOR UPDATE)",
+        )
+        .bind(uuids(ids))
+        .bind(self.node)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if released > 0 {
+            notify(&mut tx, WORK_CHANNEL, "").await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Only this store's own claims: other nodes' claims are live or run out by themselves.
+    async fn release_all(&self) -> StoreResult<u64> {
+        let released = sqlx::query(
+            "UPDATE deliveries SET lease_until = NULL, claimed_by = NULL \
+             WHERE status = 'pending' AND claimed_by = $1",
+        )
+        .bind(self.node)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(released)
+    }
+
+    async fn record_outcomes(&self, outcomes: &[DeliveryOutcome]) -> StoreResult<()> {
+        // Rows are locked in id order, as every other multi-row write that waits for
+        // locks does, so that two of them cannot deadlock.
+        let mut outcomes: Vec<&DeliveryOutcome> = outcomes.iter().collect();
+        outcomes.sort_by_key(|o| o.delivery_id);
+        let mut tx = self.pool.begin().await?;
+        let mut triggered: Vec<(WebhookId, Timestamp)> = Vec::new();
+        for o in outcomes {
+            if let Some(a) = &o.attempt {
+                let (status, headers, body, category, message) = match &a.result {
+                    AttemptResult::Response {
+                        status,
+                        headers,
+                        body,
+                    } => (
+                        Some(*status as i32),
+                        Some(serde_json::to_string(headers).expect("headers serialize")),
+                        Some(body.as_slice()),
+                        None,
+                        None,
+                    ),
+                    AttemptResult::Failure { category, message } => (
+                        None,
+                        None,
+                        None,
+                        Some(category.as_str()),
+                        Some(message.as_str()),
+                    ),
+                };
+                sqlx::query(
+                    "INSERT INTO attempts (delivery_id, number, started_at, duration_us, \
+                     request_url, request_headers, response_status, response_headers, response_body, \
+                     error_category, error_message) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                     ON CONFLICT (delivery_id, number) DO UPDATE SET started_at = EXCLUDED.started_at, \
+                     duration_us = EXCLUDED.duration_us, request_url = EXCLUDED.request_url, \
+                     request_headers = EXCLUDED.request_headers, \
+                     response_status = EXCLUDED.response_status, \
+                     response_headers = EXCLUDED.response_headers, \
+                     response_body = EXCLUDED.response_body, \
+                     error_category = EXCLUDED.error_category, error_message = EXCLUDED.error_message",
+                )
+                .bind(a.delivery_id.as_uuid())
+                .bind(a.number as i32)
+                .bind(a.started_at)
+                .bind(a.duration.as_micros() as i64)
+                .bind(&a.request_url)
+                .bind(serde_json::to_string(&a.request_headers).expect("headers serialize"))
+                .bind(status)
+                .bind(headers)
+                .bind(body)
+                .bind(category)
+                .bind(message)
+                .execute(&mut *tx)
+                .await?;
+                match triggered.iter_mut().find(|(w, _)| *w == o.webhook_id) {
+                    Some((_, at)) => *at = (*at).max(a.started_at),
+                    None => triggered.push((o.webhook_id, a.started_at)),
+                }
+            }
+            let (response_code, next_attempt_at, finished_at) = match o.state {
+                DeliveryState::Delivered { status } => {
+                    (Some(status as i32), None, Some(time::now()))
+                }
+                DeliveryState::RetryScheduled { at } => (None, Some(at), None),
+                DeliveryState::Failed => (None, None, Some(time::now())),
+            };
+            sqlx::query(
+                "UPDATE deliveries SET status = $1, attempt_count = attempt_count + $2, \
+                 response_code = $3, last_error = $4, \
+                 first_attempt_at = COALESCE(first_attempt_at, $5), \
+                 next_attempt_at = $6, lease_until = $7, claimed_by = $8, finished_at = $9 \
+                 WHERE id = $10 AND status = 'pending'",
+            )
+            .bind(o.state.status_str())
+            .bind(o.attempt.is_some() as i32)
+            .bind(response_code)
+            .bind(&o.last_error)
+            .bind(o.first_attempt_at)
+            .bind(next_attempt_at)
+            .bind(o.lease_until)
+            .bind(self.claimant(o.lease_until))
+            .bind(finished_at)
+            .bind(o.delivery_id.as_uuid())
+            .execute(&mut *tx)
+            .await?;
+        }
+        triggered.sort_by_key(|(webhook, _)| *webhook);
+        for (webhook, at) in triggered {
+            // GREATEST skips NULL: the first trigger sets it.
+            sqlx::query(
+                "UPDATE webhooks SET last_triggered_at = GREATEST(last_triggered_at, $1) WHERE id = $2",
+            )
+            .bind(at)
+            .bind(webhook.as_uuid())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_logs(&self, org: OrgId, f: &LogFilter) -> StoreResult<Vec<LogEntry>> {
+        let mut q = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {LOG_COLUMNS} FROM deliveries WHERE org_id = "
+        ));
+        q.push_bind(org.as_uuid());
+        if let Some(webhook) = f.webhook_id {
+            q.push(" AND webhook_id = ").push_bind(webhook.as_uuid());
+        }
+        if let Some(connector) = f.connector_id {
+            q.push(" AND connector_id = ")
+                .push_bind(connector.as_uuid());
+        }
+        if !f.event_types.is_empty() {
+            q.push(" AND event_type IN (");
+            let mut list = q.separated(", ");
+            for t in &f.event_types {
+                list.push_bind(t.as_str());
+            }
+            q.push(")");
+        }
+        if !f.response_codes.is_empty() {
+            q.push(" AND response_code IN (");
+            let mut list = q.separated(", ");
+            for code in &f.response_codes {
+                list.push_bind(*code as i32);
+            }
+            q.push(")");
+        }
+        if let Some(from) = f.created_from {
+            q.push(" AND created_at >= ").push_bind(from);
+        }
+        if let Some(to) = f.created_to {
+            q.push(" AND created_at <= ").push_bind(to);
+        }
+        if f.errors_only {
+            q.push(
+                " AND (response_code >= 400 OR (response_code IS NULL AND last_error IS NOT NULL))",
+            );
+        }
+        if let Some(before) = f.before {
+            q.push(" AND id < ").push_bind(before.as_uuid());
+        }
+        q.push(" ORDER BY id DESC LIMIT ").push_bind(f.limit as i64);
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(log_from_row).collect()
+    }
+
+    async fn log(&self, org: OrgId, id: DeliveryId) -> StoreResult<Option<LogDetail>> {
+        let row = sqlx::query(&format!(
+            "SELECT {LOG_COLUMNS}, body FROM deliveries WHERE id = $1 AND org_id = $2"
+        ))
+        .bind(id.as_uuid())
+        .bind(org.as_uuid())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let attempts = sqlx::query("SELECT * FROM attempts WHERE delivery_id = $1 ORDER BY number")
+            .bind(id.as_uuid())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(Some(LogDetail {
+            entry: log_from_row(&row)?,
+            body: Bytes::from(row.try_get::<Vec<u8>, _>("body")?),
+            attempts: attempts
+                .iter()
+                .map(attempt_from_row)
+                .collect::<StoreResult<_>>()?,
+        }))
+    }
+
+    async fn renew_leases(&self, ids: &[DeliveryId], until: Timestamp) -> StoreResult<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        // Only this node's live claims: a claim another node took after ours ran out is
+        // theirs, and a retry given back (no lease) stays free for whoever is first.
+        // SKIP LOCKED: a row locked now is being finished by this node's outcome writer;
+        // waiting for it could deadlock with the writer's batch, and should the writer
+        // fail, the next renewal comes a quarter of a lease later.
+        let renewed = sqlx::query(
+            "UPDATE deliveries SET lease_until = $1 WHERE id IN ( \
+               SELECT id FROM deliveries WHERE id = ANY($2) AND claimed_by = $3 \
+               AND lease_until IS NOT NULL AND status = 'pending' FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(until)
+        .bind(uuids(ids))
+        .bind(self.node)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(renewed)
+    }
+
+    fn work_notifications(&self) -> Option<Arc<Notify>> {
+        Some(self.work.clone())
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+}
