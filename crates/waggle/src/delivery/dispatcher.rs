@@ -59,6 +59,16 @@ impl Default for DispatcherConfig {
     }
 }
 
+/// One webhook's share of the dispatcher.
+struct Lane {
+    /// Its concurrent attempts.
+    slots: Arc<Semaphore>,
+    /// Its jobs held in memory (waiting for a slot, in flight, or being recorded). Capped,
+    /// so that a destination that hangs cannot fill the whole job budget: past the cap,
+    /// its deliveries wait in the store, where the poller leaves them until there is room.
+    held: usize,
+}
+
 /// Cheap to clone; every clone drives the same dispatcher.
 #[derive(Clone)]
 pub struct Dispatcher {
@@ -73,7 +83,7 @@ struct Inner {
     /// One permit per job held in memory.
     jobs: Arc<Semaphore>,
     /// Per-webhook lanes; created on first use.
-    lanes: Mutex<HashMap<WebhookId, Arc<Semaphore>>>,
+    lanes: Mutex<HashMap<WebhookId, Lane>>,
     /// Deliveries claimed by this node whose outcome is not yet committed: the renewer
     /// keeps their leases alive. Shared with the renewer alone, which must not hold
     /// `Inner` (the writer ends only when every `Inner` is gone).
@@ -122,17 +132,25 @@ impl Dispatcher {
     }
 
     /// Takes deliveries this node has claimed and starts their attempts; those that do
-    /// not fit the in-memory budget are given back to the store for the poller.
+    /// not fit the in-memory budget, or their webhook's share of it, are given back to
+    /// the store for the poller.
     pub async fn submit(&self, jobs: Vec<DeliveryJob>) {
         let mut overflow = Vec::new();
         for job in jobs {
+            if !self.inner.admit(job.webhook_id) {
+                overflow.push(job.id);
+                continue;
+            }
             match self.inner.jobs.clone().try_acquire_owned() {
                 Ok(permit) => self.start(job, permit),
-                Err(_) => overflow.push(job.id),
+                Err(_) => {
+                    self.inner.leave(job.webhook_id);
+                    overflow.push(job.id);
+                }
             }
         }
         if !overflow.is_empty() {
-            if let Err(e) = self.inner.store.release(&overflow).await {
+            if let Err(e) = self.inner.store.release(&overflow, true).await {
                 tracing::error!(error = %e, count = overflow.len(), "could not release deliveries; they wait for their claim to expire");
             }
             self.inner.wake.notify_one();
@@ -192,7 +210,7 @@ impl Dispatcher {
                 count = unfinished.len(),
                 "giving back deliveries whose attempts did not finish before shutdown"
             );
-            if let Err(e) = self.inner.store.release(&unfinished).await {
+            if let Err(e) = self.inner.store.release(&unfinished, false).await {
                 tracing::error!(error = %e, "could not give back deliveries; they wait for their claims to run out");
             }
         }
@@ -209,9 +227,10 @@ impl Dispatcher {
             if available > 0 {
                 let now = time::now();
                 let limit = available.min(1024) as u32;
+                let full = inner.full_lanes();
                 match inner
                     .store
-                    .claim_due(now, self.lease_for_new(), limit)
+                    .claim_due(now, self.lease_for_new(), limit, &full)
                     .await
                 {
                     Ok(jobs) => {
@@ -278,15 +297,21 @@ impl Inner {
                 lease_until: None,
             }
         };
-        // A retry that cannot start inside the window, or beyond the budget, is not made.
-        if let Some(first) = first_attempt_at {
-            if number > policy.max_attempts() || !policy.within_window(first, time::now()) {
-                tracing::info!("retry window closed; delivery failed");
-                let _ = self
-                    .outcomes
-                    .send((outcome(None, DeliveryState::Failed, None), permit));
-                return;
-            }
+        // An attempt beyond the budget, or a retry that cannot start inside the window, is
+        // not made. The window opens with the first recorded attempt, so a first attempt a
+        // crash interrupted is still made after the restart.
+        let window_closed = job.attempts_recorded > 0
+            && first_attempt_at.is_some_and(|first| !policy.within_window(first, time::now()));
+        if number > policy.max_attempts() || window_closed {
+            tracing::info!(
+                number,
+                window_closed,
+                "retry budget or window used up; delivery failed"
+            );
+            let _ = self
+                .outcomes
+                .send((outcome(None, DeliveryState::Failed, None), permit));
+            return;
         }
 
         let started_at = time::now();
@@ -367,12 +392,61 @@ impl Inner {
     }
 
     fn lane(&self, webhook: WebhookId) -> Arc<Semaphore> {
+        let mut lanes = self.lanes.lock().expect("dispatcher lock");
+        self.lane_entry(&mut lanes, webhook).slots.clone()
+    }
+
+    fn lane_entry<'a>(
+        &self,
+        lanes: &'a mut HashMap<WebhookId, Lane>,
+        webhook: WebhookId,
+    ) -> &'a mut Lane {
+        lanes.entry(webhook).or_insert_with(|| Lane {
+            slots: Arc::new(Semaphore::new(self.config.per_webhook_concurrency)),
+            held: 0,
+        })
+    }
+
+    /// Counts a job against its webhook's share, if there is room.
+    fn admit(&self, webhook: WebhookId) -> bool {
+        let mut lanes = self.lanes.lock().expect("dispatcher lock");
+        let cap = self.lane_cap();
+        let lane = self.lane_entry(&mut lanes, webhook);
+        if lane.held >= cap {
+            return false;
+        }
+        lane.held += 1;
+        true
+    }
+
+    /// Takes a job off its webhook's share.
+    fn leave(&self, webhook: WebhookId) {
+        if let Some(lane) = self
+            .lanes
+            .lock()
+            .expect("dispatcher lock")
+            .get_mut(&webhook)
+        {
+            lane.held = lane.held.saturating_sub(1);
+        }
+    }
+
+    /// Jobs one webhook may hold: enough to keep its slots busy while outcomes are
+    /// recorded, and never more than the whole budget.
+    fn lane_cap(&self) -> usize {
+        (self.config.per_webhook_concurrency * 4).min(self.config.max_jobs)
+    }
+
+    /// The webhooks whose share is used up: the poller does not claim for them.
+    fn full_lanes(&self) -> Vec<WebhookId> {
+        let cap = self.lane_cap();
         self.lanes
             .lock()
             .expect("dispatcher lock")
-            .entry(webhook)
-            .or_insert_with(|| Arc::new(Semaphore::new(self.config.per_webhook_concurrency)))
-            .clone()
+            .iter()
+            .filter(|(_, lane)| lane.held >= cap)
+            .map(|(webhook, _)| *webhook)
+            .collect()
     }
 
     /// Commits outcomes in batches; a batch that fails to commit is retried until it
@@ -441,6 +515,16 @@ impl Inner {
             let mut held = self.held.lock().expect("dispatcher lock");
             for o in &outcomes {
                 held.remove(&o.delivery_id);
+            }
+        }
+        {
+            let cap = self.lane_cap();
+            let mut lanes = self.lanes.lock().expect("dispatcher lock");
+            for o in &outcomes {
+                if let Some(lane) = lanes.get_mut(&o.webhook_id) {
+                    wake |= lane.held == cap;
+                    lane.held = lane.held.saturating_sub(1);
+                }
             }
         }
         batch.clear();

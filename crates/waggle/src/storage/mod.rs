@@ -284,16 +284,18 @@ pub trait Store: Send + Sync + 'static {
 
     // Dispatching.
     /// Claims up to `limit` pending deliveries that are due and unclaimed (or whose claim
-    /// ran out), until `lease_until`; each claim counts as an attempt started.
+    /// ran out), until `lease_until`, skipping the webhooks in `skip` (those this node
+    /// has no room for); each claim counts as an attempt started.
     async fn claim_due(
         &self,
         now: Timestamp,
         lease_until: Timestamp,
         limit: u32,
+        skip: &[WebhookId],
     ) -> StoreResult<Vec<DeliveryJob>>;
-    /// Gives back claims whose attempt never started, so any dispatcher may take the
-    /// deliveries when due.
-    async fn release(&self, ids: &[DeliveryId]) -> StoreResult<()>;
+    /// Gives claims back, so any dispatcher may take the deliveries when due. With
+    /// `unstarted`, their attempts never began and no longer count against the budget.
+    async fn release(&self, ids: &[DeliveryId], unstarted: bool) -> StoreResult<()>;
     /// Drops every claim: for a single-node store after a crash, when no claim can be live.
     async fn release_all(&self) -> StoreResult<u64>;
     async fn record_outcomes(&self, outcomes: &[DeliveryOutcome]) -> StoreResult<()>;

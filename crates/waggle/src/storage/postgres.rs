@@ -930,6 +930,7 @@ impl Store for PgStore {
         now: Timestamp,
         lease_until: Timestamp,
         limit: u32,
+        skip: &[WebhookId],
     ) -> StoreResult<Vec<DeliveryJob>> {
         // SKIP LOCKED: nodes claiming at the same moment each take different rows instead
         // of queueing behind one another's locks.
@@ -937,7 +938,7 @@ impl Store for PgStore {
             "UPDATE deliveries d SET lease_until = $1, claimed_by = $2, \
                attempts_started = d.attempts_started + 1 \
              FROM (SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $3 \
-                   AND (lease_until IS NULL OR lease_until <= $3) \
+                   AND (lease_until IS NULL OR lease_until <= $3) AND webhook_id <> ALL($5) \
                    ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) due \
              WHERE d.id = due.id \
              RETURNING d.id, d.org_id, d.webhook_id, d.url, d.body, d.attempt_count, \
@@ -947,20 +948,23 @@ impl Store for PgStore {
         .bind(self.node)
         .bind(now)
         .bind(limit as i64)
+        .bind(skip.iter().map(|w| w.as_uuid()).collect::<Vec<_>>())
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(job_from_row).collect()
     }
 
-    async fn release(&self, ids: &[DeliveryId]) -> StoreResult<()> {
+    async fn release(&self, ids: &[DeliveryId], unstarted: bool) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         let released = sqlx::query(
-            "UPDATE deliveries SET lease_until = NULL, claimed_by = NULL WHERE id IN ( \
+            "UPDATE deliveries SET lease_until = NULL, claimed_by = NULL, \
+               attempts_started = GREATEST(attempts_started - $3, 0) WHERE id IN ( \
                SELECT id FROM deliveries WHERE id = ANY($1) AND status = 'pending' \
                AND claimed_by = $2 ORDER BY id FOR UPDATE)",
         )
         .bind(uuids(ids))
         .bind(self.node)
+        .bind(unstarted as i32)
         .execute(&mut *tx)
         .await?
         .rows_affected();

@@ -5,6 +5,7 @@
 //! `synchronous = NORMAL` in WAL mode: a commit survives the process being killed (the WAL
 //! is in the OS's page cache), and only a power loss can take the last commits back.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -14,7 +15,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use tokio::sync::{mpsc, oneshot};
 
 use super::*;
 use crate::domain::attempt::{AttemptResult, FailureCategory};
@@ -24,6 +26,8 @@ use crate::domain::time::{self, from_micros, to_micros};
 pub struct SqliteStore {
     write: SqlitePool,
     read: SqlitePool,
+    /// Queue of the group-committed writes (events with their deliveries, outcomes).
+    group: mpsc::UnboundedSender<GroupWrite>,
 }
 
 impl SqliteStore {
@@ -55,7 +59,23 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .context("opening SQLite read connections")?;
-        Ok(Self { write, read })
+        let (group, queue) = mpsc::unbounded_channel();
+        tokio::spawn(group_commit(write.clone(), queue));
+        Ok(Self { write, read, group })
+    }
+
+    /// Queues a write for the next group commit and waits until it is committed.
+    async fn group_write(
+        &self,
+        write: impl FnOnce(oneshot::Sender<StoreResult<()>>) -> GroupWrite,
+    ) -> StoreResult<()> {
+        let (done, committed) = oneshot::channel();
+        self.group
+            .send(write(done))
+            .map_err(|_| StoreError::Corrupt("the SQLite writer has stopped".into()))?;
+        committed
+            .await
+            .map_err(|_| StoreError::Corrupt("the SQLite writer has stopped".into()))?
     }
 }
 
@@ -229,37 +249,279 @@ fn job_from_row(row: &SqliteRow) -> StoreResult<DeliveryJob> {
     })
 }
 
-async fn insert_delivery(
-    tx: &mut Transaction<'_, Sqlite>,
-    event: &Event,
-    d: &NewDelivery,
+/// A write that waits for the next group commit.
+enum GroupWrite {
+    Events {
+        sync: SyncChange,
+        events: Vec<(Event, Vec<NewDelivery>)>,
+        done: oneshot::Sender<StoreResult<()>>,
+    },
+    Outcomes {
+        outcomes: Vec<DeliveryOutcome>,
+        done: oneshot::Sender<StoreResult<()>>,
+    },
+}
+
+/// Writes queued at the same time commit together: SQLite's cost is mostly per
+/// transaction, so under load one commit carries many API calls and outcome batches.
+/// Each write runs in its own savepoint, so one refused write (a sync that had already
+/// finished) is rolled back alone, and each caller hears back only once its write is
+/// committed.
+async fn group_commit(pool: SqlitePool, mut queue: mpsc::UnboundedReceiver<GroupWrite>) {
+    let mut group = Vec::with_capacity(GROUP_MAX);
+    while queue.recv_many(&mut group, GROUP_MAX).await > 0 {
+        match commit_group(&pool, &group).await {
+            Ok(results) => {
+                for (write, result) in group.drain(..).zip(results) {
+                    let _ = write.into_done().send(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, writes = group.len(), "group commit failed");
+                for write in group.drain(..) {
+                    let _ = write
+                        .into_done()
+                        .send(Err(StoreError::Corrupt(format!("write failed: {e}"))));
+                }
+            }
+        }
+    }
+}
+
+/// The most writes one group commit carries.
+const GROUP_MAX: usize = 256;
+
+impl GroupWrite {
+    fn into_done(self) -> oneshot::Sender<StoreResult<()>> {
+        match self {
+            GroupWrite::Events { done, .. } | GroupWrite::Outcomes { done, .. } => done,
+        }
+    }
+}
+
+async fn commit_group(
+    pool: &SqlitePool,
+    group: &[GroupWrite],
+) -> StoreResult<Vec<StoreResult<()>>> {
+    let mut tx = pool.begin().await?;
+    // Sync changes first: a refused one (the job had already finished) writes nothing,
+    // and its write's events are then left out.
+    let mut results = Vec::with_capacity(group.len());
+    for write in group {
+        results.push(match write {
+            GroupWrite::Events { sync, .. } => apply_sync_change(&mut tx, sync).await?,
+            GroupWrite::Outcomes { .. } => Ok(()),
+        });
+    }
+    let accepted = group
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| r.is_ok())
+        .map(|(w, _)| w);
+    let mut events = Vec::new();
+    let mut outcomes = Vec::new();
+    for write in accepted {
+        match write {
+            GroupWrite::Events { events: e, .. } => events.extend(e.iter()),
+            GroupWrite::Outcomes { outcomes: o, .. } => outcomes.extend(o.iter()),
+        }
+    }
+    insert_events(&mut tx, &events).await?;
+    write_outcomes(&mut tx, &outcomes).await?;
+    tx.commit().await?;
+    Ok(results)
+}
+
+/// Rows per multi-row statement: SQLite allows 32,766 bound values in one statement.
+const ROWS_PER_STATEMENT: usize = 500;
+
+async fn apply_sync_change(
+    conn: &mut SqliteConnection,
+    sync: &SyncChange,
+) -> StoreResult<StoreResult<()>> {
+    match sync {
+        SyncChange::None => {}
+        SyncChange::Started(job) => {
+            sqlx::query(
+                "INSERT INTO sync_jobs (id, connector_id, initial_sync, sync_type, display_status, \
+                 last_sync_start_time) VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(job.id.to_string())
+            .bind(job.connector_id.to_string())
+            .bind(job.initial_sync)
+            .bind(job.sync_type.as_str())
+            .bind(job.display_status.as_str())
+            .bind(to_micros(&job.last_sync_start_time))
+            .execute(&mut *conn)
+            .await?;
+        }
+        SyncChange::Finished(job) => {
+            let updated = sqlx::query(
+                "UPDATE sync_jobs SET display_status = ?, finished_at = ?, error_message = ?, \
+                 error_detail = ? WHERE id = ? AND display_status = 'Syncing'",
+            )
+            .bind(job.display_status.as_str())
+            .bind(job.finished_at.as_ref().map(to_micros))
+            .bind(job.error.as_ref().map(|e| e.message.clone()))
+            .bind(job.error.as_ref().map(|e| e.detail.to_string()))
+            .bind(job.id.to_string())
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if updated == 0 {
+                return Ok(Err(StoreError::Conflict(
+                    "the sync job has already finished".into(),
+                )));
+            }
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// Inserts events and their deliveries, many rows per statement.
+async fn insert_events(
+    conn: &mut SqliteConnection,
+    events: &[&(Event, Vec<NewDelivery>)],
 ) -> StoreResult<()> {
-    let c = &event.connector;
-    let created = to_micros(&event.created_at);
-    sqlx::query(
-        "INSERT INTO deliveries (id, org_id, event_id, webhook_id, webhook_name, connector_id, \
-         event_type, integration_name, end_user_name, origin_id, url, body, status, created_at, \
-         next_attempt_at, lease_until, attempts_started) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
-    )
-    .bind(d.id.to_string())
-    .bind(event.org_id.to_string())
-    .bind(event.id.to_string())
-    .bind(d.webhook_id.to_string())
-    .bind(&d.webhook_name)
-    .bind(c.id.to_string())
-    .bind(event.event_type.as_str())
-    .bind(&c.integration_slug)
-    .bind(&c.end_user_name)
-    .bind(&c.origin_id)
-    .bind(&d.url)
-    .bind(d.body.as_ref())
-    .bind(created)
-    .bind(created)
-    .bind(d.lease_until.as_ref().map(to_micros))
-    .bind(d.lease_until.is_some() as i64)
-    .execute(&mut **tx)
-    .await?;
+    for chunk in events.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO events (id, org_id, event_type, environment, connector_id, created_at) ",
+        );
+        q.push_values(chunk, |mut row, (event, _)| {
+            row.push_bind(event.id.to_string())
+                .push_bind(event.org_id.to_string())
+                .push_bind(event.event_type.as_str())
+                .push_bind(event.environment().as_str())
+                .push_bind(event.connector.id.to_string())
+                .push_bind(to_micros(&event.created_at));
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    let deliveries: Vec<(&Event, &NewDelivery)> = events
+        .iter()
+        .flat_map(|(event, ds)| ds.iter().map(move |d| (event, d)))
+        .collect();
+    for chunk in deliveries.chunks(ROWS_PER_STATEMENT / 2) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO deliveries (id, org_id, event_id, webhook_id, webhook_name, connector_id, \
+             event_type, integration_name, end_user_name, origin_id, url, body, status, created_at, \
+             next_attempt_at, lease_until, attempts_started) ",
+        );
+        q.push_values(chunk, |mut row, (event, d)| {
+            let c = &event.connector;
+            let created = to_micros(&event.created_at);
+            row.push_bind(d.id.to_string())
+                .push_bind(event.org_id.to_string())
+                .push_bind(event.id.to_string())
+                .push_bind(d.webhook_id.to_string())
+                .push_bind(d.webhook_name.clone())
+                .push_bind(c.id.to_string())
+                .push_bind(event.event_type.as_str())
+                .push_bind(c.integration_slug.clone())
+                .push_bind(c.end_user_name.clone())
+                .push_bind(c.origin_id.clone())
+                .push_bind(d.url.clone())
+                .push_bind(d.body.to_vec())
+                .push("'pending'")
+                .push_bind(created)
+                .push_bind(created)
+                .push_bind(d.lease_until.as_ref().map(to_micros))
+                .push_bind(d.lease_until.is_some() as i64);
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Records attempts and the deliveries' new states, many rows per statement.
+async fn write_outcomes(
+    conn: &mut SqliteConnection,
+    outcomes: &[&DeliveryOutcome],
+) -> StoreResult<()> {
+    let attempts: Vec<&Attempt> = outcomes.iter().filter_map(|o| o.attempt.as_ref()).collect();
+    for chunk in attempts.chunks(ROWS_PER_STATEMENT / 2) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT OR REPLACE INTO attempts (delivery_id, number, started_at, duration_us, \
+             request_url, request_headers, response_status, response_headers, response_body, \
+             error_category, error_message) ",
+        );
+        q.push_values(chunk, |mut row, a| {
+            row.push_bind(a.delivery_id.to_string())
+                .push_bind(a.number as i64)
+                .push_bind(to_micros(&a.started_at))
+                .push_bind(a.duration.as_micros() as i64)
+                .push_bind(a.request_url.clone())
+                .push_bind(serde_json::to_string(&a.request_headers).expect("headers serialize"));
+            match &a.result {
+                AttemptResult::Response {
+                    status,
+                    headers,
+                    body,
+                } => {
+                    row.push_bind(*status as i64)
+                        .push_bind(serde_json::to_string(headers).expect("headers serialize"))
+                        .push_bind(body.clone())
+                        .push_bind(None::<String>)
+                        .push_bind(None::<String>);
+                }
+                AttemptResult::Failure { category, message } => {
+                    row.push_bind(None::<i64>)
+                        .push_bind(None::<String>)
+                        .push_bind(None::<Vec<u8>>)
+                        .push_bind(category.as_str())
+                        .push_bind(message.clone());
+                }
+            }
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    let now = to_micros(&time::now());
+    for chunk in outcomes.chunks(ROWS_PER_STATEMENT / 2) {
+        // column1 id, 2 status, 3 recorded (0/1), 4 response code, 5 last error,
+        // 6 first attempt, 7 next attempt, 8 lease, 9 finished.
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "WITH v (id, status, recorded, response_code, last_error, first_attempt_at, \
+             next_attempt_at, lease_until, finished_at) AS (",
+        );
+        q.push_values(chunk, |mut row, o| {
+            let (response_code, next_attempt_at, finished) = match o.state {
+                DeliveryState::Delivered { status } => (Some(status as i64), None, Some(now)),
+                DeliveryState::RetryScheduled { at } => (None, Some(to_micros(&at)), None),
+                DeliveryState::Failed => (None, None, Some(now)),
+            };
+            row.push_bind(o.delivery_id.to_string())
+                .push_bind(o.state.status_str())
+                .push_bind(o.attempt.is_some() as i64)
+                .push_bind(response_code)
+                .push_bind(o.last_error.clone())
+                .push_bind(o.first_attempt_at.as_ref().map(to_micros))
+                .push_bind(next_attempt_at)
+                .push_bind(o.lease_until.as_ref().map(to_micros))
+                .push_bind(finished);
+        });
+        q.push(
+            ") UPDATE deliveries SET status = v.status, attempt_count = attempt_count + v.recorded, \
+             response_code = v.response_code, last_error = v.last_error, \
+             first_attempt_at = COALESCE(deliveries.first_attempt_at, v.first_attempt_at), \
+             next_attempt_at = v.next_attempt_at, lease_until = v.lease_until, finished_at = v.finished_at \
+             FROM v WHERE deliveries.id = v.id AND deliveries.status = 'pending'",
+        );
+        q.build().execute(&mut *conn).await?;
+    }
+    let mut triggered: HashMap<WebhookId, Timestamp> = HashMap::new();
+    for o in outcomes {
+        if let Some(a) = &o.attempt {
+            let at = triggered.entry(o.webhook_id).or_insert(a.started_at);
+            *at = (*at).max(a.started_at);
+        }
+    }
+    for (webhook, at) in triggered {
+        sqlx::query("UPDATE webhooks SET last_triggered_at = MAX(COALESCE(last_triggered_at, 0), ?) WHERE id = ?")
+            .bind(to_micros(&at))
+            .bind(webhook.to_string())
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(())
 }
 
@@ -681,62 +943,12 @@ impl Store for SqliteStore {
         sync: &SyncChange,
         events: &[(Event, Vec<NewDelivery>)],
     ) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
-        match sync {
-            SyncChange::None => {}
-            SyncChange::Started(job) => {
-                sqlx::query(
-                    "INSERT INTO sync_jobs (id, connector_id, initial_sync, sync_type, display_status, \
-                     last_sync_start_time) VALUES (?, ?, ?, ?, ?, ?)",
-                )
-                .bind(job.id.to_string())
-                .bind(job.connector_id.to_string())
-                .bind(job.initial_sync)
-                .bind(job.sync_type.as_str())
-                .bind(job.display_status.as_str())
-                .bind(to_micros(&job.last_sync_start_time))
-                .execute(&mut *tx)
-                .await?;
-            }
-            SyncChange::Finished(job) => {
-                let updated = sqlx::query(
-                    "UPDATE sync_jobs SET display_status = ?, finished_at = ?, error_message = ?, \
-                     error_detail = ? WHERE id = ? AND display_status = 'Syncing'",
-                )
-                .bind(job.display_status.as_str())
-                .bind(job.finished_at.as_ref().map(to_micros))
-                .bind(job.error.as_ref().map(|e| e.message.clone()))
-                .bind(job.error.as_ref().map(|e| e.detail.to_string()))
-                .bind(job.id.to_string())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if updated == 0 {
-                    return Err(StoreError::Conflict(
-                        "the sync job has already finished".into(),
-                    ));
-                }
-            }
-        }
-        for (event, deliveries) in events {
-            sqlx::query(
-                "INSERT INTO events (id, org_id, event_type, environment, connector_id, created_at) \
-                 VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(event.id.to_string())
-            .bind(event.org_id.to_string())
-            .bind(event.event_type.as_str())
-            .bind(event.environment().as_str())
-            .bind(event.connector.id.to_string())
-            .bind(to_micros(&event.created_at))
-            .execute(&mut *tx)
-            .await?;
-            for d in deliveries {
-                insert_delivery(&mut tx, event, d).await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(())
+        self.group_write(|done| GroupWrite::Events {
+            sync: sync.clone(),
+            events: events.to_vec(),
+            done,
+        })
+        .await
     }
 
     async fn resend(
@@ -793,29 +1005,41 @@ impl Store for SqliteStore {
         now: Timestamp,
         lease_until: Timestamp,
         limit: u32,
+        skip: &[WebhookId],
     ) -> StoreResult<Vec<DeliveryJob>> {
         let now = to_micros(&now);
-        let rows = sqlx::query(
-            "UPDATE deliveries SET lease_until = ?, attempts_started = attempts_started + 1 WHERE id IN ( \
-               SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ? \
-               AND (lease_until IS NULL OR lease_until <= ?) ORDER BY next_attempt_at LIMIT ?) \
-             RETURNING id, org_id, webhook_id, url, body, attempt_count, attempts_started, first_attempt_at",
-        )
-        .bind(to_micros(&lease_until))
-        .bind(now)
-        .bind(now)
-        .bind(limit as i64)
-        .fetch_all(&self.write)
-        .await?;
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "UPDATE deliveries SET attempts_started = attempts_started + 1, lease_until = ",
+        );
+        q.push_bind(to_micros(&lease_until))
+            .push(" WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ")
+            .push_bind(now)
+            .push(" AND (lease_until IS NULL OR lease_until <= ")
+            .push_bind(now)
+            .push(")");
+        if !skip.is_empty() {
+            q.push(" AND webhook_id NOT IN (");
+            let mut list = q.separated(", ");
+            for webhook in skip {
+                list.push_bind(webhook.to_string());
+            }
+            q.push(")");
+        }
+        q.push(" ORDER BY next_attempt_at LIMIT ")
+            .push_bind(limit as i64)
+            .push(") RETURNING id, org_id, webhook_id, url, body, attempt_count, attempts_started, first_attempt_at");
+        let rows = q.build().fetch_all(&self.write).await?;
         rows.iter().map(job_from_row).collect()
     }
 
-    async fn release(&self, ids: &[DeliveryId]) -> StoreResult<()> {
+    async fn release(&self, ids: &[DeliveryId], unstarted: bool) -> StoreResult<()> {
         let mut tx = self.write.begin().await?;
         for id in ids {
             sqlx::query(
-                "UPDATE deliveries SET lease_until = NULL WHERE id = ? AND status = 'pending'",
+                "UPDATE deliveries SET lease_until = NULL, \
+                 attempts_started = MAX(attempts_started - ?, 0) WHERE id = ? AND status = 'pending'",
             )
+            .bind(unstarted as i64)
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
@@ -852,89 +1076,11 @@ impl Store for SqliteStore {
     }
 
     async fn record_outcomes(&self, outcomes: &[DeliveryOutcome]) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
-        let mut triggered: Vec<(WebhookId, Timestamp)> = Vec::new();
-        for o in outcomes {
-            if let Some(a) = &o.attempt {
-                let (status, headers, body, category, message) = match &a.result {
-                    AttemptResult::Response {
-                        status,
-                        headers,
-                        body,
-                    } => (
-                        Some(*status as i64),
-                        Some(serde_json::to_string(headers).expect("headers serialize")),
-                        Some(body.as_slice()),
-                        None,
-                        None,
-                    ),
-                    AttemptResult::Failure { category, message } => (
-                        None,
-                        None,
-                        None,
-                        Some(category.as_str()),
-                        Some(message.as_str()),
-                    ),
-                };
-                sqlx::query(
-                    "INSERT OR REPLACE INTO attempts (delivery_id, number, started_at, duration_us, \
-                     request_url, request_headers, response_status, response_headers, response_body, \
-                     error_category, error_message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(a.delivery_id.to_string())
-                .bind(a.number as i64)
-                .bind(to_micros(&a.started_at))
-                .bind(a.duration.as_micros() as i64)
-                .bind(&a.request_url)
-                .bind(serde_json::to_string(&a.request_headers).expect("headers serialize"))
-                .bind(status)
-                .bind(headers)
-                .bind(body)
-                .bind(category)
-                .bind(message)
-                .execute(&mut *tx)
-                .await?;
-                match triggered.iter_mut().find(|(w, _)| *w == o.webhook_id) {
-                    Some((_, at)) => *at = (*at).max(a.started_at),
-                    None => triggered.push((o.webhook_id, a.started_at)),
-                }
-            }
-            let (response_code, next_attempt_at, finished_at) = match o.state {
-                DeliveryState::Delivered { status } => {
-                    (Some(status as i64), None, Some(time::now()))
-                }
-                DeliveryState::RetryScheduled { at } => (None, Some(at), None),
-                DeliveryState::Failed => (None, None, Some(time::now())),
-            };
-            sqlx::query(
-                "UPDATE deliveries SET status = ?, attempt_count = attempt_count + ?, \
-                 response_code = ?, last_error = ?, first_attempt_at = COALESCE(first_attempt_at, ?), \
-                 next_attempt_at = ?, lease_until = ?, finished_at = ? \
-                 WHERE id = ? AND status = 'pending'",
-            )
-            .bind(o.state.status_str())
-            .bind(o.attempt.is_some() as i64)
-            .bind(response_code)
-            .bind(&o.last_error)
-            .bind(o.first_attempt_at.as_ref().map(to_micros))
-            .bind(next_attempt_at.as_ref().map(to_micros))
-            .bind(o.lease_until.as_ref().map(to_micros))
-            .bind(finished_at.as_ref().map(to_micros))
-            .bind(o.delivery_id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        }
-        for (webhook, at) in triggered {
-            sqlx::query(
-                "UPDATE webhooks SET last_triggered_at = MAX(COALESCE(last_triggered_at, 0), ?) WHERE id = ?",
-            )
-            .bind(to_micros(&at))
-            .bind(webhook.to_string())
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        self.group_write(|done| GroupWrite::Outcomes {
+            outcomes: outcomes.to_vec(),
+            done,
+        })
+        .await
     }
 
     async fn list_logs(&self, org: OrgId, f: &LogFilter) -> StoreResult<Vec<LogEntry>> {
