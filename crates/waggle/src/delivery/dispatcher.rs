@@ -483,13 +483,14 @@ impl Inner {
         batch: &mut Vec<(DeliveryOutcome, OwnedSemaphorePermit)>,
         stopping: bool,
     ) {
-        let outcomes: Vec<DeliveryOutcome> = batch.iter().map(|(o, _)| o.clone()).collect();
+        let (outcomes, permits): (Vec<DeliveryOutcome>, Vec<OwnedSemaphorePermit>) =
+            batch.drain(..).unzip();
+        let outcomes: Arc<[DeliveryOutcome]> = outcomes.into();
         let mut backoff = Duration::from_millis(50);
         let give_up = Instant::now() + Duration::from_secs(5);
-        while let Err(e) = self.store.record_outcomes(&outcomes).await {
+        while let Err(e) = self.store.record_outcomes(outcomes.clone()).await {
             if stopping && Instant::now() > give_up {
                 tracing::error!(error = %e, count = outcomes.len(), "could not record outcomes before shutdown");
-                batch.clear();
                 return;
             }
             tracing::error!(error = %e, count = outcomes.len(), "recording outcomes failed; retrying");
@@ -513,21 +514,21 @@ impl Inner {
         // are committed.
         {
             let mut held = self.held.lock().expect("dispatcher lock");
-            for o in &outcomes {
+            for o in outcomes.iter() {
                 held.remove(&o.delivery_id);
             }
         }
         {
             let cap = self.lane_cap();
             let mut lanes = self.lanes.lock().expect("dispatcher lock");
-            for o in &outcomes {
+            for o in outcomes.iter() {
                 if let Some(lane) = lanes.get_mut(&o.webhook_id) {
                     wake |= lane.held == cap;
                     lane.held = lane.held.saturating_sub(1);
                 }
             }
         }
-        batch.clear();
+        drop(permits);
         if wake {
             self.wake.notify_one();
         }

@@ -69,7 +69,8 @@ pub async fn emit(
         }));
         records.push((event, deliveries));
     }
-    store.record_events(&sync, &records).await?;
+    let records: std::sync::Arc<[(Event, Vec<NewDelivery>)]> = records.into();
+    store.record_events(sync, records.clone()).await?;
     let emitted = Emitted {
         event_ids: records.iter().map(|(e, _)| e.id).collect(),
         deliveries: jobs.len(),

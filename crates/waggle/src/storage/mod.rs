@@ -270,8 +270,8 @@ pub trait Store: Send + Sync + 'static {
     /// a job still `Syncing`; otherwise nothing is written and this answers `Conflict`.
     async fn record_events(
         &self,
-        sync: &SyncChange,
-        events: &[(Event, Vec<NewDelivery>)],
+        sync: SyncChange,
+        events: Arc<[(Event, Vec<NewDelivery>)]>,
     ) -> StoreResult<()>;
     /// A new delivery of a logged delivery's exact body to the same webhook.
     async fn resend(
@@ -298,7 +298,7 @@ pub trait Store: Send + Sync + 'static {
     async fn release(&self, ids: &[DeliveryId], unstarted: bool) -> StoreResult<()>;
     /// Drops every claim: for a single-node store after a crash, when no claim can be live.
     async fn release_all(&self) -> StoreResult<u64>;
-    async fn record_outcomes(&self, outcomes: &[DeliveryOutcome]) -> StoreResult<()>;
+    async fn record_outcomes(&self, outcomes: Arc<[DeliveryOutcome]>) -> StoreResult<()>;
 
     // Logs.
     async fn list_logs(&self, org: OrgId, filter: &LogFilter) -> StoreResult<Vec<LogEntry>>;

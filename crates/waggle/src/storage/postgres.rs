@@ -806,9 +806,10 @@ impl Store for PgStore {
 
     async fn record_events(
         &self,
-        sync: &SyncChange,
-        events: &[(Event, Vec<NewDelivery>)],
+        sync: SyncChange,
+        events: Arc<[(Event, Vec<NewDelivery>)]>,
     ) -> StoreResult<()> {
+        let (sync, events) = (&sync, &events[..]);
         let mut tx = self.pool.begin().await?;
         match sync {
             SyncChange::None => {}
@@ -988,7 +989,8 @@ impl Store for PgStore {
         Ok(released)
     }
 
-    async fn record_outcomes(&self, outcomes: &[DeliveryOutcome]) -> StoreResult<()> {
+    async fn record_outcomes(&self, outcomes: Arc<[DeliveryOutcome]>) -> StoreResult<()> {
+        let outcomes = &outcomes[..];
         // Rows are locked in id order, as every other multi-row write that waits for
         // locks does, so that two of them cannot deadlock.
         let mut outcomes: Vec<&DeliveryOutcome> = outcomes.iter().collect();

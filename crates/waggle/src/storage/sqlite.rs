@@ -253,11 +253,11 @@ fn job_from_row(row: &SqliteRow) -> StoreResult<DeliveryJob> {
 enum GroupWrite {
     Events {
         sync: SyncChange,
-        events: Vec<(Event, Vec<NewDelivery>)>,
+        events: Arc<[(Event, Vec<NewDelivery>)]>,
         done: oneshot::Sender<StoreResult<()>>,
     },
     Outcomes {
-        outcomes: Vec<DeliveryOutcome>,
+        outcomes: Arc<[DeliveryOutcome]>,
         done: oneshot::Sender<StoreResult<()>>,
     },
 }
@@ -940,15 +940,11 @@ impl Store for SqliteStore {
 
     async fn record_events(
         &self,
-        sync: &SyncChange,
-        events: &[(Event, Vec<NewDelivery>)],
+        sync: SyncChange,
+        events: Arc<[(Event, Vec<NewDelivery>)]>,
     ) -> StoreResult<()> {
-        self.group_write(|done| GroupWrite::Events {
-            sync: sync.clone(),
-            events: events.to_vec(),
-            done,
-        })
-        .await
+        self.group_write(|done| GroupWrite::Events { sync, events, done })
+            .await
     }
 
     async fn resend(
@@ -1075,12 +1071,9 @@ impl Store for SqliteStore {
         Ok(renewed)
     }
 
-    async fn record_outcomes(&self, outcomes: &[DeliveryOutcome]) -> StoreResult<()> {
-        self.group_write(|done| GroupWrite::Outcomes {
-            outcomes: outcomes.to_vec(),
-            done,
-        })
-        .await
+    async fn record_outcomes(&self, outcomes: Arc<[DeliveryOutcome]>) -> StoreResult<()> {
+        self.group_write(|done| GroupWrite::Outcomes { outcomes, done })
+            .await
     }
 
     async fn list_logs(&self, org: OrgId, f: &LogFilter) -> StoreResult<Vec<LogEntry>> {

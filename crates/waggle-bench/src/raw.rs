@@ -1,0 +1,114 @@
+//! The physical limit: a raw HTTP client (reqwest, the stack waggle delivers with) posting
+//! waggle-shaped bodies to the receiver as fast as it can, with waggle's concurrency.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+/// What the raw client achieved.
+#[derive(Debug, Clone, Copy)]
+pub struct RawRate {
+    /// Responses per second, from the first request to the last response.
+    pub rps: f64,
+    pub requests: u64,
+    pub errors: u64,
+}
+
+/// POSTs `count` bodies to `url` from `concurrency` tasks sharing one client, stopping
+/// early at `limit`.
+pub async fn measure(
+    url: &str,
+    concurrency: usize,
+    count: u64,
+    limit: Duration,
+) -> anyhow::Result<RawRate> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(concurrency)
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + limit;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, next, url) = (client.clone(), next.clone(), url.to_owned());
+        tasks.spawn(async move {
+            let (mut done, mut errors) = (0u64, 0u64);
+            loop {
+                let seq = next.fetch_add(1, Ordering::Relaxed);
+                if seq >= count || Instant::now() >= deadline {
+                    break;
+                }
+                let sent = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("user-agent", "waggle/0.1.0")
+                    .header("webhook-id", "0192f0c4-7a55-7c3e-9a1b-3f4e5d6c7b8a")
+                    .header(
+                        "x-bindbee-webhook-signature",
+                        "q1Vt3zQx0m2Yb8Jc5Kd7Lf9Ng1Ph3Rj5Tl7Vn9Xp1Zr3=",
+                    )
+                    .body(body(seq))
+                    .send()
+                    .await;
+                let read = match sent {
+                    Ok(response) => response.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                if read {
+                    done += 1;
+                } else {
+                    errors += 1;
+                }
+            }
+            (done, errors)
+        });
+    }
+    let (mut requests, mut errors) = (0, 0);
+    while let Some(joined) = tasks.join_next().await {
+        let (done, failed) = joined?;
+        requests += done;
+        errors += failed;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        requests > 0,
+        "the raw client got no response ({errors} errors)"
+    );
+    Ok(RawRate {
+        rps: requests as f64 / elapsed,
+        requests,
+        errors,
+    })
+}
+
+/// A body shaped and sized like the one waggle sends for the bench's data-change event.
+pub fn body(seq: u64) -> Bytes {
+    Bytes::from(format!(
+        concat!(
+            r#"{{"webhook":{{"webhook_id":"0192f0c4-7a55-7c3e-9a1b-3f4e5d6c7b8a","#,
+            r#""url":"http://127.0.0.1:40000/hook/0","event":"connector_data_modified"}},"#,
+            r#""connector":{{"id":"0192f0c4-6b2e-7d41-8f3a-1c2d3e4f5a6b","#,
+            r#""display_name":"BreatheHR","integration_slug":"breathehr","#,
+            r#""categories":["HRIS"],"org_name":"Bench","origin_id":"user_123","#,
+            r#""connector_status":"COMPLETE","end_user_name":"John Doe","#,
+            r#""end_user_email":"abc@xyz.com"}},"data":["{seq}"],"model":"bench"}}"#,
+        ),
+        seq = seq
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_receiver_finds_the_sequence_number_in_a_raw_body() {
+        let body = super::body(12345);
+        assert_eq!(crate::receiver::find_seq(&body), Some(12345));
+        serde_json::from_slice::<serde_json::Value>(&body).expect("valid JSON");
+    }
+}

@@ -1,0 +1,361 @@
+//! The scenarios, and one run of one of them: the raw limit first, then waggle on a fresh
+//! database, then the figures from what the receiver saw.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::load::{self, Push, Pushed};
+use crate::raw;
+use crate::receiver::{Receiver, Record};
+use crate::report::{self, Measurement};
+use crate::waggle::{Database, Server};
+
+/// waggle's defaults: `--webhook-concurrency` and `--max-in-flight`.
+const WEBHOOK_CONCURRENCY: usize = 64;
+const MAX_IN_FLIGHT: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Size {
+    /// Every scenario, small: under a minute in all.
+    Quick,
+    Full,
+}
+
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: &'static str,
+    /// Webhooks subscribed to the event.
+    webhooks: usize,
+    /// Of those, how many point at the dead port.
+    dead: usize,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// `events` pushed as fast as the API takes them.
+    Burst { events: u64 },
+    /// `rate` events per second for `seconds`.
+    Paced { rate: u64, seconds: u64 },
+    /// `events` queued with no dispatcher running, then drained by a restarted waggle.
+    Backlog { events: u64 },
+}
+
+pub fn all(size: Size) -> Vec<Scenario> {
+    let quick = size == Size::Quick;
+    let pick = |q: u64, f: u64| if quick { q } else { f };
+    vec![
+        Scenario {
+            name: "fanout",
+            webhooks: 10,
+            dead: 0,
+            kind: Kind::Burst {
+                events: pick(2_000, 20_000),
+            },
+        },
+        Scenario {
+            name: "one_to_one",
+            webhooks: 1,
+            dead: 0,
+            kind: Kind::Burst {
+                events: pick(5_000, 50_000),
+            },
+        },
+        Scenario {
+            name: "steady_1000",
+            webhooks: 1,
+            dead: 0,
+            kind: Kind::Paced {
+                rate: 1_000,
+                seconds: pick(3, 20),
+            },
+        },
+        Scenario {
+            name: "isolation",
+            webhooks: 10,
+            dead: 5,
+            kind: Kind::Paced {
+                rate: 1_000,
+                seconds: pick(3, 20),
+            },
+        },
+        Scenario {
+            name: "backlog",
+            webhooks: 10,
+            dead: 0,
+            kind: Kind::Backlog {
+                events: pick(2_000, 100_000),
+            },
+        },
+    ]
+}
+
+/// The scenarios named (all when none is), in their usual order.
+pub fn select(size: Size, names: &[String]) -> anyhow::Result<Vec<Scenario>> {
+    let all = all(size);
+    for name in names {
+        anyhow::ensure!(
+            all.iter().any(|s| s.name == name),
+            "unknown scenario '{name}'; known: {}",
+            all.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(all
+        .into_iter()
+        .filter(|s| names.is_empty() || names.iter().any(|n| n == s.name))
+        .collect())
+}
+
+pub struct Context<'a> {
+    pub receiver: &'a Receiver,
+    pub waggle_bin: &'a Path,
+    pub size: Size,
+}
+
+impl Context<'_> {
+    fn quick(&self) -> bool {
+        self.size == Size::Quick
+    }
+
+    /// How long to wait with no new arrival before giving up on the rest.
+    fn idle(&self) -> Duration {
+        Duration::from_secs(if self.quick() { 10 } else { 20 })
+    }
+}
+
+/// One run of `scenario`: the raw limit, then waggle.
+pub async fn run(scenario: &Scenario, cx: &Context<'_>) -> anyhow::Result<Measurement> {
+    let concurrency = (scenario.webhooks * WEBHOOK_CONCURRENCY).min(MAX_IN_FLIGHT);
+    let raw_requests = if cx.quick() { 10_000 } else { 100_000 };
+    let raw_url = format!("http://127.0.0.1:{}/raw", cx.receiver.port());
+    let raw = raw::measure(&raw_url, concurrency, raw_requests, Duration::from_secs(60)).await?;
+    let cpu = |pid| crate::process::cpu_seconds(pid);
+    let (receiver_cpu, bench_cpu) = (cpu(cx.receiver.pid())?, cpu(std::process::id())?);
+    cx.receiver.reset().await?;
+
+    let mut m = match scenario.kind {
+        Kind::Burst { events } => {
+            let plan = Push {
+                events,
+                rate: None,
+                clients: 64,
+                limit: Duration::from_secs(if cx.quick() { 60 } else { 300 }),
+            };
+            live(scenario, cx, plan).await?
+        }
+        Kind::Paced { rate, seconds } => {
+            let plan = Push {
+                events: rate * seconds,
+                rate: Some(rate),
+                clients: 32,
+                limit: Duration::from_secs(seconds + 30),
+            };
+            live(scenario, cx, plan).await?
+        }
+        Kind::Backlog { events } => backlog(scenario, cx, events).await?,
+    };
+    m.raw_rps = Some(raw.rps);
+    (m.raw_requests, m.raw_errors) = (raw.requests, raw.errors);
+    m.ratio = m.deliveries_per_s.map(|d| d / raw.rps);
+    // Two decimals: the clock ticks are hundredths, and their difference should look so.
+    let round = |s: f64| (s * 100.0).round() / 100.0;
+    m.receiver_cpu_s = Some(round(cpu(cx.receiver.pid())? - receiver_cpu));
+    m.bench_cpu_s = Some(round(cpu(std::process::id())? - bench_cpu));
+    m.runs = 1;
+    Ok(m)
+}
+
+/// Sets up a connector and the scenario's webhooks; returns the connector's id.
+async fn set_up(
+    server: &Server,
+    scenario: &Scenario,
+    receiver: &Receiver,
+) -> anyhow::Result<String> {
+    let connector = server.create_connector().await?;
+    for n in 0..scenario.webhooks {
+        // Dead ones alternate with live ones, so neither half is served first.
+        let dead = n < 2 * scenario.dead && n % 2 == 0;
+        let url = if dead {
+            receiver.dead_url(n)
+        } else {
+            receiver.hook_url(n)
+        };
+        server.create_webhook(&url, &format!("bench {n}")).await?;
+    }
+    Ok(connector)
+}
+
+/// waggle delivering while the events come in.
+async fn live(scenario: &Scenario, cx: &Context<'_>, plan: Push) -> anyhow::Result<Measurement> {
+    let db = Database::create(cx.waggle_bin).await?;
+    let server = Server::start(cx.waggle_bin, &db, true, 1).await?;
+    let measured = async {
+        let connector = set_up(&server, scenario, cx.receiver).await?;
+        cx.receiver.reset().await?;
+        let pushed = load::push(&server.base_url(), server.api_key(), &connector, plan).await?;
+        let healthy = (scenario.webhooks - scenario.dead) as u64;
+        let records = cx
+            .receiver
+            .wait_for(
+                pushed.accepted * healthy,
+                cx.idle(),
+                Duration::from_secs(600),
+            )
+            .await?;
+        let usage = server.usage()?;
+        let mut m = figures(scenario, &pushed, healthy, &records, pushed.started_us);
+        m.peak_rss_mb = Some(usage.peak_rss_mb);
+        m.cpu_s = Some(usage.cpu_s);
+        let sorted = latencies(&records, &pushed.returned_us, &mut m.early);
+        let ms = |p: f64| report::percentile(&sorted, p).map(|us| us as f64 / 1000.0);
+        (m.p50_ms, m.p90_ms, m.p99_ms, m.max_ms) = (ms(50.0), ms(90.0), ms(99.0), ms(100.0));
+        anyhow::Ok(m)
+    }
+    .await;
+    // Attempts to the dead port would hold a graceful stop for their 10 s timeout, and the
+    // database is thrown away: a short grace is enough.
+    server.stop(Duration::from_secs(3)).await;
+    measured
+}
+
+/// A backlog queued with no dispatcher, then drained by waggle started anew.
+async fn backlog(
+    scenario: &Scenario,
+    cx: &Context<'_>,
+    events: u64,
+) -> anyhow::Result<Measurement> {
+    let db = Database::create(cx.waggle_bin).await?;
+    let pushed = {
+        let server = Server::start(cx.waggle_bin, &db, false, 1).await?;
+        let queued = async {
+            let connector = set_up(&server, scenario, cx.receiver).await?;
+            let plan = Push {
+                events,
+                rate: None,
+                clients: 64,
+                limit: Duration::from_secs(if cx.quick() { 60 } else { 900 }),
+            };
+            load::push(&server.base_url(), server.api_key(), &connector, plan).await
+        }
+        .await;
+        server.stop(Duration::from_secs(30)).await;
+        queued?
+    };
+    let healthy = scenario.webhooks as u64;
+    cx.receiver.reset().await?;
+    let spawned_us = crate::now_us();
+    let server = Server::start(cx.waggle_bin, &db, true, 2).await?;
+    let ready_us = crate::now_us();
+    let drained = async {
+        let records = cx
+            .receiver
+            .wait_for(
+                pushed.accepted * healthy,
+                Duration::from_secs(30),
+                Duration::from_secs(if cx.quick() { 120 } else { 1800 }),
+            )
+            .await?;
+        let usage = server.usage()?;
+        let first_arrival = records.iter().map(|r| r.at_us).min().unwrap_or(spawned_us);
+        let mut m = figures(scenario, &pushed, healthy, &records, first_arrival);
+        m.peak_rss_mb = Some(usage.peak_rss_mb);
+        m.cpu_s = Some(usage.cpu_s);
+        m.startup_s = Some(ready_us.saturating_sub(spawned_us) as f64 / 1e6);
+        m.drain_s = records
+            .iter()
+            .map(|r| r.at_us)
+            .max()
+            .map(|last| last.saturating_sub(spawned_us) as f64 / 1e6);
+        anyhow::Ok(m)
+    }
+    .await;
+    server.stop(Duration::from_secs(3)).await;
+    drained
+}
+
+/// Rates and counts; deliveries per second are counted from `from_us` to the last arrival.
+fn figures(
+    scenario: &Scenario,
+    pushed: &Pushed,
+    healthy: u64,
+    records: &[Record],
+    from_us: u64,
+) -> Measurement {
+    let mut keys: Vec<(u64, u32)> = records.iter().map(|r| (r.seq, r.hook)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let deliveries = keys.len() as u64;
+    let seconds = |from: u64, to: u64| (to.saturating_sub(from) as f64 / 1e6).max(1e-6);
+    let last_arrival = records.iter().map(|r| r.at_us).max();
+    Measurement {
+        scenario: scenario.name.to_owned(),
+        events_per_s: Some(
+            pushed.accepted as f64 / seconds(pushed.started_us, pushed.last_return_us),
+        ),
+        deliveries_per_s: last_arrival.map(|last| deliveries as f64 / seconds(from_us, last)),
+        events: pushed.accepted,
+        api_errors: pushed.errors,
+        deliveries,
+        expected: pushed.accepted * healthy,
+        duplicates: records.len() as u64 - deliveries,
+        ..Default::default()
+    }
+}
+
+/// Sorted latencies in µs from each event's API call returning to each arrival of it;
+/// arrivals before the call returned count as 0 and are tallied in `early`.
+fn latencies(records: &[Record], returned_us: &[u64], early: &mut u64) -> Vec<u64> {
+    let mut out: Vec<u64> = records
+        .iter()
+        .filter_map(|r| {
+            let returned = *returned_us.get(r.seq as usize).filter(|&&t| t > 0)?;
+            if r.at_us < returned {
+                *early += 1;
+            }
+            Some(r.at_us.saturating_sub(returned))
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selects_scenarios_by_name_in_order() {
+        let names = vec!["backlog".to_owned(), "fanout".to_owned()];
+        let picked: Vec<_> = select(Size::Quick, &names)
+            .unwrap()
+            .iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(picked, ["fanout", "backlog"]);
+        assert!(select(Size::Quick, &["nope".to_owned()]).is_err());
+        assert_eq!(select(Size::Full, &[]).unwrap().len(), 5);
+    }
+
+    #[test]
+    fn latencies_match_by_sequence_number() {
+        let record = |seq, at_us| Record {
+            seq,
+            hook: 0,
+            at_us,
+        };
+        let returned = [100, 0, 300];
+        let mut early = 0;
+        let l = latencies(
+            &[
+                record(0, 150),
+                record(1, 999),
+                record(2, 250),
+                record(0, 400),
+            ],
+            &returned,
+            &mut early,
+        );
+        assert_eq!(l, [0, 50, 300]);
+        assert_eq!(early, 1);
+    }
+}

@@ -1,0 +1,224 @@
+//! The waggle under test: a fresh SQLite database with one organization, the `serve`
+//! process on a free loopback port, and the API calls that set a scenario up.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+use serde_json::json;
+use tempfile::TempDir;
+use tokio::process::Command;
+
+use crate::process::{self, Guard, Usage};
+
+/// A fresh database in a temporary folder (removed on drop), with one organization.
+pub struct Database {
+    dir: TempDir,
+    url: String,
+    api_key: String,
+}
+
+impl Database {
+    /// `waggle org create --name Bench --database sqlite://<tmp>/bench.db`.
+    pub async fn create(waggle_bin: &Path) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("waggle-bench-")
+            .tempdir()
+            .context("creating a temporary folder")?;
+        let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+        let output = tokio::time::timeout(
+            Duration::from_secs(60),
+            Command::new(waggle_bin)
+                .args(["org", "create", "--name", "Bench", "--database", &url])
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .context("`waggle org create` took over 60 s")?
+        .context("running `waggle org create`")?;
+        anyhow::ensure!(
+            output.status.success(),
+            "`waggle org create` failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        #[derive(Deserialize)]
+        struct Created {
+            api_key: String,
+        }
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let created: Created = stdout
+            .lines()
+            .rev()
+            .find_map(|line| serde_json::from_str(line).ok())
+            .with_context(|| format!("no org JSON in `waggle org create` output: {stdout}"))?;
+        Ok(Self {
+            dir,
+            url,
+            api_key: created.api_key,
+        })
+    }
+
+    fn log_path(&self, n: usize) -> PathBuf {
+        self.dir.path().join(format!("serve-{n}.log"))
+    }
+}
+
+/// A running `waggle serve`; dropping it kills the process.
+pub struct Server {
+    process: Guard,
+    addr: SocketAddr,
+    log: PathBuf,
+    client: reqwest::Client,
+    api_key: String,
+}
+
+impl Server {
+    /// Starts `waggle serve` on `db` and waits for `/healthz`. `n` numbers the log file.
+    pub async fn start(
+        waggle_bin: &Path,
+        db: &Database,
+        dispatcher: bool,
+        n: usize,
+    ) -> anyhow::Result<Self> {
+        let addr = free_port()?;
+        let log = db.log_path(n);
+        let log_file = std::fs::File::create(&log)?;
+        let mut command = Command::new(waggle_bin);
+        command
+            .args(["serve", "--allow-private-destinations"])
+            .args(["--listen", &addr.to_string(), "--database", &db.url]);
+        if !dispatcher {
+            command.arg("--no-dispatcher");
+        }
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", waggle_bin.display()))?;
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let mut server = Self {
+            process: Guard::new(child)?,
+            addr,
+            log,
+            client,
+            api_key: db.api_key.clone(),
+        };
+        server.wait_healthy(Duration::from_secs(120)).await?;
+        Ok(server)
+    }
+
+    async fn wait_healthy(&mut self, limit: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let url = format!("http://{}/healthz", self.addr);
+        loop {
+            if let Some(status) = self.process.exited() {
+                anyhow::bail!(
+                    "waggle exited ({status}) before it was healthy{}",
+                    self.log_tail()
+                );
+            }
+            if let Ok(r) = self.client.get(&url).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                anyhow::bail!("waggle not healthy within {limit:?}{}", self.log_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The last lines of waggle's log, for error messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(20)..].join("\n  ");
+        format!("; waggle's log ends:\n  {tail}")
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn api_key(&self) -> &str {
+        &self.api_key
+    }
+
+    pub fn usage(&self) -> anyhow::Result<Usage> {
+        process::usage(self.process.pid())
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`.
+    pub async fn stop(self, grace: Duration) {
+        self.process.stop(grace).await;
+    }
+
+    async fn post(&self, path: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        let response = self
+            .client
+            .post(format!("{}/api/v1{path}", self.base_url()))
+            .bearer_auth(&self.api_key)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await?;
+        let status = response.status();
+        let text = response.text().await?;
+        anyhow::ensure!(status.is_success(), "POST {path} answered {status}: {text}");
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// A production connector; returns its id.
+    pub async fn create_connector(&self) -> anyhow::Result<String> {
+        let connector = self
+            .post(
+                "/connectors",
+                json!({
+                    "environment": "production",
+                    "display_name": "BreatheHR",
+                    "integration_slug": "breathehr",
+                    "categories": ["HRIS"],
+                    "origin_id": "user_123",
+                    "end_user_name": "John Doe",
+                    "end_user_email": "abc@xyz.com",
+                }),
+            )
+            .await?;
+        connector["id"]
+            .as_str()
+            .map(str::to_owned)
+            .context("connector without an id")
+    }
+
+    /// A production webhook to `url` for `connector_data_modified`.
+    pub async fn create_webhook(&self, url: &str, name: &str) -> anyhow::Result<()> {
+        self.post(
+            "/webhooks",
+            json!({
+                "url": url,
+                "name": name,
+                "type": "production",
+                "events": ["connector_data_modified"],
+            }),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// A loopback address with a port free right now.
+fn free_port() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?)
+}
