@@ -7,6 +7,8 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::Mutex as StdMutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,6 +30,52 @@ pub struct SqliteStore {
     read: SqlitePool,
     /// Queue of the group-committed writes (events with their deliveries, outcomes).
     group: mpsc::UnboundedSender<GroupWrite>,
+    /// What every event reads, kept in memory: one process owns a SQLite file, so every
+    /// change goes through this store, which clears what it changes.
+    cache: ReadCache,
+}
+
+/// Webhooks by organization and environment, and connectors by id.
+#[derive(Default)]
+struct ReadCache {
+    /// Bumped by every change, so that a read that raced with a change does not put
+    /// what it read before the change back into the cache.
+    generation: AtomicU64,
+    webhooks: StdMutex<HashMap<(OrgId, Environment), Vec<Webhook>>>,
+    connectors: StdMutex<HashMap<ConnectorId, Connector>>,
+}
+
+impl ReadCache {
+    fn generation(&self) -> u64 {
+        self.generation.load(AtomicOrdering::Acquire)
+    }
+
+    fn webhooks_changed(&self, org: OrgId) {
+        self.generation.fetch_add(1, AtomicOrdering::AcqRel);
+        self.webhooks
+            .lock()
+            .expect("cache lock")
+            .retain(|(o, _), _| *o != org);
+    }
+
+    fn connector_changed(&self, id: ConnectorId) {
+        self.generation.fetch_add(1, AtomicOrdering::AcqRel);
+        self.connectors.lock().expect("cache lock").remove(&id);
+    }
+
+    fn keep_webhooks(&self, read_at: u64, key: (OrgId, Environment), webhooks: &[Webhook]) {
+        let mut cached = self.webhooks.lock().expect("cache lock");
+        if self.generation() == read_at {
+            cached.insert(key, webhooks.to_vec());
+        }
+    }
+
+    fn keep_connector(&self, read_at: u64, connector: &Connector) {
+        let mut cached = self.connectors.lock().expect("cache lock");
+        if self.generation() == read_at {
+            cached.insert(connector.id, connector.clone());
+        }
+    }
 }
 
 impl SqliteStore {
@@ -61,7 +109,12 @@ impl SqliteStore {
             .context("opening SQLite read connections")?;
         let (group, queue) = mpsc::unbounded_channel();
         tokio::spawn(group_commit(write.clone(), queue));
-        Ok(Self { write, read, group })
+        Ok(Self {
+            write,
+            read,
+            group,
+            cache: ReadCache::default(),
+        })
     }
 
     /// Queues a write for the next group commit and waits until it is committed.
@@ -720,6 +773,7 @@ impl Store for SqliteStore {
         .bind(to_micros(&webhook.created_at))
         .execute(&self.write)
         .await?;
+        self.cache.webhooks_changed(org);
         Ok(webhook)
     }
 
@@ -761,6 +815,16 @@ impl Store for SqliteStore {
         org: OrgId,
         environment: Environment,
     ) -> StoreResult<Vec<Webhook>> {
+        if let Some(cached) = self
+            .cache
+            .webhooks
+            .lock()
+            .expect("cache lock")
+            .get(&(org, environment))
+        {
+            return Ok(cached.clone());
+        }
+        let read_at = self.cache.generation();
         let rows = sqlx::query(&format!(
             "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE org_id = ? AND type = ? AND is_enabled = 1 ORDER BY id"
         ))
@@ -768,7 +832,13 @@ impl Store for SqliteStore {
         .bind(environment.as_str())
         .fetch_all(&self.read)
         .await?;
-        rows.iter().map(webhook_from_row).collect()
+        let webhooks = rows
+            .iter()
+            .map(webhook_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        self.cache
+            .keep_webhooks(read_at, (org, environment), &webhooks);
+        Ok(webhooks)
     }
 
     async fn update_webhook(
@@ -800,6 +870,7 @@ impl Store for SqliteStore {
             .push_bind(org.to_string())
             .push(format!(" RETURNING {WEBHOOK_COLUMNS}"));
         let row = q.build().fetch_optional(&self.write).await?;
+        self.cache.webhooks_changed(org);
         row.as_ref().map(webhook_from_row).transpose()
     }
 
@@ -823,6 +894,7 @@ impl Store for SqliteStore {
             .await?;
         }
         tx.commit().await?;
+        self.cache.webhooks_changed(org);
         Ok(deleted > 0)
     }
 
@@ -847,6 +919,12 @@ impl Store for SqliteStore {
     }
 
     async fn connector(&self, org: OrgId, id: ConnectorId) -> StoreResult<Option<Connector>> {
+        if let Some(cached) = self.cache.connectors.lock().expect("cache lock").get(&id) {
+            if cached.org_id == org {
+                return Ok(Some(cached.clone()));
+            }
+        }
+        let read_at = self.cache.generation();
         let row = sqlx::query(&format!(
             "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = ? AND org_id = ?"
         ))
@@ -854,7 +932,11 @@ impl Store for SqliteStore {
         .bind(org.to_string())
         .fetch_optional(&self.read)
         .await?;
-        row.as_ref().map(connector_from_row).transpose()
+        let connector = row.as_ref().map(connector_from_row).transpose()?;
+        if let Some(connector) = &connector {
+            self.cache.keep_connector(read_at, connector);
+        }
+        Ok(connector)
     }
 
     async fn list_connectors(
@@ -907,6 +989,7 @@ impl Store for SqliteStore {
             .push_bind(org.to_string())
             .push(format!(" RETURNING {CONNECTOR_COLUMNS}"));
         let row = q.build().fetch_optional(&self.write).await?;
+        self.cache.connector_changed(id);
         row.as_ref().map(connector_from_row).transpose()
     }
 
@@ -917,6 +1000,7 @@ impl Store for SqliteStore {
             .execute(&self.write)
             .await?
             .rows_affected();
+        self.cache.connector_changed(id);
         Ok(deleted > 0)
     }
 
