@@ -1092,7 +1092,7 @@ impl Store for SqliteStore {
             "UPDATE deliveries SET attempts_started = attempts_started + 1, lease_until = ",
         );
         q.push_bind(to_micros(&lease_until))
-            .push(" WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ")
+            .push(" WHERE rowid IN (SELECT rowid FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ")
             .push_bind(now)
             .push(" AND (lease_until IS NULL OR lease_until <= ")
             .push_bind(now)
