@@ -131,6 +131,19 @@ impl Dispatcher {
         time::now() + to_delta(self.inner.config.lease)
     }
 
+    /// Whether a new delivery to `webhook` would fit in memory now (it may not by the time
+    /// it is submitted; then it goes back to the store).
+    pub fn has_room(&self, webhook: WebhookId) -> bool {
+        self.inner.jobs.available_permits() > 0
+            && self
+                .inner
+                .lanes
+                .lock()
+                .expect("dispatcher lock")
+                .get(&webhook)
+                .is_none_or(|lane| lane.held < self.inner.lane_cap())
+    }
+
     /// Takes deliveries this node has claimed and starts their attempts; those that do
     /// not fit the in-memory budget, or their webhook's share of it, are given back to
     /// the store for the poller.

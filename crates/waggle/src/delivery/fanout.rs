@@ -54,26 +54,35 @@ pub async fn emit(
                 webhook_name: w.name.clone(),
                 url: w.url.clone(),
                 body: Bytes::from(rendered.body_for(w.webhook_id, &w.url)),
-                lease_until,
+                // A webhook this node has no room for gets its delivery unclaimed: the
+                // poller (here or on another node) takes it when there is room, and the
+                // API call does not pay for handing it over and back.
+                lease_until: lease_until
+                    .filter(|_| dispatcher.is_some_and(|d| d.has_room(w.webhook_id))),
             })
             .collect();
-        jobs.extend(deliveries.iter().map(|d| DeliveryJob {
-            id: d.id,
-            org_id: org.id,
-            webhook_id: d.webhook_id,
-            url: d.url.clone(),
-            body: d.body.clone(),
-            attempt_number: 1,
-            attempts_recorded: 0,
-            first_attempt_at: None,
-        }));
+        jobs.extend(
+            deliveries
+                .iter()
+                .filter(|d| d.lease_until.is_some())
+                .map(|d| DeliveryJob {
+                    id: d.id,
+                    org_id: org.id,
+                    webhook_id: d.webhook_id,
+                    url: d.url.clone(),
+                    body: d.body.clone(),
+                    attempt_number: 1,
+                    attempts_recorded: 0,
+                    first_attempt_at: None,
+                }),
+        );
         records.push((event, deliveries));
     }
     let records: std::sync::Arc<[(Event, Vec<NewDelivery>)]> = records.into();
     store.record_events(sync, records.clone()).await?;
     let emitted = Emitted {
         event_ids: records.iter().map(|(e, _)| e.id).collect(),
-        deliveries: jobs.len(),
+        deliveries: records.iter().map(|(_, d)| d.len()).sum(),
     };
     if let Some(dispatcher) = dispatcher {
         dispatcher.submit(jobs).await;

@@ -28,6 +28,23 @@ where
     url
 }
 
+/// A receiver that reads each request and never answers (for 30 s).
+async fn hanging() -> String {
+    misbehaving(|socket| async move {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(socket);
+    })
+    .await
+}
+
+/// A receiver that reads each request and answers these exact bytes.
+async fn answering(answer: &'static [u8]) -> String {
+    misbehaving(move |mut socket| async move {
+        let _ = socket.write_all(answer).await;
+    })
+    .await
+}
+
 fn closed_port_url() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
@@ -119,21 +136,15 @@ async fn closing_without_an_answer_is_a_remote_protocol_error() {
 
 #[tokio::test]
 async fn a_hang_past_the_attempt_timeout_is_a_read_timeout() {
-    let url = misbehaving(|socket| async move {
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        drop(socket);
-    })
-    .await;
+    let url = hanging().await;
     assert_category(&url, "read_timeout").await;
 }
 
 #[tokio::test]
 async fn a_body_that_does_not_decode_is_a_decoding_error() {
-    let url = misbehaving(|mut socket| async move {
-        let _ = socket
-            .write_all(b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: 12\r\n\r\nnot gzip at!")
-            .await;
-    })
+    let url = answering(
+        b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: 12\r\n\r\nnot gzip at!",
+    )
     .await;
     assert_category(&url, "decoding_error").await;
 }
@@ -162,23 +173,13 @@ async fn a_full_accept_queue_is_a_connect_timeout() {
 
 #[tokio::test]
 async fn a_redirect_loop_is_too_many_redirects() {
-    let url = misbehaving(|mut socket| async move {
-        let _ = socket
-            .write_all(b"HTTP/1.1 307 Temporary Redirect\r\nlocation: /again\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-            .await;
-    })
-    .await;
+    let url = answering(b"HTTP/1.1 307 Temporary Redirect\r\nlocation: /again\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
     assert_category(&url, "too_many_redirects").await;
 }
 
 #[tokio::test]
 async fn a_redirect_to_another_scheme_is_an_unsupported_protocol() {
-    let url = misbehaving(|mut socket| async move {
-        let _ = socket
-            .write_all(b"HTTP/1.1 302 Found\r\nlocation: ftp://example.com/x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-            .await;
-    })
-    .await;
+    let url = answering(b"HTTP/1.1 302 Found\r\nlocation: ftp://example.com/x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
     assert_category(&url, "unsupported_protocol").await;
 }
 
@@ -342,11 +343,7 @@ async fn the_default_schedule_retries_four_times_after_1_2_4_and_8_seconds() {
 #[tokio::test]
 async fn a_hang_is_cut_at_ten_seconds_by_default() {
     let app = spawn_app_with(|c| c.retry_backoff = waggle::config::Backoff(Vec::new())).await;
-    let url = misbehaving(|socket| async move {
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        drop(socket);
-    })
-    .await;
+    let url = hanging().await;
     app.create_webhook(&url, "production", &["connector_sync_started"])
         .await;
     let connector = app.create_connector("production").await;
@@ -377,11 +374,7 @@ async fn waiting_too_long_for_a_busy_webhook_is_a_pool_timeout() {
         c.webhook_concurrency = 1;
     })
     .await;
-    let url = misbehaving(|socket| async move {
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        drop(socket);
-    })
-    .await;
+    let url = hanging().await;
     app.create_webhook(&url, "production", &["connector_sync_started"])
         .await;
     let connector = app.create_connector("production").await;
