@@ -30,7 +30,7 @@ use super::sender::Sender;
 use crate::domain::attempt::{Attempt, AttemptResult, DeliveryState, FailureCategory};
 use crate::domain::ids::{DeliveryId, WebhookId};
 use crate::domain::retry::RetryPolicy;
-use crate::domain::time::{self, Timestamp};
+use crate::domain::time::{self, to_delta, Timestamp};
 use crate::storage::{DeliveryJob, DeliveryOutcome, Store};
 
 #[derive(Debug, Clone)]
@@ -597,8 +597,4 @@ async fn keep_leases(
             }
         }
     }
-}
-
-fn to_delta(d: Duration) -> chrono::TimeDelta {
-    chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX)
 }

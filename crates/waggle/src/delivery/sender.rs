@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, USER_AGENT};
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, LOCATION, USER_AGENT};
 use http::{Method, StatusCode};
 use reqwest::dns::{Name, Resolve, Resolving};
 use url::Url;
@@ -193,7 +193,7 @@ impl Sender {
             }
             let mut request = self.client.request(method.clone(), url.clone());
             for (name, value) in &headers {
-                if body.is_some() || (*name != CONTENT_TYPE && *name != CONTENT_LENGTH) {
+                if body.is_some() || *name != CONTENT_TYPE {
                     request = request.header(name, value);
                 }
             }

@@ -6,9 +6,7 @@
 
 use std::time::Duration;
 
-use chrono::TimeDelta;
-
-use super::time::Timestamp;
+use super::time::{to_delta, Timestamp};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -54,10 +52,6 @@ impl RetryPolicy {
     pub fn within_window(&self, first_attempt_at: Timestamp, at: Timestamp) -> bool {
         at <= first_attempt_at + to_delta(self.window)
     }
-}
-
-fn to_delta(d: Duration) -> TimeDelta {
-    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
 }
 
 /// Parses a backoff list such as `1s,2s,4s,8s` or `100ms,200ms`.

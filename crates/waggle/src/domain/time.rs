@@ -16,6 +16,11 @@ pub fn format(ts: &Timestamp) -> String {
     ts.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
 }
 
+/// A standard duration as a time delta (saturating: durations here are seconds long).
+pub fn to_delta(d: std::time::Duration) -> chrono::TimeDelta {
+    chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX)
+}
+
 pub fn to_micros(ts: &Timestamp) -> i64 {
     ts.timestamp_micros()
 }
