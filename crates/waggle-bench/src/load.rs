@@ -1,6 +1,7 @@
 //! Pushes events through waggle's public API: one `connector_data_modified` per call,
 //! `POST /api/v1/connectors/{id}/changes {"model":"bench","ids":["<seq>"]}`, from a pool
-//! of concurrent clients, flat out or paced.
+//! of concurrent clients, flat out or paced; with several nodes, each client calls one,
+//! round-robin.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -37,7 +38,7 @@ pub struct Pushed {
 }
 
 pub async fn push(
-    base_url: &str,
+    base_urls: &[String],
     api_key: &str,
     connector_id: &str,
     plan: Push,
@@ -48,15 +49,17 @@ pub async fn push(
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(30))
         .build()?;
-    let url: Arc<str> = format!("{base_url}/api/v1/connectors/{connector_id}/changes").into();
+    anyhow::ensure!(!base_urls.is_empty(), "no waggle to push events to");
     let auth: Arc<str> = format!("Bearer {api_key}").into();
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let started_us = now_us();
     let deadline = started + plan.limit;
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..plan.clients {
-        let (client, url, auth, next) = (client.clone(), url.clone(), auth.clone(), next.clone());
+    for n in 0..plan.clients {
+        let base_url = &base_urls[n % base_urls.len()];
+        let url = format!("{base_url}/api/v1/connectors/{connector_id}/changes");
+        let (client, auth, next) = (client.clone(), auth.clone(), next.clone());
         tasks.spawn(async move {
             let mut returned = Vec::new();
             let mut errors = 0u64;
@@ -74,7 +77,7 @@ pub async fn push(
                     break;
                 }
                 let sent = client
-                    .post(&*url)
+                    .post(&url)
                     .header("authorization", &*auth)
                     .header("content-type", "application/json")
                     .body(format!(r#"{{"model":"bench","ids":["{seq}"]}}"#))

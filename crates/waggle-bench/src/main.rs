@@ -57,12 +57,23 @@ struct Options {
     /// with --quick).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=20))]
     runs: Option<u32>,
-    /// Only these scenarios (fanout, one_to_one, steady_1000, isolation, backlog).
+    /// Only these scenarios (fanout, one_to_one, steady_1000, isolation, backlog,
+    /// pg_fanout_1, pg_fanout_2, pg_fanout_3, pg_steady_1000).
     #[arg(long, value_name = "NAME", value_delimiter = ',')]
     scenario: Vec<String>,
     /// The waggle binary (default: `waggle` beside this executable, i.e. target/release).
     #[arg(long, value_name = "PATH")]
     waggle_bin: Option<PathBuf>,
+    /// A PostgreSQL database the bench may connect to, to create (and drop) one database
+    /// per run of the `pg_*` scenarios. When it is unreachable, a run of every scenario
+    /// skips those (and says so).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "WAGGLE_BENCH_POSTGRES",
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
+    postgres: String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -104,7 +115,24 @@ async fn bench(options: Options) -> anyhow::Result<()> {
         scenario::Size::Full
     };
     let runs = options.runs.unwrap_or(if options.quick { 1 } else { 3 }) as usize;
-    let scenarios = scenario::select(size, &options.scenario)?;
+    let postgres = if scenario::need_postgres(size, &options.scenario) {
+        match waggle::Backend::drop_leftovers(&options.postgres).await {
+            Ok(()) => Some(waggle::Backend::Postgres {
+                admin_url: options.postgres.clone(),
+            }),
+            Err(e) if options.scenario.is_empty() => {
+                eprintln!(
+                    "waggle-bench: SKIPPING the PostgreSQL scenarios, no server: {e:#} \
+                     (pass --postgres URL)"
+                );
+                None
+            }
+            Err(e) => return Err(e.context("the PostgreSQL scenarios need a server")),
+        }
+    } else {
+        None
+    };
+    let scenarios = scenario::select(size, &options.scenario, postgres.is_some())?;
 
     let started = Instant::now();
     let receiver = receiver::Receiver::start()
@@ -122,6 +150,7 @@ async fn bench(options: Options) -> anyhow::Result<()> {
         receiver: &receiver,
         waggle_bin: &waggle_bin,
         size,
+        postgres,
     };
     let mut summaries = Vec::new();
     let mut failures = Vec::new();

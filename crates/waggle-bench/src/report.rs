@@ -6,6 +6,10 @@ use serde::Serialize;
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Measurement {
     pub scenario: String,
+    /// `sqlite` or `postgres`.
+    pub backend: String,
+    /// `waggle serve` processes sharing the database.
+    pub nodes: usize,
     /// Requests/s of the raw client with waggle's concurrency: the ceiling.
     pub raw_rps: Option<f64>,
     /// Requests the raw client completed, and those that failed.
@@ -83,6 +87,8 @@ pub fn median(runs: &[Measurement]) -> Measurement {
     let u = |get: fn(&Measurement) -> u64| median_u(runs.iter().map(get));
     Measurement {
         scenario: runs.first().map(|m| m.scenario.clone()).unwrap_or_default(),
+        backend: runs.first().map(|m| m.backend.clone()).unwrap_or_default(),
+        nodes: u(|m| m.nodes as u64) as usize,
         raw_rps: f(|m| m.raw_rps),
         raw_requests: u(|m| m.raw_requests),
         raw_errors: u(|m| m.raw_errors),

@@ -4,11 +4,13 @@
 use std::path::Path;
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use crate::load::{self, Push, Pushed};
 use crate::raw;
 use crate::receiver::{Receiver, Record};
 use crate::report::{self, Measurement};
-use crate::waggle::{Database, Server};
+use crate::waggle::{Backend, Database, Server};
 
 /// waggle's defaults: `--webhook-concurrency` and `--max-in-flight`.
 const WEBHOOK_CONCURRENCY: usize = 64;
@@ -29,6 +31,10 @@ pub struct Scenario {
     /// Of those, how many point at the dead port.
     dead: usize,
     kind: Kind,
+    /// On PostgreSQL rather than SQLite.
+    pub postgres: bool,
+    /// `waggle serve` processes sharing the database; the API calls go round-robin.
+    nodes: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -44,7 +50,7 @@ enum Kind {
 pub fn all(size: Size) -> Vec<Scenario> {
     let quick = size == Size::Quick;
     let pick = |q: u64, f: u64| if quick { q } else { f };
-    vec![
+    let mut scenarios = vec![
         Scenario {
             name: "fanout",
             webhooks: 10,
@@ -52,6 +58,8 @@ pub fn all(size: Size) -> Vec<Scenario> {
             kind: Kind::Burst {
                 events: pick(2_000, 20_000),
             },
+            postgres: false,
+            nodes: 1,
         },
         Scenario {
             name: "one_to_one",
@@ -60,6 +68,8 @@ pub fn all(size: Size) -> Vec<Scenario> {
             kind: Kind::Burst {
                 events: pick(5_000, 50_000),
             },
+            postgres: false,
+            nodes: 1,
         },
         Scenario {
             name: "steady_1000",
@@ -69,6 +79,8 @@ pub fn all(size: Size) -> Vec<Scenario> {
                 rate: 1_000,
                 seconds: pick(3, 20),
             },
+            postgres: false,
+            nodes: 1,
         },
         Scenario {
             name: "isolation",
@@ -78,6 +90,8 @@ pub fn all(size: Size) -> Vec<Scenario> {
                 rate: 1_000,
                 seconds: pick(3, 20),
             },
+            postgres: false,
+            nodes: 1,
         },
         Scenario {
             name: "backlog",
@@ -86,12 +100,31 @@ pub fn all(size: Size) -> Vec<Scenario> {
             kind: Kind::Backlog {
                 events: pick(2_000, 100_000),
             },
+            postgres: false,
+            nodes: 1,
         },
-    ]
+    ];
+    // The same fan-out on PostgreSQL with one, two and three nodes, and the steady
+    // latency run on one: what several nodes add, next to the SQLite figures above.
+    for (name, nodes) in [("pg_fanout_1", 1), ("pg_fanout_2", 2), ("pg_fanout_3", 3)] {
+        scenarios.push(Scenario {
+            name,
+            nodes,
+            postgres: true,
+            ..scenarios[0].clone()
+        });
+    }
+    scenarios.push(Scenario {
+        name: "pg_steady_1000",
+        postgres: true,
+        ..scenarios[2].clone()
+    });
+    scenarios
 }
 
-/// The scenarios named (all when none is), in their usual order.
-pub fn select(size: Size, names: &[String]) -> anyhow::Result<Vec<Scenario>> {
+/// The scenarios named (all when none is), in their usual order; without PostgreSQL, all
+/// leaves its scenarios out, and naming one is an error.
+pub fn select(size: Size, names: &[String], postgres: bool) -> anyhow::Result<Vec<Scenario>> {
     let all = all(size);
     for name in names {
         anyhow::ensure!(
@@ -100,19 +133,46 @@ pub fn select(size: Size, names: &[String]) -> anyhow::Result<Vec<Scenario>> {
             all.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
         );
     }
-    Ok(all
+    let picked: Vec<Scenario> = all
         .into_iter()
         .filter(|s| names.is_empty() || names.iter().any(|n| n == s.name))
-        .collect())
+        .filter(|s| postgres || !s.postgres || !names.is_empty())
+        .collect();
+    if let Some(s) = picked.iter().find(|s| s.postgres && !postgres) {
+        anyhow::bail!(
+            "scenario '{}' needs a PostgreSQL server (--postgres)",
+            s.name
+        );
+    }
+    Ok(picked)
+}
+
+/// Whether any of these scenarios runs on PostgreSQL.
+pub fn need_postgres(size: Size, names: &[String]) -> bool {
+    all(size)
+        .iter()
+        .any(|s| s.postgres && (names.is_empty() || names.iter().any(|n| n == s.name)))
 }
 
 pub struct Context<'a> {
     pub receiver: &'a Receiver,
     pub waggle_bin: &'a Path,
     pub size: Size,
+    /// The server the PostgreSQL scenarios use, when there is one.
+    pub postgres: Option<Backend>,
 }
 
 impl Context<'_> {
+    fn backend(&self, scenario: &Scenario) -> anyhow::Result<Backend> {
+        if scenario.postgres {
+            self.postgres
+                .clone()
+                .context("a PostgreSQL scenario without a PostgreSQL server")
+        } else {
+            Ok(Backend::Sqlite)
+        }
+    }
+
     fn quick(&self) -> bool {
         self.size == Size::Quick
     }
@@ -185,14 +245,26 @@ async fn set_up(
     Ok(connector)
 }
 
-/// waggle delivering while the events come in.
+/// waggle delivering while the events come in, on `scenario.nodes` servers.
 async fn live(scenario: &Scenario, cx: &Context<'_>, plan: Push) -> anyhow::Result<Measurement> {
-    let db = Database::create(cx.waggle_bin).await?;
-    let server = Server::start(cx.waggle_bin, &db, true, 1).await?;
+    let db = Database::create(cx.waggle_bin, &cx.backend(scenario)?).await?;
+    let mut servers = Vec::new();
+    let mut started = Ok(());
+    for n in 1..=scenario.nodes {
+        match Server::start(cx.waggle_bin, &db, true, n).await {
+            Ok(server) => servers.push(server),
+            Err(e) => {
+                started = Err(e);
+                break;
+            }
+        }
+    }
     let measured = async {
-        let connector = set_up(&server, scenario, cx.receiver).await?;
+        started?;
+        let connector = set_up(&servers[0], scenario, cx.receiver).await?;
         cx.receiver.reset().await?;
-        let pushed = load::push(&server.base_url(), server.api_key(), &connector, plan).await?;
+        let urls: Vec<String> = servers.iter().map(Server::base_url).collect();
+        let pushed = load::push(&urls, servers[0].api_key(), &connector, plan).await?;
         let healthy = (scenario.webhooks - scenario.dead) as u64;
         let records = cx
             .receiver
@@ -202,10 +274,13 @@ async fn live(scenario: &Scenario, cx: &Context<'_>, plan: Push) -> anyhow::Resu
                 Duration::from_secs(600),
             )
             .await?;
-        let usage = server.usage()?;
         let mut m = figures(scenario, &pushed, healthy, &records, pushed.started_us);
-        m.peak_rss_mb = Some(usage.peak_rss_mb);
-        m.cpu_s = Some(usage.cpu_s);
+        // Each node's peak (they are alike), and the CPU of them all.
+        for server in &servers {
+            let usage = server.usage()?;
+            m.peak_rss_mb = Some(m.peak_rss_mb.unwrap_or(0.0).max(usage.peak_rss_mb));
+            m.cpu_s = Some(m.cpu_s.unwrap_or(0.0) + usage.cpu_s);
+        }
         let sorted = latencies(&records, &pushed.returned_us, &mut m.early);
         let ms = |p: f64| report::percentile(&sorted, p).map(|us| us as f64 / 1000.0);
         (m.p50_ms, m.p90_ms, m.p99_ms, m.max_ms) = (ms(50.0), ms(90.0), ms(99.0), ms(100.0));
@@ -214,8 +289,18 @@ async fn live(scenario: &Scenario, cx: &Context<'_>, plan: Push) -> anyhow::Resu
     .await;
     // Attempts to the dead port would hold a graceful stop for their 10 s timeout, and the
     // database is thrown away: a short grace is enough.
-    server.stop(Duration::from_secs(3)).await;
+    stop_all(servers, Duration::from_secs(3)).await;
+    db.remove().await;
     measured
+}
+
+/// Stops every server, all at once.
+async fn stop_all(servers: Vec<Server>, grace: Duration) {
+    let mut stopping = tokio::task::JoinSet::new();
+    for server in servers {
+        stopping.spawn(server.stop(grace));
+    }
+    while stopping.join_next().await.is_some() {}
 }
 
 /// A backlog queued with no dispatcher, then drained by waggle started anew.
@@ -224,7 +309,7 @@ async fn backlog(
     cx: &Context<'_>,
     events: u64,
 ) -> anyhow::Result<Measurement> {
-    let db = Database::create(cx.waggle_bin).await?;
+    let db = Database::create(cx.waggle_bin, &cx.backend(scenario)?).await?;
     let pushed = {
         let server = Server::start(cx.waggle_bin, &db, false, 1).await?;
         let queued = async {
@@ -235,7 +320,7 @@ async fn backlog(
                 clients: 64,
                 limit: Duration::from_secs(if cx.quick() { 60 } else { 900 }),
             };
-            load::push(&server.base_url(), server.api_key(), &connector, plan).await
+            load::push(&[server.base_url()], server.api_key(), &connector, plan).await
         }
         .await;
         server.stop(Duration::from_secs(30)).await;
@@ -270,6 +355,7 @@ async fn backlog(
     }
     .await;
     server.stop(Duration::from_secs(3)).await;
+    db.remove().await;
     drained
 }
 
@@ -289,6 +375,13 @@ fn figures(
     let last_arrival = records.iter().map(|r| r.at_us).max();
     Measurement {
         scenario: scenario.name.to_owned(),
+        backend: if scenario.postgres {
+            "postgres"
+        } else {
+            "sqlite"
+        }
+        .to_owned(),
+        nodes: scenario.nodes,
         events_per_s: Some(
             pushed.accepted as f64 / seconds(pushed.started_us, pushed.last_return_us),
         ),
@@ -326,14 +419,25 @@ mod tests {
     #[test]
     fn selects_scenarios_by_name_in_order() {
         let names = vec!["backlog".to_owned(), "fanout".to_owned()];
-        let picked: Vec<_> = select(Size::Quick, &names)
+        let picked: Vec<_> = select(Size::Quick, &names, false)
             .unwrap()
             .iter()
             .map(|s| s.name)
             .collect();
         assert_eq!(picked, ["fanout", "backlog"]);
-        assert!(select(Size::Quick, &["nope".to_owned()]).is_err());
-        assert_eq!(select(Size::Full, &[]).unwrap().len(), 5);
+        assert!(select(Size::Quick, &["nope".to_owned()], true).is_err());
+        assert_eq!(select(Size::Full, &[], false).unwrap().len(), 5);
+        assert_eq!(select(Size::Full, &[], true).unwrap().len(), 9);
+    }
+
+    #[test]
+    fn postgres_scenarios_need_a_server_only_when_named() {
+        let named = vec!["pg_fanout_2".to_owned()];
+        assert!(select(Size::Quick, &named, false).is_err());
+        assert_eq!(select(Size::Quick, &named, true).unwrap()[0].nodes, 2);
+        assert!(need_postgres(Size::Quick, &named));
+        assert!(need_postgres(Size::Quick, &[]));
+        assert!(!need_postgres(Size::Quick, &["fanout".to_owned()]));
     }
 
     #[test]

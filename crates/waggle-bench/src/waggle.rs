@@ -1,38 +1,131 @@
-//! The waggle under test: a fresh SQLite database with one organization, the `serve`
-//! process on a free loopback port, and the API calls that set a scenario up.
+//! The waggle under test: a fresh database (SQLite in a temporary folder, or a new
+//! PostgreSQL database) with one organization, `serve` processes on free loopback ports,
+//! and the API calls that set a scenario up.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use serde::Deserialize;
 use serde_json::json;
+use sqlx::{Connection, PgConnection};
 use tempfile::TempDir;
 use tokio::process::Command;
 
 use crate::process::{self, Guard, Usage};
 
-/// A fresh database in a temporary folder (removed on drop), with one organization.
+/// Where the databases of a run live.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// A new file in a temporary folder per run: waggle's embedded default.
+    Sqlite,
+    /// A new database per run on this server; `admin_url` names a database the bench can
+    /// connect to in order to create and drop them.
+    Postgres { admin_url: String },
+}
+
+/// The names of the PostgreSQL databases the bench creates: dropped after each run, and
+/// any left behind by an interrupted bench are dropped when the next one starts.
+const PG_PREFIX: &str = "waggle_bench_";
+
+impl Backend {
+    /// Connects to the admin database within a few seconds.
+    pub async fn admin(admin_url: &str) -> anyhow::Result<PgConnection> {
+        tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(admin_url))
+            .await
+            .with_context(|| format!("connecting to {admin_url} took over 5 s"))?
+            .with_context(|| format!("connecting to {admin_url}"))
+    }
+
+    /// Drops the databases earlier benches left behind.
+    pub async fn drop_leftovers(admin_url: &str) -> anyhow::Result<()> {
+        let mut admin = Self::admin(admin_url).await?;
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT datname FROM pg_database WHERE starts_with(datname, $1)")
+                .bind(PG_PREFIX)
+                .fetch_all(&mut admin)
+                .await?;
+        for name in names {
+            drop_database(&mut admin, &name).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn drop_database(admin: &mut PgConnection, name: &str) -> anyhow::Result<()> {
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(admin)
+        .await
+        .with_context(|| format!("dropping database {name}"))?;
+    Ok(())
+}
+
+/// A fresh database with one organization. The temporary folder (SQLite's file, and
+/// every server's log) is removed on drop; a PostgreSQL database by [`Database::remove`].
 pub struct Database {
     dir: TempDir,
     url: String,
     api_key: String,
+    /// The PostgreSQL database's name, and the admin URL to drop it with.
+    postgres: Option<(String, String)>,
 }
 
 impl Database {
-    /// `waggle org create --name Bench --database sqlite://<tmp>/bench.db`.
-    pub async fn create(waggle_bin: &Path) -> anyhow::Result<Self> {
+    /// Creates the database, then `waggle org create --name Bench --database <url>`.
+    pub async fn create(waggle_bin: &Path, backend: &Backend) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("waggle-bench-")
             .tempdir()
             .context("creating a temporary folder")?;
-        let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+        let (url, postgres) = match backend {
+            Backend::Sqlite => (
+                format!("sqlite://{}", dir.path().join("bench.db").display()),
+                None,
+            ),
+            Backend::Postgres { admin_url } => {
+                static NEXT: AtomicU32 = AtomicU32::new(0);
+                let name = format!(
+                    "{PG_PREFIX}{}_{}",
+                    std::process::id(),
+                    NEXT.fetch_add(1, Ordering::Relaxed)
+                );
+                let mut admin = Backend::admin(admin_url).await?;
+                sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+                    .execute(&mut admin)
+                    .await
+                    .with_context(|| format!("creating database {name}"))?;
+                let mut url = url::Url::parse(admin_url).context("the PostgreSQL URL")?;
+                url.set_path(&name);
+                (url.to_string(), Some((name, admin_url.clone())))
+            }
+        };
+        let database = Self {
+            dir,
+            url,
+            api_key: String::new(),
+            postgres,
+        };
+        match database.create_org(waggle_bin).await {
+            Ok(api_key) => Ok(Self {
+                api_key,
+                ..database
+            }),
+            Err(e) => {
+                database.remove().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// `waggle org create`; answers the organization's API key.
+    async fn create_org(&self, waggle_bin: &Path) -> anyhow::Result<String> {
         let output = tokio::time::timeout(
             Duration::from_secs(60),
             Command::new(waggle_bin)
-                .args(["org", "create", "--name", "Bench", "--database", &url])
+                .args(["org", "create", "--name", "Bench", "--database", &self.url])
                 .stdin(Stdio::null())
                 .kill_on_drop(true)
                 .output(),
@@ -56,11 +149,21 @@ impl Database {
             .rev()
             .find_map(|line| serde_json::from_str(line).ok())
             .with_context(|| format!("no org JSON in `waggle org create` output: {stdout}"))?;
-        Ok(Self {
-            dir,
-            url,
-            api_key: created.api_key,
-        })
+        Ok(created.api_key)
+    }
+
+    /// Drops a PostgreSQL database (its servers must be stopped); the folder goes on drop.
+    pub async fn remove(self) {
+        if let Some((name, admin_url)) = &self.postgres {
+            let dropped = async {
+                let mut admin = Backend::admin(admin_url).await?;
+                drop_database(&mut admin, name).await
+            }
+            .await;
+            if let Err(e) = dropped {
+                eprintln!("waggle-bench: {e:#} (the next bench drops it)");
+            }
+        }
     }
 
     fn log_path(&self, n: usize) -> PathBuf {
