@@ -11,6 +11,8 @@
 //! Times are bound as the nodes' clocks give them, so nodes must keep their clocks in
 //! sync (NTP); a skew eats into the lease's margin.
 
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -27,8 +29,8 @@ use crate::domain::attempt::{AttemptResult, FailureCategory};
 use crate::domain::connector::{DisplayStatus, SyncError, SyncType};
 use crate::domain::time;
 
-/// Connections per node. Dispatching needs few (claims, outcome batches and lease renewals
-/// are one statement each per batch); the rest serve the API.
+/// Connections per node. Dispatching needs few (claims and lease renewals are one statement
+/// per batch, outcome batches one short transaction); the rest serve the API.
 const POOL_SIZE: u32 = 10;
 /// Notified when deliveries are made or given back unclaimed: idle dispatchers claim them.
 const WORK_CHANNEL: &str = "waggle_work";
@@ -340,43 +342,266 @@ fn uuids(ids: &[DeliveryId]) -> Vec<Uuid> {
     ids.iter().map(DeliveryId::as_uuid).collect()
 }
 
+/// One column of a multi-row write, bound as an array: `UNNEST` turns the columns back
+/// into rows, so one statement writes any number of them.
+fn column<'a, R, T>(rows: &'a [R], f: impl FnMut(&'a R) -> T) -> Vec<T> {
+    rows.iter().map(f).collect()
+}
+
+/// A delivery's change from the outcomes of one batch, as writing them one after another
+/// would leave it: each applies only while the delivery is pending, so an outcome after a
+/// scheduled retry adds to it and one after a final outcome changes nothing.
+struct DeliveryChange<'a> {
+    outcome: &'a DeliveryOutcome,
+    /// Attempts recorded.
+    recorded: i32,
+    first_attempt_at: Option<Timestamp>,
+}
+
+/// Merges outcomes sorted by delivery id into one change per delivery (a delivery taken
+/// again after its claim ran out can have two outcomes in a batch).
+fn delivery_changes<'a>(sorted: &[&'a DeliveryOutcome]) -> Vec<DeliveryChange<'a>> {
+    let mut changes: Vec<DeliveryChange<'a>> = Vec::with_capacity(sorted.len());
+    for &o in sorted {
+        let recorded = o.attempt.is_some() as i32;
+        match changes.last_mut() {
+            Some(c) if c.outcome.delivery_id == o.delivery_id => {
+                if matches!(c.outcome.state, DeliveryState::RetryScheduled { .. }) {
+                    c.outcome = o;
+                    c.recorded += recorded;
+                    c.first_attempt_at = c.first_attempt_at.or(o.first_attempt_at);
+                }
+            }
+            _ => changes.push(DeliveryChange {
+                outcome: o,
+                recorded,
+                first_attempt_at: o.first_attempt_at,
+            }),
+        }
+    }
+    changes
+}
+
 impl PgStore {
     /// The claim a new delivery starts with: this node's, or none.
     fn claimant(&self, lease_until: Option<Timestamp>) -> Option<Uuid> {
         lease_until.map(|_| self.node)
     }
 
-    async fn insert_delivery(
+    /// Inserts events and their deliveries, one statement for each table whatever their
+    /// number. Returns whether any delivery was made unclaimed.
+    async fn insert_events(
         &self,
         conn: &mut PgConnection,
-        event: &Event,
-        d: &NewDelivery,
-    ) -> StoreResult<()> {
-        let c = &event.connector;
+        events: &[(Event, Vec<NewDelivery>)],
+    ) -> StoreResult<bool> {
+        if events.is_empty() {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO events (id, org_id, event_type, environment, connector_id, created_at) \
+             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[], \
+             $6::timestamptz[])",
+        )
+        .bind(column(events, |(e, _)| e.id.as_uuid()))
+        .bind(column(events, |(e, _)| e.org_id.as_uuid()))
+        .bind(column(events, |(e, _)| e.event_type.as_str()))
+        .bind(column(events, |(e, _)| e.environment().as_str()))
+        .bind(column(events, |(e, _)| e.connector.id.as_uuid()))
+        .bind(column(events, |(e, _)| e.created_at))
+        .execute(&mut *conn)
+        .await?;
+        let deliveries: Vec<(&Event, &NewDelivery)> = events
+            .iter()
+            .flat_map(|(event, ds)| ds.iter().map(move |d| (event, d)))
+            .collect();
+        if deliveries.is_empty() {
+            return Ok(false);
+        }
         sqlx::query(
             "INSERT INTO deliveries (id, org_id, event_id, webhook_id, webhook_name, connector_id, \
              event_type, integration_name, end_user_name, origin_id, url, body, status, created_at, \
              next_attempt_at, lease_until, claimed_by, attempts_started) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $13, $14, $15, $16)",
+             SELECT id, org_id, event_id, webhook_id, webhook_name, connector_id, event_type, \
+             integration_name, end_user_name, origin_id, url, body, 'pending', created_at, \
+             created_at, lease_until, claimed_by, attempts_started \
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::uuid[], \
+             $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bytea[], \
+             $13::timestamptz[], $14::timestamptz[], $15::uuid[], $16::int4[]) \
+             AS v (id, org_id, event_id, webhook_id, webhook_name, connector_id, event_type, \
+             integration_name, end_user_name, origin_id, url, body, created_at, lease_until, \
+             claimed_by, attempts_started)",
         )
-        .bind(d.id.as_uuid())
-        .bind(event.org_id.as_uuid())
-        .bind(event.id.as_uuid())
-        .bind(d.webhook_id.as_uuid())
-        .bind(&d.webhook_name)
-        .bind(c.id.as_uuid())
-        .bind(event.event_type.as_str())
-        .bind(&c.integration_slug)
-        .bind(&c.end_user_name)
-        .bind(&c.origin_id)
-        .bind(&d.url)
-        .bind(d.body.as_ref())
-        .bind(event.created_at)
-        .bind(d.lease_until)
-        .bind(self.claimant(d.lease_until))
-        .bind(d.lease_until.is_some() as i32)
-        .execute(conn)
+        .bind(column(&deliveries, |(_, d)| d.id.as_uuid()))
+        .bind(column(&deliveries, |(e, _)| e.org_id.as_uuid()))
+        .bind(column(&deliveries, |(e, _)| e.id.as_uuid()))
+        .bind(column(&deliveries, |(_, d)| d.webhook_id.as_uuid()))
+        .bind(column(&deliveries, |(_, d)| d.webhook_name.as_str()))
+        .bind(column(&deliveries, |(e, _)| e.connector.id.as_uuid()))
+        .bind(column(&deliveries, |(e, _)| e.event_type.as_str()))
+        .bind(column(&deliveries, |(e, _)| e.connector.integration_slug.as_str()))
+        .bind(column(&deliveries, |(e, _)| e.connector.end_user_name.as_str()))
+        .bind(column(&deliveries, |(e, _)| e.connector.origin_id.as_str()))
+        .bind(column(&deliveries, |(_, d)| d.url.as_str()))
+        .bind(column(&deliveries, |(_, d)| d.body.as_ref()))
+        .bind(column(&deliveries, |(e, _)| e.created_at))
+        .bind(column(&deliveries, |(_, d)| d.lease_until))
+        .bind(column(&deliveries, |(_, d)| self.claimant(d.lease_until)))
+        .bind(column(&deliveries, |(_, d)| d.lease_until.is_some() as i32))
+        .execute(&mut *conn)
         .await?;
+        Ok(deliveries.iter().any(|(_, d)| d.lease_until.is_none()))
+    }
+
+    /// Records attempts and the deliveries' new states, a fixed number of statements per
+    /// batch. `sorted` is in delivery id order.
+    async fn write_outcomes(
+        &self,
+        conn: &mut PgConnection,
+        sorted: &[&DeliveryOutcome],
+    ) -> StoreResult<()> {
+        let changes = delivery_changes(sorted);
+        let ids = column(&changes, |c| c.outcome.delivery_id.as_uuid());
+        // Rows are locked in id order, as every other multi-row write that waits for
+        // locks does, so that two of them cannot deadlock. First, since the attempts'
+        // foreign keys lock these rows too, and a join gives no order of its own.
+        sqlx::query("SELECT 1 FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(&ids)
+            .execute(&mut *conn)
+            .await?;
+
+        // One row per attempt number: the last written wins, as it did one at a time.
+        let mut attempts: Vec<&Attempt> = Vec::new();
+        let mut numbered: HashMap<(DeliveryId, u32), usize> = HashMap::new();
+        for a in sorted.iter().filter_map(|o| o.attempt.as_ref()) {
+            match numbered.entry((a.delivery_id, a.number)) {
+                Entry::Occupied(at) => attempts[*at.get()] = a,
+                Entry::Vacant(at) => {
+                    at.insert(attempts.len());
+                    attempts.push(a);
+                }
+            }
+        }
+        if !attempts.is_empty() {
+            let n = attempts.len();
+            let mut status = Vec::with_capacity(n);
+            let mut headers = Vec::with_capacity(n);
+            let mut body = Vec::with_capacity(n);
+            let mut category = Vec::with_capacity(n);
+            let mut message = Vec::with_capacity(n);
+            for a in &attempts {
+                match &a.result {
+                    AttemptResult::Response {
+                        status: s,
+                        headers: h,
+                        body: b,
+                    } => {
+                        status.push(Some(*s as i32));
+                        headers.push(Some(serde_json::to_string(h).expect("headers serialize")));
+                        body.push(Some(b.as_slice()));
+                        category.push(None);
+                        message.push(None);
+                    }
+                    AttemptResult::Failure {
+                        category: c,
+                        message: m,
+                    } => {
+                        status.push(None);
+                        headers.push(None);
+                        body.push(None);
+                        category.push(Some(c.as_str()));
+                        message.push(Some(m.as_str()));
+                    }
+                }
+            }
+            sqlx::query(
+                "INSERT INTO attempts (delivery_id, number, started_at, duration_us, \
+                 request_url, request_headers, response_status, response_headers, response_body, \
+                 error_category, error_message) \
+                 SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::timestamptz[], $4::int8[], \
+                 $5::text[], $6::text[], $7::int4[], $8::text[], $9::bytea[], $10::text[], \
+                 $11::text[]) \
+                 ON CONFLICT (delivery_id, number) DO UPDATE SET started_at = EXCLUDED.started_at, \
+                 duration_us = EXCLUDED.duration_us, request_url = EXCLUDED.request_url, \
+                 request_headers = EXCLUDED.request_headers, \
+                 response_status = EXCLUDED.response_status, \
+                 response_headers = EXCLUDED.response_headers, \
+                 response_body = EXCLUDED.response_body, \
+                 error_category = EXCLUDED.error_category, error_message = EXCLUDED.error_message",
+            )
+            .bind(column(&attempts, |a| a.delivery_id.as_uuid()))
+            .bind(column(&attempts, |a| a.number as i32))
+            .bind(column(&attempts, |a| a.started_at))
+            .bind(column(&attempts, |a| a.duration.as_micros() as i64))
+            .bind(column(&attempts, |a| a.request_url.as_str()))
+            .bind(column(&attempts, |a| {
+                serde_json::to_string(&a.request_headers).expect("headers serialize")
+            }))
+            .bind(status)
+            .bind(headers)
+            .bind(body)
+            .bind(category)
+            .bind(message)
+            .execute(&mut *conn)
+            .await?;
+        }
+
+        let now = time::now();
+        let states = column(&changes, |c| match c.outcome.state {
+            DeliveryState::Delivered { status } => (Some(status as i32), None, Some(now)),
+            DeliveryState::RetryScheduled { at } => (None, Some(at), None),
+            DeliveryState::Failed => (None, None, Some(now)),
+        });
+        sqlx::query(
+            "UPDATE deliveries d SET status = v.status, \
+             attempt_count = d.attempt_count + v.recorded, response_code = v.response_code, \
+             last_error = v.last_error, \
+             first_attempt_at = COALESCE(d.first_attempt_at, v.first_attempt_at), \
+             next_attempt_at = v.next_attempt_at, lease_until = v.lease_until, \
+             claimed_by = v.claimed_by, finished_at = v.finished_at \
+             FROM UNNEST($1::uuid[], $2::text[], $3::int4[], $4::int4[], $5::text[], \
+             $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], $9::uuid[], \
+             $10::timestamptz[]) \
+             AS v (id, status, recorded, response_code, last_error, first_attempt_at, \
+             next_attempt_at, lease_until, claimed_by, finished_at) \
+             WHERE d.id = v.id AND d.status = 'pending'",
+        )
+        .bind(&ids)
+        .bind(column(&changes, |c| c.outcome.state.status_str()))
+        .bind(column(&changes, |c| c.recorded))
+        .bind(column(&states, |s| s.0))
+        .bind(column(&changes, |c| c.outcome.last_error.as_deref()))
+        .bind(column(&changes, |c| c.first_attempt_at))
+        .bind(column(&states, |s| s.1))
+        .bind(column(&changes, |c| c.outcome.lease_until))
+        .bind(column(&changes, |c| self.claimant(c.outcome.lease_until)))
+        .bind(column(&states, |s| s.2))
+        .execute(&mut *conn)
+        .await?;
+
+        // Every attempt triggers its webhook, whether or not its outcome still applied.
+        let mut triggered: BTreeMap<WebhookId, Timestamp> = BTreeMap::new();
+        for o in sorted {
+            if let Some(a) = &o.attempt {
+                let at = triggered.entry(o.webhook_id).or_insert(a.started_at);
+                *at = (*at).max(a.started_at);
+            }
+        }
+        if !triggered.is_empty() {
+            // Webhooks after deliveries, each in id order (as `delete_webhook` takes them),
+            // locked by the subquery before the join reaches them. GREATEST skips NULL:
+            // the first trigger sets it.
+            sqlx::query(
+                "UPDATE webhooks w SET last_triggered_at = GREATEST(w.last_triggered_at, v.at) \
+                 FROM UNNEST($1::uuid[], $2::timestamptz[]) AS v (id, at) \
+                 WHERE w.id = v.id AND w.id IN ( \
+                   SELECT id FROM webhooks WHERE id = ANY($1) ORDER BY id FOR UPDATE)",
+            )
+            .bind(triggered.keys().map(|w| w.as_uuid()).collect::<Vec<_>>())
+            .bind(triggered.values().copied().collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await?;
+        }
         Ok(())
     }
 }
@@ -849,25 +1074,7 @@ impl Store for PgStore {
                 }
             }
         }
-        let mut unclaimed = false;
-        for (event, deliveries) in events {
-            sqlx::query(
-                "INSERT INTO events (id, org_id, event_type, environment, connector_id, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(event.id.as_uuid())
-            .bind(event.org_id.as_uuid())
-            .bind(event.event_type.as_str())
-            .bind(event.environment().as_str())
-            .bind(event.connector.id.as_uuid())
-            .bind(event.created_at)
-            .execute(&mut *tx)
-            .await?;
-            for d in deliveries {
-                self.insert_delivery(&mut tx, event, d).await?;
-                unclaimed |= d.lease_until.is_none();
-            }
-        }
+        let unclaimed = self.insert_events(&mut tx, events).await?;
         if unclaimed {
             notify(&mut tx, WORK_CHANNEL, "").await?;
         }
@@ -990,103 +1197,14 @@ impl Store for PgStore {
     }
 
     async fn record_outcomes(&self, outcomes: Arc<[DeliveryOutcome]>) -> StoreResult<()> {
-        let outcomes = &outcomes[..];
-        // Rows are locked in id order, as every other multi-row write that waits for
-        // locks does, so that two of them cannot deadlock.
-        let mut outcomes: Vec<&DeliveryOutcome> = outcomes.iter().collect();
-        outcomes.sort_by_key(|o| o.delivery_id);
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        // Stable: a delivery's outcomes keep their order.
+        let mut sorted: Vec<&DeliveryOutcome> = outcomes.iter().collect();
+        sorted.sort_by_key(|o| o.delivery_id);
         let mut tx = self.pool.begin().await?;
-        let mut triggered: Vec<(WebhookId, Timestamp)> = Vec::new();
-        for o in outcomes {
-            if let Some(a) = &o.attempt {
-                let (status, headers, body, category, message) = match &a.result {
-                    AttemptResult::Response {
-                        status,
-                        headers,
-                        body,
-                    } => (
-                        Some(*status as i32),
-                        Some(serde_json::to_string(headers).expect("headers serialize")),
-                        Some(body.as_slice()),
-                        None,
-                        None,
-                    ),
-                    AttemptResult::Failure { category, message } => (
-                        None,
-                        None,
-                        None,
-                        Some(category.as_str()),
-                        Some(message.as_str()),
-                    ),
-                };
-                sqlx::query(
-                    "INSERT INTO attempts (delivery_id, number, started_at, duration_us, \
-                     request_url, request_headers, response_status, response_headers, response_body, \
-                     error_category, error_message) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-                     ON CONFLICT (delivery_id, number) DO UPDATE SET started_at = EXCLUDED.started_at, \
-                     duration_us = EXCLUDED.duration_us, request_url = EXCLUDED.request_url, \
-                     request_headers = EXCLUDED.request_headers, \
-                     response_status = EXCLUDED.response_status, \
-                     response_headers = EXCLUDED.response_headers, \
-                     response_body = EXCLUDED.response_body, \
-                     error_category = EXCLUDED.error_category, error_message = EXCLUDED.error_message",
-                )
-                .bind(a.delivery_id.as_uuid())
-                .bind(a.number as i32)
-                .bind(a.started_at)
-                .bind(a.duration.as_micros() as i64)
-                .bind(&a.request_url)
-                .bind(serde_json::to_string(&a.request_headers).expect("headers serialize"))
-                .bind(status)
-                .bind(headers)
-                .bind(body)
-                .bind(category)
-                .bind(message)
-                .execute(&mut *tx)
-                .await?;
-                match triggered.iter_mut().find(|(w, _)| *w == o.webhook_id) {
-                    Some((_, at)) => *at = (*at).max(a.started_at),
-                    None => triggered.push((o.webhook_id, a.started_at)),
-                }
-            }
-            let (response_code, next_attempt_at, finished_at) = match o.state {
-                DeliveryState::Delivered { status } => {
-                    (Some(status as i32), None, Some(time::now()))
-                }
-                DeliveryState::RetryScheduled { at } => (None, Some(at), None),
-                DeliveryState::Failed => (None, None, Some(time::now())),
-            };
-            sqlx::query(
-                "UPDATE deliveries SET status = $1, attempt_count = attempt_count + $2, \
-                 response_code = $3, last_error = $4, \
-                 first_attempt_at = COALESCE(first_attempt_at, $5), \
-                 next_attempt_at = $6, lease_until = $7, claimed_by = $8, finished_at = $9 \
-                 WHERE id = $10 AND status = 'pending'",
-            )
-            .bind(o.state.status_str())
-            .bind(o.attempt.is_some() as i32)
-            .bind(response_code)
-            .bind(&o.last_error)
-            .bind(o.first_attempt_at)
-            .bind(next_attempt_at)
-            .bind(o.lease_until)
-            .bind(self.claimant(o.lease_until))
-            .bind(finished_at)
-            .bind(o.delivery_id.as_uuid())
-            .execute(&mut *tx)
-            .await?;
-        }
-        triggered.sort_by_key(|(webhook, _)| *webhook);
-        for (webhook, at) in triggered {
-            // GREATEST skips NULL: the first trigger sets it.
-            sqlx::query(
-                "UPDATE webhooks SET last_triggered_at = GREATEST(last_triggered_at, $1) WHERE id = $2",
-            )
-            .bind(at)
-            .bind(webhook.as_uuid())
-            .execute(&mut *tx)
-            .await?;
-        }
+        self.write_outcomes(&mut tx, &sorted).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1192,5 +1310,65 @@ impl Store for PgStore {
 
     fn shared(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(id: DeliveryId, state: DeliveryState, attempted: bool) -> DeliveryOutcome {
+        let started_at = time::now();
+        DeliveryOutcome {
+            delivery_id: id,
+            webhook_id: WebhookId::new(),
+            attempt: attempted.then(|| Attempt {
+                delivery_id: id,
+                number: 1,
+                started_at,
+                duration: Duration::ZERO,
+                request_url: "https://example.com".into(),
+                request_headers: Vec::new(),
+                result: AttemptResult::Failure {
+                    category: FailureCategory::ConnectError,
+                    message: String::new(),
+                },
+            }),
+            first_attempt_at: attempted.then_some(started_at),
+            state,
+            last_error: None,
+            lease_until: None,
+        }
+    }
+
+    #[test]
+    fn a_batch_changes_each_delivery_as_its_outcomes_would_one_by_one() {
+        let (a, b, c) = (DeliveryId::new(), DeliveryId::new(), DeliveryId::new());
+        let retry = DeliveryState::RetryScheduled { at: time::now() };
+        let outcomes = [
+            outcome(a, retry, true),
+            outcome(a, DeliveryState::Failed, true),
+            outcome(b, DeliveryState::Delivered { status: 200 }, true),
+            outcome(b, DeliveryState::Failed, false),
+            outcome(c, DeliveryState::Failed, false),
+        ];
+        let sorted: Vec<&DeliveryOutcome> = outcomes.iter().collect();
+        let changes = delivery_changes(&sorted);
+        let summary: Vec<_> = changes
+            .iter()
+            .map(|c| {
+                (
+                    c.outcome.delivery_id,
+                    c.outcome.state.status_str(),
+                    c.recorded,
+                )
+            })
+            .collect();
+        // After a retry the next outcome adds to it; after a final one nothing changes.
+        assert_eq!(
+            summary,
+            [(a, "failed", 2), (b, "delivered", 1), (c, "failed", 0)]
+        );
+        assert_eq!(changes[0].first_attempt_at, outcomes[0].first_attempt_at);
     }
 }
