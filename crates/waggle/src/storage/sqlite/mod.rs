@@ -1,6 +1,9 @@
-//! The embedded SQLite store: one database file, WAL journal, every write through a single
-//! connection (SQLite has one writer at a time; queueing in the pool beats busy retries)
-//! and reads through a small pool of their own.
+//! The embedded SQLite store: one database file, WAL journal, reads through a small pool
+//! of their own. SQLite has one writer at a time: the hot writes (events with their
+//! deliveries, and outcomes) are group-committed by a thread of their own (`group.rs`),
+//! and every other write goes through one more connection, waiting its turn in the
+//! pool rather than in busy retries, and taking the write lock as its transaction begins
+//! (`BEGIN IMMEDIATE`), so that it waits for the group commit instead of failing.
 //!
 //! `synchronous = NORMAL` in WAL mode: a commit survives the process being killed (the WAL
 //! is in the OS's page cache), and only a power loss can take the last commits back.
@@ -17,19 +20,22 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
-use tokio::sync::{mpsc, oneshot};
+use sqlx::{QueryBuilder, Row, Sqlite};
+use tokio::sync::oneshot;
 
+use self::group::GroupWrite;
 use super::*;
 use crate::domain::attempt::{AttemptResult, FailureCategory};
 use crate::domain::connector::{DisplayStatus, SyncError, SyncType};
 use crate::domain::time::{self, from_micros, to_micros};
 
+mod group;
+
 pub struct SqliteStore {
     write: SqlitePool,
     read: SqlitePool,
     /// Queue of the group-committed writes (events with their deliveries, outcomes).
-    group: mpsc::UnboundedSender<GroupWrite>,
+    group: std::sync::mpsc::Sender<GroupWrite>,
     /// What every event reads, kept in memory: one process owns a SQLite file, so every
     /// change goes through this store, which clears what it changes.
     cache: ReadCache,
@@ -101,14 +107,13 @@ impl SqliteStore {
             .run(&write)
             .await
             .context("migrating the SQLite database")?;
+        let group = group::start(options.get_filename())?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.read_only(true))
             .await
             .context("opening SQLite read connections")?;
-        let (group, queue) = mpsc::unbounded_channel();
-        tokio::spawn(group_commit(write.clone(), queue));
         Ok(Self {
             write,
             read,
@@ -302,282 +307,6 @@ fn job_from_row(row: &SqliteRow) -> StoreResult<DeliveryJob> {
     })
 }
 
-/// A write that waits for the next group commit.
-enum GroupWrite {
-    Events {
-        sync: SyncChange,
-        events: Arc<[(Event, Vec<NewDelivery>)]>,
-        done: oneshot::Sender<StoreResult<()>>,
-    },
-    Outcomes {
-        outcomes: Arc<[DeliveryOutcome]>,
-        done: oneshot::Sender<StoreResult<()>>,
-    },
-}
-
-/// Writes queued at the same time commit together: SQLite's cost is mostly per
-/// transaction, so under load one commit carries many API calls and outcome batches.
-/// Each write runs in its own savepoint, so one refused write (a sync that had already
-/// finished) is rolled back alone, and each caller hears back only once its write is
-/// committed.
-async fn group_commit(pool: SqlitePool, mut queue: mpsc::UnboundedReceiver<GroupWrite>) {
-    let mut group = Vec::with_capacity(GROUP_MAX);
-    while queue.recv_many(&mut group, GROUP_MAX).await > 0 {
-        match commit_group(&pool, &group).await {
-            Ok(results) => {
-                for (write, result) in group.drain(..).zip(results) {
-                    let _ = write.into_done().send(result);
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, writes = group.len(), "group commit failed");
-                for write in group.drain(..) {
-                    let _ = write
-                        .into_done()
-                        .send(Err(StoreError::Corrupt(format!("write failed: {e}"))));
-                }
-            }
-        }
-    }
-}
-
-/// The most writes one group commit carries.
-const GROUP_MAX: usize = 256;
-
-impl GroupWrite {
-    fn into_done(self) -> oneshot::Sender<StoreResult<()>> {
-        match self {
-            GroupWrite::Events { done, .. } | GroupWrite::Outcomes { done, .. } => done,
-        }
-    }
-}
-
-async fn commit_group(
-    pool: &SqlitePool,
-    group: &[GroupWrite],
-) -> StoreResult<Vec<StoreResult<()>>> {
-    let mut tx = pool.begin().await?;
-    // Sync changes first: a refused one (the job had already finished) writes nothing,
-    // and its write's events are then left out.
-    let mut results = Vec::with_capacity(group.len());
-    for write in group {
-        results.push(match write {
-            GroupWrite::Events { sync, .. } => apply_sync_change(&mut tx, sync).await?,
-            GroupWrite::Outcomes { .. } => Ok(()),
-        });
-    }
-    let accepted = group
-        .iter()
-        .zip(&results)
-        .filter(|(_, r)| r.is_ok())
-        .map(|(w, _)| w);
-    let mut events = Vec::new();
-    let mut outcomes = Vec::new();
-    for write in accepted {
-        match write {
-            GroupWrite::Events { events: e, .. } => events.extend(e.iter()),
-            GroupWrite::Outcomes { outcomes: o, .. } => outcomes.extend(o.iter()),
-        }
-    }
-    insert_events(&mut tx, &events).await?;
-    write_outcomes(&mut tx, &outcomes).await?;
-    tx.commit().await?;
-    Ok(results)
-}
-
-/// Rows per multi-row statement: SQLite allows 32,766 bound values in one statement.
-const ROWS_PER_STATEMENT: usize = 500;
-
-async fn apply_sync_change(
-    conn: &mut SqliteConnection,
-    sync: &SyncChange,
-) -> StoreResult<StoreResult<()>> {
-    match sync {
-        SyncChange::None => {}
-        SyncChange::Started(job) => {
-            sqlx::query(
-                "INSERT INTO sync_jobs (id, connector_id, initial_sync, sync_type, display_status, \
-                 last_sync_start_time) VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(job.id.to_string())
-            .bind(job.connector_id.to_string())
-            .bind(job.initial_sync)
-            .bind(job.sync_type.as_str())
-            .bind(job.display_status.as_str())
-            .bind(to_micros(&job.last_sync_start_time))
-            .execute(&mut *conn)
-            .await?;
-        }
-        SyncChange::Finished(job) => {
-            let updated = sqlx::query(
-                "UPDATE sync_jobs SET display_status = ?, finished_at = ?, error_message = ?, \
-                 error_detail = ? WHERE id = ? AND display_status = 'Syncing'",
-            )
-            .bind(job.display_status.as_str())
-            .bind(job.finished_at.as_ref().map(to_micros))
-            .bind(job.error.as_ref().map(|e| e.message.clone()))
-            .bind(job.error.as_ref().map(|e| e.detail.to_string()))
-            .bind(job.id.to_string())
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-            if updated == 0 {
-                return Ok(Err(StoreError::Conflict(
-                    "the sync job has already finished".into(),
-                )));
-            }
-        }
-    }
-    Ok(Ok(()))
-}
-
-/// Inserts events and their deliveries, many rows per statement.
-async fn insert_events(
-    conn: &mut SqliteConnection,
-    events: &[&(Event, Vec<NewDelivery>)],
-) -> StoreResult<()> {
-    for chunk in events.chunks(ROWS_PER_STATEMENT) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO events (id, org_id, event_type, environment, connector_id, created_at) ",
-        );
-        q.push_values(chunk, |mut row, (event, _)| {
-            row.push_bind(event.id.to_string())
-                .push_bind(event.org_id.to_string())
-                .push_bind(event.event_type.as_str())
-                .push_bind(event.environment().as_str())
-                .push_bind(event.connector.id.to_string())
-                .push_bind(to_micros(&event.created_at));
-        });
-        q.build().execute(&mut *conn).await?;
-    }
-    let deliveries: Vec<(&Event, &NewDelivery)> = events
-        .iter()
-        .flat_map(|(event, ds)| ds.iter().map(move |d| (event, d)))
-        .collect();
-    for chunk in deliveries.chunks(ROWS_PER_STATEMENT / 2) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO deliveries (id, org_id, event_id, webhook_id, webhook_name, connector_id, \
-             event_type, integration_name, end_user_name, origin_id, url, body, status, created_at, \
-             next_attempt_at, lease_until, attempts_started) ",
-        );
-        q.push_values(chunk, |mut row, (event, d)| {
-            let c = &event.connector;
-            let created = to_micros(&event.created_at);
-            row.push_bind(d.id.to_string())
-                .push_bind(event.org_id.to_string())
-                .push_bind(event.id.to_string())
-                .push_bind(d.webhook_id.to_string())
-                .push_bind(d.webhook_name.clone())
-                .push_bind(c.id.to_string())
-                .push_bind(event.event_type.as_str())
-                .push_bind(c.integration_slug.clone())
-                .push_bind(c.end_user_name.clone())
-                .push_bind(c.origin_id.clone())
-                .push_bind(d.url.clone())
-                .push_bind(d.body.to_vec())
-                .push("'pending'")
-                .push_bind(created)
-                .push_bind(created)
-                .push_bind(d.lease_until.as_ref().map(to_micros))
-                .push_bind(d.lease_until.is_some() as i64);
-        });
-        q.build().execute(&mut *conn).await?;
-    }
-    Ok(())
-}
-
-/// Records attempts and the deliveries' new states, many rows per statement.
-async fn write_outcomes(
-    conn: &mut SqliteConnection,
-    outcomes: &[&DeliveryOutcome],
-) -> StoreResult<()> {
-    let attempts: Vec<&Attempt> = outcomes.iter().filter_map(|o| o.attempt.as_ref()).collect();
-    for chunk in attempts.chunks(ROWS_PER_STATEMENT / 2) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT OR REPLACE INTO attempts (delivery_id, number, started_at, duration_us, \
-             request_url, request_headers, response_status, response_headers, response_body, \
-             error_category, error_message) ",
-        );
-        q.push_values(chunk, |mut row, a| {
-            row.push_bind(a.delivery_id.to_string())
-                .push_bind(a.number as i64)
-                .push_bind(to_micros(&a.started_at))
-                .push_bind(a.duration.as_micros() as i64)
-                .push_bind(a.request_url.clone())
-                .push_bind(serde_json::to_string(&a.request_headers).expect("headers serialize"));
-            match &a.result {
-                AttemptResult::Response {
-                    status,
-                    headers,
-                    body,
-                } => {
-                    row.push_bind(*status as i64)
-                        .push_bind(serde_json::to_string(headers).expect("headers serialize"))
-                        .push_bind(body.clone())
-                        .push_bind(None::<String>)
-                        .push_bind(None::<String>);
-                }
-                AttemptResult::Failure { category, message } => {
-                    row.push_bind(None::<i64>)
-                        .push_bind(None::<String>)
-                        .push_bind(None::<Vec<u8>>)
-                        .push_bind(category.as_str())
-                        .push_bind(message.clone());
-                }
-            }
-        });
-        q.build().execute(&mut *conn).await?;
-    }
-    let now = to_micros(&time::now());
-    for chunk in outcomes.chunks(ROWS_PER_STATEMENT / 2) {
-        // column1 id, 2 status, 3 recorded (0/1), 4 response code, 5 last error,
-        // 6 first attempt, 7 next attempt, 8 lease, 9 finished.
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "WITH v (id, status, recorded, response_code, last_error, first_attempt_at, \
-             next_attempt_at, lease_until, finished_at) AS (",
-        );
-        q.push_values(chunk, |mut row, o| {
-            let (response_code, next_attempt_at, finished) = match o.state {
-                DeliveryState::Delivered { status } => (Some(status as i64), None, Some(now)),
-                DeliveryState::RetryScheduled { at } => (None, Some(to_micros(&at)), None),
-                DeliveryState::Failed => (None, None, Some(now)),
-            };
-            row.push_bind(o.delivery_id.to_string())
-                .push_bind(o.state.status_str())
-                .push_bind(o.attempt.is_some() as i64)
-                .push_bind(response_code)
-                .push_bind(o.last_error.clone())
-                .push_bind(o.first_attempt_at.as_ref().map(to_micros))
-                .push_bind(next_attempt_at)
-                .push_bind(o.lease_until.as_ref().map(to_micros))
-                .push_bind(finished);
-        });
-        q.push(
-            ") UPDATE deliveries SET status = v.status, attempt_count = attempt_count + v.recorded, \
-             response_code = v.response_code, last_error = v.last_error, \
-             first_attempt_at = COALESCE(deliveries.first_attempt_at, v.first_attempt_at), \
-             next_attempt_at = v.next_attempt_at, lease_until = v.lease_until, finished_at = v.finished_at \
-             FROM v WHERE deliveries.id = v.id AND deliveries.status = 'pending'",
-        );
-        q.build().execute(&mut *conn).await?;
-    }
-    let mut triggered: HashMap<WebhookId, Timestamp> = HashMap::new();
-    for o in outcomes {
-        if let Some(a) = &o.attempt {
-            let at = triggered.entry(o.webhook_id).or_insert(a.started_at);
-            *at = (*at).max(a.started_at);
-        }
-    }
-    for (webhook, at) in triggered {
-        sqlx::query("UPDATE webhooks SET last_triggered_at = MAX(COALESCE(last_triggered_at, 0), ?) WHERE id = ?")
-            .bind(to_micros(&at))
-            .bind(webhook.to_string())
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_organization(
@@ -587,7 +316,7 @@ impl Store for SqliteStore {
         admin: Option<&DashboardUser>,
     ) -> StoreResult<()> {
         let now = to_micros(&time::now());
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO organizations (id, name, signature_key, created_at) VALUES (?, ?, ?, ?)",
         )
@@ -693,7 +422,7 @@ impl Store for SqliteStore {
 
     async fn create_session(&self, session: &DashboardSession) -> StoreResult<()> {
         let now = time::now();
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("DELETE FROM dashboard_sessions WHERE expires_at <= ?")
             .bind(to_micros(&now))
             .execute(&mut *tx)
@@ -875,7 +604,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_webhook(&self, org: OrgId, id: WebhookId) -> StoreResult<bool> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let deleted = sqlx::query("DELETE FROM webhooks WHERE id = ? AND org_id = ?")
             .bind(id.to_string())
             .bind(org.to_string())
@@ -1038,7 +767,7 @@ impl Store for SqliteStore {
         new_id: DeliveryId,
         lease_until: Option<Timestamp>,
     ) -> StoreResult<Option<DeliveryJob>> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let source = sqlx::query(
             "SELECT d.webhook_id, w.url AS webhook_url, w.name AS webhook_name FROM deliveries d \
              LEFT JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = ? AND d.org_id = ?",
@@ -1113,7 +842,7 @@ impl Store for SqliteStore {
     }
 
     async fn release(&self, ids: &[DeliveryId], unstarted: bool) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         for id in ids {
             sqlx::query(
                 "UPDATE deliveries SET lease_until = NULL, \
