@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tracing::instrument;
 
 use super::keys::KeyCache;
 use super::sender::Sender;
@@ -290,7 +289,8 @@ impl Dispatcher {
 }
 
 impl Inner {
-    #[instrument(skip_all, fields(delivery_id = %job.id, webhook_id = %job.webhook_id, attempt = job.attempt_number))]
+    /// One attempt of `job`. Its log lines name the delivery themselves: a span per
+    /// attempt would cost more than the few lines it could carry.
     async fn attempt(self: Arc<Self>, job: DeliveryJob, permit: OwnedSemaphorePermit) {
         let policy = &self.config.retry;
         let number = job.attempt_number;
@@ -317,6 +317,8 @@ impl Inner {
             && first_attempt_at.is_some_and(|first| !policy.within_window(first, time::now()));
         if number > policy.max_attempts() || window_closed {
             tracing::info!(
+                delivery_id = %job.id,
+                webhook_id = %job.webhook_id,
                 number,
                 window_closed,
                 "retry budget or window used up; delivery failed"
@@ -351,7 +353,7 @@ impl Inner {
                     (sent.request_headers, waited.elapsed(), sent.result)
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "no signature key; will retry");
+                    tracing::error!(delivery_id = %job.id, error = %e, "no signature key; will retry");
                     (
                         Vec::new(),
                         waited.elapsed(),
@@ -384,10 +386,10 @@ impl Inner {
         };
         match &result {
             AttemptResult::Response { status, .. } => {
-                tracing::debug!(status, ?duration, "delivered")
+                tracing::debug!(delivery_id = %job.id, number, status, ?duration, "delivered")
             }
             AttemptResult::Failure { category, message } => {
-                tracing::info!(%category, %message, ?state, "attempt failed")
+                tracing::info!(delivery_id = %job.id, webhook_id = %job.webhook_id, number, %category, %message, ?state, "attempt failed")
             }
         }
         let attempt = Attempt {
