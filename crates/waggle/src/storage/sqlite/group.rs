@@ -13,6 +13,8 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use rusqlite::types::Value;
 use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::oneshot;
 
@@ -20,23 +22,73 @@ use super::super::*;
 use crate::domain::attempt::{Attempt, AttemptResult};
 use crate::domain::time::{self, to_micros};
 
-/// A write that waits for the next group commit.
+/// Where a write's answer goes once its group is committed.
+type Done<T> = oneshot::Sender<StoreResult<T>>;
+
+/// A write that waits for the next group commit: every write of the hot path, so that
+/// none of them waits on SQLite's lock for another (a busy wait sleeps for milliseconds).
 pub(super) enum GroupWrite {
     Events {
         sync: SyncChange,
         events: Arc<[(Event, Vec<NewDelivery>)]>,
-        done: oneshot::Sender<StoreResult<()>>,
+        done: Done<()>,
     },
     Outcomes {
         outcomes: Arc<[DeliveryOutcome]>,
-        done: oneshot::Sender<StoreResult<()>>,
+        done: Done<()>,
+    },
+    Claim {
+        claim: Claim,
+        done: Done<Vec<DeliveryJob>>,
+    },
+    Release {
+        ids: Vec<DeliveryId>,
+        unstarted: bool,
+        done: Done<()>,
+    },
+    Renew {
+        ids: Vec<DeliveryId>,
+        until: Timestamp,
+        done: Done<u64>,
     },
 }
 
+/// The arguments of [`Store::claim_due`].
+pub(super) struct Claim {
+    pub now: Timestamp,
+    pub lease_until: Timestamp,
+    pub limit: u32,
+    pub skip: Vec<WebhookId>,
+}
+
+/// A write's answer, sent once the group is committed.
+enum Answer {
+    Done(StoreResult<()>),
+    Jobs(StoreResult<Vec<DeliveryJob>>),
+    Count(u64),
+}
+
 impl GroupWrite {
-    fn into_done(self) -> oneshot::Sender<StoreResult<()>> {
+    fn answer(self, answer: Answer) {
+        // A caller that gave up waiting is no reason to stop.
+        let _ = match (self, answer) {
+            (GroupWrite::Events { done, .. }, Answer::Done(r))
+            | (GroupWrite::Outcomes { done, .. }, Answer::Done(r))
+            | (GroupWrite::Release { done, .. }, Answer::Done(r)) => done.send(r).map_err(drop),
+            (GroupWrite::Claim { done, .. }, Answer::Jobs(r)) => done.send(r).map_err(drop),
+            (GroupWrite::Renew { done, .. }, Answer::Count(n)) => done.send(Ok(n)).map_err(drop),
+            (write, _) => write.fail("the group commit answered out of kind"),
+        };
+    }
+
+    fn fail(self, why: &str) -> Result<(), ()> {
+        let error = || StoreError::Corrupt(format!("write failed: {why}"));
         match self {
-            GroupWrite::Events { done, .. } | GroupWrite::Outcomes { done, .. } => done,
+            GroupWrite::Events { done, .. }
+            | GroupWrite::Outcomes { done, .. }
+            | GroupWrite::Release { done, .. } => done.send(Err(error())).map_err(drop),
+            GroupWrite::Claim { done, .. } => done.send(Err(error())).map_err(drop),
+            GroupWrite::Renew { done, .. } => done.send(Err(error())).map_err(drop),
         }
     }
 }
@@ -74,47 +126,129 @@ fn run(mut conn: Connection, writes: mpsc::Receiver<GroupWrite>) {
         group.push(first);
         group.extend(writes.try_iter().take(GROUP_MAX - 1));
         match commit_group(&mut conn, &group) {
-            Ok(results) => {
-                for (write, result) in group.drain(..).zip(results) {
-                    let _ = write.into_done().send(result);
+            Ok(answers) => {
+                for (write, answer) in group.drain(..).zip(answers) {
+                    write.answer(answer);
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, writes = group.len(), "group commit failed");
                 for write in group.drain(..) {
-                    let _ = write
-                        .into_done()
-                        .send(Err(StoreError::Corrupt(format!("write failed: {e}"))));
+                    let _ = write.fail(&e.to_string());
                 }
             }
         }
     }
 }
 
-/// One transaction for the group. Sync changes go first: a refused one (the job had
-/// already finished) writes nothing, and its write's events are then left out, so each
-/// write is all or nothing while the group shares a commit.
-fn commit_group(
-    conn: &mut Connection,
-    group: &[GroupWrite],
-) -> rusqlite::Result<Vec<StoreResult<()>>> {
+/// One transaction for the group, its writes in the order they came. Sync changes go
+/// first: a refused one (the job had already finished) writes nothing, and its write's
+/// events are then left out, so each write is all or nothing while the group shares a
+/// commit.
+fn commit_group(conn: &mut Connection, group: &[GroupWrite]) -> rusqlite::Result<Vec<Answer>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut results = Vec::with_capacity(group.len());
+    let mut synced = Vec::with_capacity(group.len());
     for write in group {
-        results.push(match write {
+        synced.push(match write {
             GroupWrite::Events { sync, .. } => apply_sync_change(&tx, sync)?,
-            GroupWrite::Outcomes { .. } => Ok(()),
+            _ => Ok(()),
         });
     }
-    for (write, result) in group.iter().zip(&results) {
-        match (write, result) {
-            (GroupWrite::Events { events, .. }, Ok(())) => insert_events(&tx, events)?,
-            (GroupWrite::Outcomes { outcomes, .. }, _) => write_outcomes(&tx, outcomes)?,
-            (GroupWrite::Events { .. }, Err(_)) => {}
-        }
+    let mut answers = Vec::with_capacity(group.len());
+    for (write, synced) in group.iter().zip(synced) {
+        answers.push(match write {
+            GroupWrite::Events { events, .. } => {
+                if synced.is_ok() {
+                    insert_events(&tx, events)?;
+                }
+                Answer::Done(synced)
+            }
+            GroupWrite::Outcomes { outcomes, .. } => {
+                write_outcomes(&tx, outcomes)?;
+                Answer::Done(Ok(()))
+            }
+            GroupWrite::Claim { claim, .. } => Answer::Jobs(claim_due(&tx, claim)?),
+            GroupWrite::Release { ids, unstarted, .. } => {
+                release(&tx, ids, *unstarted)?;
+                Answer::Done(Ok(()))
+            }
+            GroupWrite::Renew { ids, until, .. } => Answer::Count(renew(&tx, ids, until)?),
+        });
     }
     tx.commit()?;
-    Ok(results)
+    Ok(answers)
+}
+
+/// Claims due deliveries (see [`Store::claim_due`]); a row that does not parse is a
+/// corrupt store, answered to the caller rather than failing the whole group.
+fn claim_due(conn: &Connection, claim: &Claim) -> rusqlite::Result<StoreResult<Vec<DeliveryJob>>> {
+    let skip = vec!["?"; claim.skip.len()].join(", ");
+    let sql = format!(
+        "UPDATE deliveries SET attempts_started = attempts_started + 1, lease_until = ? \
+         WHERE rowid IN (SELECT rowid FROM deliveries WHERE status = 'pending' \
+         AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until <= ?) \
+         AND webhook_id NOT IN ({skip}) ORDER BY next_attempt_at LIMIT ?) \
+         RETURNING id, org_id, webhook_id, url, body, attempt_count, attempts_started, \
+         first_attempt_at"
+    );
+    let now = to_micros(&claim.now);
+    let mut values: Vec<Value> = vec![
+        Value::Integer(to_micros(&claim.lease_until)),
+        Value::Integer(now),
+        Value::Integer(now),
+    ];
+    values.extend(claim.skip.iter().map(|w| Value::Text(w.to_string())));
+    values.push(Value::Integer(claim.limit.into()));
+    let mut statement = conn.prepare_cached(&sql)?;
+    let mut rows = statement.query(rusqlite::params_from_iter(values))?;
+    let mut jobs = Vec::new();
+    while let Some(row) = rows.next()? {
+        let text = |column: usize| row.get::<_, String>(column);
+        let (delivery, org, webhook) = (text(0)?, text(1)?, text(2)?);
+        let (Ok(id), Ok(org_id), Ok(webhook_id)) = (delivery.parse(), org.parse(), webhook.parse())
+        else {
+            return Ok(Err(StoreError::Corrupt(format!(
+                "bad id in claimed delivery {delivery} (org {org}, webhook {webhook})"
+            ))));
+        };
+        jobs.push(DeliveryJob {
+            id,
+            org_id,
+            webhook_id,
+            url: row.get(3)?,
+            body: Bytes::from(row.get::<_, Vec<u8>>(4)?),
+            attempts_recorded: row.get::<_, i64>(5)? as u32,
+            attempt_number: row.get::<_, i64>(6)? as u32,
+            first_attempt_at: row.get::<_, Option<i64>>(7)?.map(time::from_micros),
+        });
+    }
+    Ok(Ok(jobs))
+}
+
+/// Gives claims back (see [`Store::release`]).
+fn release(conn: &Connection, ids: &[DeliveryId], unstarted: bool) -> rusqlite::Result<()> {
+    let mut statement = conn.prepare_cached(
+        "UPDATE deliveries SET lease_until = NULL, \
+         attempts_started = MAX(attempts_started - ?, 0) WHERE id = ? AND status = 'pending'",
+    )?;
+    for id in ids {
+        statement.execute(params![unstarted as i64, id.to_string()])?;
+    }
+    Ok(())
+}
+
+/// Extends claims still held (see [`Store::renew_leases`]); answers how many.
+fn renew(conn: &Connection, ids: &[DeliveryId], until: &Timestamp) -> rusqlite::Result<u64> {
+    let mut statement = conn.prepare_cached(
+        "UPDATE deliveries SET lease_until = ? \
+         WHERE id = ? AND status = 'pending' AND lease_until IS NOT NULL",
+    )?;
+    let until = to_micros(until);
+    let mut renewed = 0;
+    for id in ids {
+        renewed += statement.execute(params![until, id.to_string()])? as u64;
+    }
+    Ok(renewed)
 }
 
 fn apply_sync_change(conn: &Connection, sync: &SyncChange) -> rusqlite::Result<StoreResult<()>> {

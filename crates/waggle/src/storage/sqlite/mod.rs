@@ -123,10 +123,10 @@ impl SqliteStore {
     }
 
     /// Queues a write for the next group commit and waits until it is committed.
-    async fn group_write(
+    async fn group_write<T>(
         &self,
-        write: impl FnOnce(oneshot::Sender<StoreResult<()>>) -> GroupWrite,
-    ) -> StoreResult<()> {
+        write: impl FnOnce(oneshot::Sender<StoreResult<T>>) -> GroupWrite,
+    ) -> StoreResult<T> {
         let (done, committed) = oneshot::channel();
         self.group
             .send(write(done))
@@ -816,45 +816,24 @@ impl Store for SqliteStore {
         limit: u32,
         skip: &[WebhookId],
     ) -> StoreResult<Vec<DeliveryJob>> {
-        let now = to_micros(&now);
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "UPDATE deliveries SET attempts_started = attempts_started + 1, lease_until = ",
-        );
-        q.push_bind(to_micros(&lease_until))
-            .push(" WHERE rowid IN (SELECT rowid FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ")
-            .push_bind(now)
-            .push(" AND (lease_until IS NULL OR lease_until <= ")
-            .push_bind(now)
-            .push(")");
-        if !skip.is_empty() {
-            q.push(" AND webhook_id NOT IN (");
-            let mut list = q.separated(", ");
-            for webhook in skip {
-                list.push_bind(webhook.to_string());
-            }
-            q.push(")");
-        }
-        q.push(" ORDER BY next_attempt_at LIMIT ")
-            .push_bind(limit as i64)
-            .push(") RETURNING id, org_id, webhook_id, url, body, attempt_count, attempts_started, first_attempt_at");
-        let rows = q.build().fetch_all(&self.write).await?;
-        rows.iter().map(job_from_row).collect()
+        let claim = group::Claim {
+            now,
+            lease_until,
+            limit,
+            skip: skip.to_vec(),
+        };
+        self.group_write(|done| GroupWrite::Claim { claim, done })
+            .await
     }
 
     async fn release(&self, ids: &[DeliveryId], unstarted: bool) -> StoreResult<()> {
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        for id in ids {
-            sqlx::query(
-                "UPDATE deliveries SET lease_until = NULL, \
-                 attempts_started = MAX(attempts_started - ?, 0) WHERE id = ? AND status = 'pending'",
-            )
-            .bind(unstarted as i64)
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let ids = ids.to_vec();
+        self.group_write(|done| GroupWrite::Release {
+            ids,
+            unstarted,
+            done,
+        })
+        .await
     }
 
     async fn release_all(&self) -> StoreResult<u64> {
@@ -868,20 +847,9 @@ impl Store for SqliteStore {
     }
 
     async fn renew_leases(&self, ids: &[DeliveryId], until: Timestamp) -> StoreResult<u64> {
-        let mut renewed = 0;
-        // One statement per chunk keeps well under SQLite's limit on bound parameters.
-        for chunk in ids.chunks(500) {
-            let mut q = QueryBuilder::<Sqlite>::new("UPDATE deliveries SET lease_until = ");
-            q.push_bind(to_micros(&until))
-                .push(" WHERE status = 'pending' AND lease_until IS NOT NULL AND id IN (");
-            let mut list = q.separated(", ");
-            for id in chunk {
-                list.push_bind(id.to_string());
-            }
-            q.push(")");
-            renewed += q.build().execute(&self.write).await?.rows_affected();
-        }
-        Ok(renewed)
+        let ids = ids.to_vec();
+        self.group_write(|done| GroupWrite::Renew { ids, until, done })
+            .await
     }
 
     async fn record_outcomes(&self, outcomes: Arc<[DeliveryOutcome]>) -> StoreResult<()> {
