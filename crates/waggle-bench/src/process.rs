@@ -76,16 +76,51 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     let ticks = parse_cpu_ticks(&stat).context("unexpected /proc/PID/stat")?;
-    Ok(ticks as f64 / rustix::param::clock_ticks_per_second() as f64)
+    Ok(ticks.own as f64 / rustix::param::clock_ticks_per_second() as f64)
 }
 
-/// utime + stime (fields 14 and 15), counted after the command name, which may hold spaces.
-fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+/// The CPU seconds of every process named `comm` (e.g. `postgres`), with those of its
+/// children that have exited (a server's finished connections): compare two readings.
+pub fn cpu_seconds_of(comm: &str) -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    let ticks: u64 = entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim_end() == comm)
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter_map(|stat| parse_cpu_ticks(&stat))
+        .map(|t| t.own + t.children)
+        .sum();
+    ticks as f64 / rustix::param::clock_ticks_per_second() as f64
+}
+
+/// Clock ticks of CPU of a process, and of its children it has waited for.
+#[derive(Debug, PartialEq, Eq)]
+struct CpuTicks {
+    own: u64,
+    children: u64,
+}
+
+/// utime + stime (fields 14 and 15) and cutime + cstime (16 and 17), counted after the
+/// command name, which may hold spaces.
+fn parse_cpu_ticks(stat: &str) -> Option<CpuTicks> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let mut fields = rest.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
+    let mut next = || -> Option<u64> { fields.next()?.parse().ok() };
+    let (utime, stime, cutime, cstime) = (next()?, next()?, next()?, next()?);
+    Some(CpuTicks {
+        own: utime + stime,
+        children: cutime + cstime,
+    })
 }
 
 #[cfg(test)]
@@ -94,8 +129,14 @@ mod tests {
 
     #[test]
     fn cpu_ticks_skip_a_command_name_with_spaces() {
-        let stat = "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1";
-        assert_eq!(parse_cpu_ticks(stat), Some(300));
+        let stat = "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 7 3 20 0 1";
+        assert_eq!(
+            parse_cpu_ticks(stat),
+            Some(CpuTicks {
+                own: 300,
+                children: 10
+            })
+        );
     }
 
     #[test]

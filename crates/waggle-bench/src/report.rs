@@ -35,6 +35,9 @@ pub struct Measurement {
     pub receiver_cpu_s: Option<f64>,
     /// The bench's own CPU seconds during the scenario (its API clients).
     pub bench_cpu_s: Option<f64>,
+    /// PostgreSQL's CPU seconds during the scenario (its server and connections), for
+    /// the `pg_*` scenarios.
+    pub database_cpu_s: Option<f64>,
     /// Events the API accepted, and calls it refused or failed.
     pub events: u64,
     pub api_errors: u64,
@@ -103,6 +106,7 @@ pub fn median(runs: &[Measurement]) -> Measurement {
         cpu_s: f(|m| m.cpu_s),
         receiver_cpu_s: f(|m| m.receiver_cpu_s),
         bench_cpu_s: f(|m| m.bench_cpu_s),
+        database_cpu_s: f(|m| m.database_cpu_s),
         events: u(|m| m.events),
         api_errors: u(|m| m.api_errors),
         deliveries: u(|m| m.deliveries),

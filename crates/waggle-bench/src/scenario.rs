@@ -82,6 +82,19 @@ pub fn all(size: Size) -> Vec<Scenario> {
             postgres: false,
             nodes: 1,
         },
+        // The healthy half of `isolation` alone, at the same pace: what its latency is
+        // compared with.
+        Scenario {
+            name: "isolation_base",
+            webhooks: 5,
+            dead: 0,
+            kind: Kind::Paced {
+                rate: 1_000,
+                seconds: pick(3, 20),
+            },
+            postgres: false,
+            nodes: 1,
+        },
         Scenario {
             name: "isolation",
             webhooks: 10,
@@ -191,6 +204,7 @@ pub async fn run(scenario: &Scenario, cx: &Context<'_>) -> anyhow::Result<Measur
     let raw = raw::measure(&raw_url, concurrency, raw_requests, Duration::from_secs(60)).await?;
     let cpu = |pid| crate::process::cpu_seconds(pid);
     let (receiver_cpu, bench_cpu) = (cpu(cx.receiver.pid())?, cpu(std::process::id())?);
+    let database_cpu = crate::process::cpu_seconds_of("postgres");
     cx.receiver.reset().await?;
 
     let mut m = match scenario.kind {
@@ -221,6 +235,11 @@ pub async fn run(scenario: &Scenario, cx: &Context<'_>) -> anyhow::Result<Measur
     let round = |s: f64| (s * 100.0).round() / 100.0;
     m.receiver_cpu_s = Some(round(cpu(cx.receiver.pid())? - receiver_cpu));
     m.bench_cpu_s = Some(round(cpu(std::process::id())? - bench_cpu));
+    if scenario.postgres {
+        m.database_cpu_s = Some(round(
+            crate::process::cpu_seconds_of("postgres") - database_cpu,
+        ));
+    }
     m.runs = 1;
     Ok(m)
 }
@@ -426,8 +445,8 @@ mod tests {
             .collect();
         assert_eq!(picked, ["fanout", "backlog"]);
         assert!(select(Size::Quick, &["nope".to_owned()], true).is_err());
-        assert_eq!(select(Size::Full, &[], false).unwrap().len(), 5);
-        assert_eq!(select(Size::Full, &[], true).unwrap().len(), 9);
+        assert_eq!(select(Size::Full, &[], false).unwrap().len(), 6);
+        assert_eq!(select(Size::Full, &[], true).unwrap().len(), 10);
     }
 
     #[test]
