@@ -82,19 +82,6 @@ pub fn all(size: Size) -> Vec<Scenario> {
             postgres: false,
             nodes: 1,
         },
-        // The healthy half of `isolation` alone, at the same pace: what its latency is
-        // compared with.
-        Scenario {
-            name: "isolation_base",
-            webhooks: 5,
-            dead: 0,
-            kind: Kind::Paced {
-                rate: 1_000,
-                seconds: pick(3, 20),
-            },
-            postgres: false,
-            nodes: 1,
-        },
         Scenario {
             name: "isolation",
             webhooks: 10,
@@ -117,6 +104,17 @@ pub fn all(size: Size) -> Vec<Scenario> {
             nodes: 1,
         },
     ];
+    // The healthy half of `isolation` alone, at the same pace: what its latency is
+    // compared with.
+    let steady = scenarios[2].clone();
+    scenarios.insert(
+        3,
+        Scenario {
+            name: "isolation_base",
+            webhooks: 5,
+            ..steady.clone()
+        },
+    );
     // The same fan-out on PostgreSQL with one, two and three nodes, and the steady
     // latency run on one: what several nodes add, next to the SQLite figures above.
     for (name, nodes) in [("pg_fanout_1", 1), ("pg_fanout_2", 2), ("pg_fanout_3", 3)] {
@@ -130,7 +128,7 @@ pub fn all(size: Size) -> Vec<Scenario> {
     scenarios.push(Scenario {
         name: "pg_steady_1000",
         postgres: true,
-        ..scenarios[2].clone()
+        ..steady
     });
     scenarios
 }
