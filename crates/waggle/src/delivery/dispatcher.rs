@@ -238,7 +238,7 @@ impl Dispatcher {
             let mut claimed_full = false;
             if available > 0 {
                 let now = time::now();
-                let limit = available.min(1024) as u32;
+                let limit = available.min(1024).min(inner.claim_room()) as u32;
                 let full = inner.full_lanes();
                 match inner
                     .store
@@ -450,6 +450,22 @@ impl Inner {
     /// recorded, and never more than the whole budget.
     fn lane_cap(&self) -> usize {
         (self.config.per_webhook_concurrency * 4).min(self.config.max_jobs)
+    }
+
+    /// How many deliveries one claim may take: the room left in the lanes of the
+    /// webhooks this node has seen, and a lane's worth for those it has not. A claim
+    /// sized by the job budget alone took, when a full lane freed a few places, up to
+    /// 1,024 deliveries its lanes could not hold, only to give them back at once.
+    fn claim_room(&self) -> usize {
+        let cap = self.lane_cap();
+        let known: usize = self
+            .lanes
+            .lock()
+            .expect("dispatcher lock")
+            .values()
+            .map(|lane| cap.saturating_sub(lane.held))
+            .sum();
+        known + self.config.per_webhook_concurrency
     }
 
     /// The webhooks whose share is used up: the poller does not claim for them.
