@@ -1,5 +1,6 @@
-//! Group commit: API events with their deliveries, and the dispatcher's outcome batches,
-//! written by one thread of its own on its own connection.
+//! Group commit: API events with their deliveries, and the dispatcher's claims, outcome
+//! batches, releases and lease renewals, written by one thread of its own on its own
+//! connection.
 //!
 //! SQLite's cost is mostly per transaction, so whatever is queued when the thread comes
 //! round commits together, and under load one commit carries many API calls and outcome

@@ -1,6 +1,7 @@
 //! The embedded SQLite store: one database file, WAL journal, reads through a small pool
 //! of their own. SQLite has one writer at a time: the hot writes (events with their
-//! deliveries, and outcomes) are group-committed by a thread of their own (`group.rs`),
+//! deliveries, outcomes, claims, releases and lease renewals) are group-committed by a
+//! thread of their own (`group.rs`),
 //! and every other write goes through one more connection, waiting its turn in the
 //! pool rather than in busy retries, and taking the write lock as its transaction begins
 //! (`BEGIN IMMEDIATE`), so that it waits for the group commit instead of failing.
@@ -34,7 +35,7 @@ mod group;
 pub struct SqliteStore {
     write: SqlitePool,
     read: SqlitePool,
-    /// Queue of the group-committed writes (events with their deliveries, outcomes).
+    /// Queue of the group-committed writes (the dispatcher's and the events').
     group: std::sync::mpsc::Sender<GroupWrite>,
     /// What every event reads, kept in memory: one process owns a SQLite file, so every
     /// change goes through this store, which clears what it changes.
