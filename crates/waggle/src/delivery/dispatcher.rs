@@ -238,8 +238,8 @@ impl Dispatcher {
             let mut claimed_full = false;
             if available > 0 {
                 let now = time::now();
-                let limit = available.min(1024).min(inner.claim_room()) as u32;
-                let full = inner.full_lanes();
+                let (full, room) = inner.claim_bounds();
+                let limit = available.min(1024).min(room) as u32;
                 match inner
                     .store
                     .claim_due(now, self.lease_for_new(), limit, &full)
@@ -452,32 +452,25 @@ impl Inner {
         (self.config.per_webhook_concurrency * 4).min(self.config.max_jobs)
     }
 
-    /// How many deliveries one claim may take: the room left in the lanes of the
-    /// webhooks this node has seen, and a lane's worth for those it has not. A claim
-    /// sized by the job budget alone took, when a full lane freed a few places, up to
-    /// 1,024 deliveries its lanes could not hold, only to give them back at once.
-    fn claim_room(&self) -> usize {
+    /// What the next claim may take, from one look at the lanes: the webhooks whose
+    /// share is used up (the poller does not claim for them), and how many deliveries
+    /// in all: the room left in the lanes of the webhooks this node has seen, and a
+    /// lane's worth for those it has not. A claim sized by the job budget alone took,
+    /// when a full lane freed a few places, up to 1,024 deliveries its lanes could not
+    /// hold, only to give them back at once.
+    fn claim_bounds(&self) -> (Vec<WebhookId>, usize) {
         let cap = self.lane_cap();
-        let known: usize = self
-            .lanes
-            .lock()
-            .expect("dispatcher lock")
-            .values()
-            .map(|lane| cap.saturating_sub(lane.held))
-            .sum();
-        known + self.config.per_webhook_concurrency
-    }
-
-    /// The webhooks whose share is used up: the poller does not claim for them.
-    fn full_lanes(&self) -> Vec<WebhookId> {
-        let cap = self.lane_cap();
-        self.lanes
-            .lock()
-            .expect("dispatcher lock")
+        let lanes = self.lanes.lock().expect("dispatcher lock");
+        let full = lanes
             .iter()
             .filter(|(_, lane)| lane.held >= cap)
             .map(|(webhook, _)| *webhook)
-            .collect()
+            .collect();
+        let room: usize = lanes
+            .values()
+            .map(|lane| cap.saturating_sub(lane.held))
+            .sum();
+        (full, room + self.config.per_webhook_concurrency)
     }
 
     /// Commits outcomes in batches; a batch that fails to commit is retried until it
