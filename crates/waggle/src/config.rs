@@ -113,6 +113,7 @@ impl Config {
                 anyhow::anyhow!("invalid signature header name '{}'", self.signature_header)
             })?,
             attempt_timeout: self.attempt_timeout,
+            max_idle_per_host: self.max_in_flight.max(1),
         })
     }
 

@@ -26,6 +26,10 @@ pub struct SenderConfig {
     pub signature_header: HeaderName,
     /// The whole exchange of one attempt, redirects included.
     pub attempt_timeout: Duration,
+    /// Idle connections kept open to one host: as many as may be in use at once, since
+    /// many webhooks can share a host, and a pool that closes what a burst opened pays
+    /// for a connect and a close on the next burst, per delivery.
+    pub max_idle_per_host: usize,
 }
 
 /// What one attempt sent and how it ended.
@@ -79,7 +83,7 @@ impl Sender {
             // Inside the attempt's own limit, so that a connect that hangs is named as such.
             .connect_timeout(config.attempt_timeout * 3 / 4)
             .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
+            .pool_max_idle_per_host(config.max_idle_per_host)
             .tcp_nodelay(true)
             .dns_resolver(Arc::new(GuardedResolver {
                 allow_private: config.allow_private_destinations,
