@@ -55,7 +55,7 @@ impl Scenario {
     /// Whether webhook `n` sits in a dead position. The positions alternate with live
     /// ones, so that neither half is served first.
     fn is_set_aside(&self, n: u32) -> bool {
-        (n as usize) < 2 * self.set_aside && n % 2 == 0
+        (n as usize) < 2 * self.set_aside && n.is_multiple_of(2)
     }
 }
 
@@ -495,7 +495,9 @@ mod tests {
         let (isolation, base) = (find("isolation"), find("isolation_base"));
         assert!(isolation.dead && !base.dead);
         let aside = |s: &Scenario| -> Vec<u32> {
-            (0..s.webhooks as u32).filter(|&n| s.is_set_aside(n)).collect()
+            (0..s.webhooks as u32)
+                .filter(|&n| s.is_set_aside(n))
+                .collect()
         };
         assert_eq!(aside(isolation), [0, 2, 4, 6, 8]);
         assert_eq!(aside(base), aside(isolation));
