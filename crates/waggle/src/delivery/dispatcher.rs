@@ -30,7 +30,7 @@ use crate::domain::attempt::{Attempt, AttemptResult, DeliveryState, FailureCateg
 use crate::domain::ids::{DeliveryId, WebhookId};
 use crate::domain::retry::RetryPolicy;
 use crate::domain::time::{self, to_delta, Timestamp};
-use crate::storage::{DeliveryJob, DeliveryOutcome, Store};
+use crate::storage::{ClaimRoom, DeliveryJob, DeliveryOutcome, Store};
 
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
@@ -238,15 +238,14 @@ impl Dispatcher {
             let mut claimed_full = false;
             if available > 0 {
                 let now = time::now();
-                let (full, room) = inner.claim_bounds();
-                let limit = available.min(1024).min(room) as u32;
+                let room = inner.claim_room(available);
                 match inner
                     .store
-                    .claim_due(now, self.lease_for_new(), limit, &full)
+                    .claim_due(now, self.lease_for_new(), &room)
                     .await
                 {
                     Ok(jobs) => {
-                        claimed_full = jobs.len() as u32 == limit;
+                        claimed_full = jobs.len() as u32 == room.limit;
                         if !jobs.is_empty() {
                             tracing::debug!(count = jobs.len(), "claimed due deliveries");
                         }
@@ -452,25 +451,33 @@ impl Inner {
         (self.config.per_webhook_concurrency * 4).min(self.config.max_jobs)
     }
 
-    /// What the next claim may take, from one look at the lanes: the webhooks whose
-    /// share is used up (the poller does not claim for them), and how many deliveries
-    /// in all: the room left in the lanes of the webhooks this node has seen, and a
-    /// lane's worth for those it has not. A claim sized by the job budget alone took,
-    /// when a full lane freed a few places, up to 1,024 deliveries its lanes could not
-    /// hold, only to give them back at once.
-    fn claim_bounds(&self) -> (Vec<WebhookId>, usize) {
+    /// What the next claim may take, from one look at the lanes: of each webhook this
+    /// node has seen, the room left in its lane; of one it has not, a whole lane; in all,
+    /// no more than `available` jobs, and no more than the room of the lanes it has seen
+    /// with a lane's worth of attempts for those it has not. A claim sized by the job
+    /// budget alone took, when a full lane freed a few places, up to 1,024 deliveries its
+    /// lanes could not hold, only to give them back at once.
+    fn claim_room(&self, available: usize) -> ClaimRoom {
         let cap = self.lane_cap();
         let lanes = self.lanes.lock().expect("dispatcher lock");
-        let full = lanes
-            .iter()
-            .filter(|(_, lane)| lane.held >= cap)
-            .map(|(webhook, _)| *webhook)
-            .collect();
-        let room: usize = lanes
-            .values()
-            .map(|lane| cap.saturating_sub(lane.held))
-            .sum();
-        (full, room + self.config.per_webhook_concurrency)
+        let mut room = 0;
+        let mut webhooks = HashMap::new();
+        for (webhook, lane) in lanes.iter() {
+            let left = cap.saturating_sub(lane.held);
+            room += left;
+            // An empty lane has the room of one not seen.
+            if lane.held > 0 {
+                webhooks.insert(*webhook, left as u32);
+            }
+        }
+        let limit = available
+            .min(1024)
+            .min(room + self.config.per_webhook_concurrency);
+        ClaimRoom {
+            limit: limit as u32,
+            webhooks,
+            otherwise: cap as u32,
+        }
     }
 
     /// Commits outcomes in batches; a batch that fails to commit is retried until it

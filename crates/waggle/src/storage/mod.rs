@@ -3,6 +3,7 @@
 //! (`postgres.rs`) lets several nodes share one database. Each backend keeps its SQL in its
 //! own file and its migrations under `migrations/<backend>/`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -135,6 +136,37 @@ pub struct DeliveryJob {
     pub attempts_recorded: u32,
     /// When the first recorded attempt started: the retry window's origin.
     pub first_attempt_at: Option<Timestamp>,
+}
+
+/// How much one claim may take (see [`Store::claim_due`]): the room the dispatcher has
+/// in all, and in each webhook's lane.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimRoom {
+    /// Deliveries in all.
+    pub limit: u32,
+    /// Deliveries of each webhook listed; 0 for those with no room.
+    pub webhooks: HashMap<WebhookId, u32>,
+    /// Deliveries of a webhook not listed.
+    pub otherwise: u32,
+}
+
+impl ClaimRoom {
+    /// The room for deliveries to `webhook`.
+    pub fn of(&self, webhook: WebhookId) -> u32 {
+        self.webhooks
+            .get(&webhook)
+            .copied()
+            .unwrap_or(self.otherwise)
+    }
+
+    /// The webhooks with no room.
+    pub fn full(&self) -> Vec<WebhookId> {
+        self.webhooks
+            .iter()
+            .filter(|(_, room)| **room == 0)
+            .map(|(webhook, _)| *webhook)
+            .collect()
+    }
 }
 
 /// The result of an attempt (or of deciding not to make one), written in batches.
@@ -283,15 +315,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<DeliveryJob>>;
 
     // Dispatching.
-    /// Claims up to `limit` pending deliveries that are due and unclaimed (or whose claim
-    /// ran out), until `lease_until`, skipping the webhooks in `skip` (those this node
-    /// has no room for); each claim counts as an attempt started.
+    /// Claims pending deliveries that are due and unclaimed (or whose claim ran out),
+    /// until `lease_until`, earliest due first, within `room`: never more than its limit
+    /// in all, nor for a webhook with no room. A backend may hold each webhook to its
+    /// own room too; the dispatcher gives back what its lanes cannot take. Each claim
+    /// counts as an attempt started.
     async fn claim_due(
         &self,
         now: Timestamp,
         lease_until: Timestamp,
-        limit: u32,
-        skip: &[WebhookId],
+        room: &ClaimRoom,
     ) -> StoreResult<Vec<DeliveryJob>>;
     /// Gives claims back, so any dispatcher may take the deliveries when due. With
     /// `unstarted`, their attempts never began and no longer count against the budget.

@@ -1137,9 +1137,10 @@ impl Store for PgStore {
         &self,
         now: Timestamp,
         lease_until: Timestamp,
-        limit: u32,
-        skip: &[WebhookId],
+        room: &ClaimRoom,
     ) -> StoreResult<Vec<DeliveryJob>> {
+        // Only the webhooks with no room are left out: the dispatcher gives back what a
+        // lane cannot take.
         // SKIP LOCKED: nodes claiming at the same moment each take different rows instead
         // of queueing behind one another's locks.
         let rows = sqlx::query(
@@ -1155,8 +1156,8 @@ impl Store for PgStore {
         .bind(lease_until)
         .bind(self.node)
         .bind(now)
-        .bind(limit as i64)
-        .bind(skip.iter().map(|w| w.as_uuid()).collect::<Vec<_>>())
+        .bind(room.limit as i64)
+        .bind(room.full().iter().map(|w| w.as_uuid()).collect::<Vec<_>>())
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(job_from_row).collect()

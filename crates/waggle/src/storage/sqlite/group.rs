@@ -9,13 +9,12 @@
 //! and a wake-up back on the runtime, and under load those hops, not SQLite, set the pace.
 //! Each caller hears back only once its write is committed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rusqlite::types::Value;
 use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::oneshot;
 
@@ -58,8 +57,7 @@ pub(super) enum GroupWrite {
 pub(super) struct Claim {
     pub now: Timestamp,
     pub lease_until: Timestamp,
-    pub limit: u32,
-    pub skip: Vec<WebhookId>,
+    pub room: ClaimRoom,
 }
 
 /// A write's answer, sent once the group is committed.
@@ -180,30 +178,79 @@ fn commit_group(conn: &mut Connection, group: &[GroupWrite]) -> rusqlite::Result
     Ok(answers)
 }
 
-/// Claims due deliveries (see [`Store::claim_due`]); a row that does not parse is a
-/// corrupt store, answered to the caller rather than failing the whole group.
+/// Due deliveries the first look at the queue reads, in due order, at most. Past that,
+/// the rest is looked for webhook by webhook.
+const SCAN: u32 = 4096;
+
+/// Claims due deliveries (see [`Store::claim_due`]), holding each webhook to its room.
+///
+/// The deliveries are picked first in due order. When that order starts with more than
+/// [`SCAN`] deliveries this claim may not take (a dead destination's backlog, whose lane
+/// is full, or deliveries claimed already), going on through it would cost a read per
+/// delivery on every poll, however large the backlog grows; instead, each webhook with
+/// room is looked up in its own queue, which costs a read per webhook. A row that does
+/// not parse is a corrupt store, answered to the caller rather than failing the group.
 fn claim_due(conn: &Connection, claim: &Claim) -> rusqlite::Result<StoreResult<Vec<DeliveryJob>>> {
-    let skip = vec!["?"; claim.skip.len()].join(", ");
-    let sql = format!(
-        "UPDATE deliveries SET attempts_started = attempts_started + 1, lease_until = ? \
-         WHERE rowid IN (SELECT rowid FROM deliveries WHERE status = 'pending' \
-         AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until <= ?) \
-         AND webhook_id NOT IN ({skip}) ORDER BY next_attempt_at LIMIT ?) \
-         RETURNING id, org_id, webhook_id, url, body, attempt_count, attempts_started, \
-         first_attempt_at"
-    );
     let now = to_micros(&claim.now);
-    let mut values: Vec<Value> = vec![
-        Value::Integer(to_micros(&claim.lease_until)),
-        Value::Integer(now),
-        Value::Integer(now),
-    ];
-    values.extend(claim.skip.iter().map(|w| Value::Text(w.to_string())));
-    values.push(Value::Integer(claim.limit.into()));
-    let mut statement = conn.prepare_cached(&sql)?;
-    let mut rows = statement.query(rusqlite::params_from_iter(values))?;
-    let mut jobs = Vec::new();
+    let limit = claim.room.limit as usize;
+    let mut picker = Picker::new(&claim.room);
+    let mut scan = conn.prepare_cached(
+        "SELECT rowid, webhook_id, lease_until FROM deliveries WHERE status = 'pending' \
+         AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
+    )?;
+    let mut rows = scan.query(params![now, SCAN])?;
+    let mut scanned = 0;
     while let Some(row) = rows.next()? {
+        scanned += 1;
+        let claimed = row
+            .get::<_, Option<i64>>(2)?
+            .is_some_and(|until| until > now);
+        if !claimed {
+            picker.offer(row.get(0)?, row.get_ref(1)?.as_str()?);
+            if picker.picked.len() == limit {
+                break;
+            }
+        }
+    }
+    drop(rows);
+    if scanned == SCAN && picker.picked.len() < limit {
+        let webhooks: Vec<String> = conn
+            .prepare_cached("SELECT id FROM webhooks")?
+            .query_map([], |row| row.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut queue = conn.prepare_cached(
+            "SELECT rowid FROM deliveries WHERE webhook_id = ? AND status = 'pending' \
+             AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until <= ?) \
+             ORDER BY next_attempt_at LIMIT ?",
+        )?;
+        for webhook in webhooks {
+            let left = picker
+                .room_of(&webhook)
+                .min((limit - picker.picked.len()) as u32);
+            if left == 0 {
+                continue;
+            }
+            // Those the first look picked come first again.
+            let again = picker.taken_of(&webhook);
+            let mut rows = queue.query(params![webhook, now, now, left + again])?;
+            while let Some(row) = rows.next()? {
+                picker.offer(row.get(0)?, &webhook);
+            }
+            if picker.picked.len() == limit {
+                break;
+            }
+        }
+    }
+    let mut take = conn.prepare_cached(
+        "UPDATE deliveries SET attempts_started = attempts_started + 1, lease_until = ? \
+         WHERE rowid = ? RETURNING id, org_id, webhook_id, url, body, attempt_count, \
+         attempts_started, first_attempt_at",
+    )?;
+    let lease_until = to_micros(&claim.lease_until);
+    let mut jobs = Vec::with_capacity(picker.picked.len());
+    for rowid in picker.picked {
+        let mut rows = take.query(params![lease_until, rowid])?;
+        let Some(row) = rows.next()? else { continue };
         let text = |column: usize| row.get::<_, String>(column);
         let (delivery, org, webhook) = (text(0)?, text(1)?, text(2)?);
         let (Ok(id), Ok(org_id), Ok(webhook_id)) = (delivery.parse(), org.parse(), webhook.parse())
@@ -224,6 +271,51 @@ fn claim_due(conn: &Connection, claim: &Claim) -> rusqlite::Result<StoreResult<V
         });
     }
     Ok(Ok(jobs))
+}
+
+/// The deliveries a claim picks, within the room of each webhook (named as stored).
+struct Picker {
+    /// Room left, of the webhooks listed in the claim's room.
+    room: HashMap<String, u32>,
+    otherwise: u32,
+    /// Picked so far, of each webhook.
+    taken: HashMap<String, u32>,
+    picked: Vec<i64>,
+    seen: HashSet<i64>,
+}
+
+impl Picker {
+    fn new(room: &ClaimRoom) -> Self {
+        Self {
+            room: room
+                .webhooks
+                .iter()
+                .map(|(webhook, room)| (webhook.to_string(), *room))
+                .collect(),
+            otherwise: room.otherwise,
+            taken: HashMap::new(),
+            picked: Vec::new(),
+            seen: HashSet::new(),
+        }
+    }
+
+    fn taken_of(&self, webhook: &str) -> u32 {
+        self.taken.get(webhook).copied().unwrap_or(0)
+    }
+
+    fn room_of(&self, webhook: &str) -> u32 {
+        let room = self.room.get(webhook).copied().unwrap_or(self.otherwise);
+        room.saturating_sub(self.taken_of(webhook))
+    }
+
+    /// Picks the delivery in row `rowid` if its webhook has room and it is not picked yet.
+    fn offer(&mut self, rowid: i64, webhook: &str) {
+        if self.room_of(webhook) == 0 || !self.seen.insert(rowid) {
+            return;
+        }
+        *self.taken.entry(webhook.to_owned()).or_default() += 1;
+        self.picked.push(rowid);
+    }
 }
 
 /// Gives claims back (see [`Store::release`]).
@@ -429,4 +521,112 @@ fn attempt_params<'a>(delivery_id: &'a str, a: &'a Attempt) -> impl rusqlite::Pa
         Box::new(category),
         Box::new(message),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::sqlite::SqliteStore;
+
+    /// A migrated database whose only rows are these webhooks, each with its number of
+    /// due, unclaimed deliveries, in the order given: the first webhook's are due first.
+    async fn queued(dir: &Path, queues: &[(WebhookId, usize)]) -> Connection {
+        let path = dir.join("claims.db");
+        drop(
+            SqliteStore::open(&format!("sqlite://{}", path.display()))
+                .await
+                .unwrap(),
+        );
+        let mut conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
+        let tx = conn.transaction().unwrap();
+        let mut due = 0;
+        for (webhook, count) in queues {
+            tx.execute(
+                "INSERT INTO webhooks (id, org_id, name, url, type, events, is_enabled, created_at) \
+                 VALUES (?, 'org', 'hook', 'http://x/', 'production', '[]', 1, 0)",
+                params![webhook.to_string()],
+            )
+            .unwrap();
+            for _ in 0..*count {
+                due += 1;
+                tx.execute(
+                    "INSERT INTO deliveries (id, org_id, event_id, webhook_id, webhook_name, \
+                     connector_id, event_type, integration_name, end_user_name, origin_id, url, \
+                     body, status, created_at, next_attempt_at) VALUES (?, ?, 'event', ?, 'hook', \
+                     'connector', 'connector_sync_started', 'hr', 'user', 'origin', 'http://x/', \
+                     x'7b7d', 'pending', 0, ?)",
+                    params![
+                        DeliveryId::new().to_string(),
+                        OrgId::new().to_string(),
+                        webhook.to_string(),
+                        due
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+        conn
+    }
+
+    fn claim(
+        conn: &Connection,
+        limit: u32,
+        rooms: &[(WebhookId, u32)],
+        otherwise: u32,
+    ) -> Vec<DeliveryJob> {
+        let now = time::now();
+        let claim = Claim {
+            now,
+            lease_until: now + chrono::Duration::seconds(10),
+            room: ClaimRoom {
+                limit,
+                webhooks: rooms.iter().copied().collect(),
+                otherwise,
+            },
+        };
+        claim_due(conn, &claim).unwrap().unwrap()
+    }
+
+    fn count(jobs: &[DeliveryJob], webhook: WebhookId) -> usize {
+        jobs.iter().filter(|j| j.webhook_id == webhook).count()
+    }
+
+    #[tokio::test]
+    async fn each_webhook_gets_no_more_than_its_room_and_the_claim_no_more_than_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (WebhookId::new(), WebhookId::new());
+        let conn = queued(dir.path(), &[(a, 10), (b, 10)]).await;
+        let jobs = claim(&conn, 100, &[(a, 2)], 3);
+        assert_eq!((count(&jobs, a), count(&jobs, b)), (2, 3));
+        assert!(jobs.iter().all(|j| j.attempt_number == 1));
+        // What is claimed is not claimed again; the limit holds across webhooks.
+        let jobs = claim(&conn, 4, &[], 100);
+        assert_eq!((count(&jobs, a), count(&jobs, b)), (4, 0));
+        let jobs = claim(&conn, 100, &[(a, 0)], 100);
+        assert_eq!((count(&jobs, a), count(&jobs, b)), (0, 7));
+    }
+
+    #[tokio::test]
+    async fn a_backlog_the_claim_may_not_take_does_not_hide_what_is_due_behind_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (dead, live) = (WebhookId::new(), WebhookId::new());
+        let backlog = SCAN as usize + 100;
+        let conn = queued(dir.path(), &[(dead, backlog), (live, 3)]).await;
+        let jobs = claim(&conn, 100, &[(dead, 0)], 256);
+        assert_eq!((count(&jobs, dead), count(&jobs, live)), (0, 3));
+        // A lane with a little room takes that much of the backlog, the earliest first.
+        let jobs = claim(&conn, 100, &[(dead, 5)], 256);
+        assert_eq!(count(&jobs, dead), 5);
+        let due_first: Vec<String> = conn
+            .prepare("SELECT id FROM deliveries ORDER BY next_attempt_at LIMIT 5")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let claimed: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
+        assert_eq!(claimed, due_first);
+    }
 }

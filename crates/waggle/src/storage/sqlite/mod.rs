@@ -814,14 +814,12 @@ impl Store for SqliteStore {
         &self,
         now: Timestamp,
         lease_until: Timestamp,
-        limit: u32,
-        skip: &[WebhookId],
+        room: &ClaimRoom,
     ) -> StoreResult<Vec<DeliveryJob>> {
         let claim = group::Claim {
             now,
             lease_until,
-            limit,
-            skip: skip.to_vec(),
+            room: room.clone(),
         };
         self.group_write(|done| GroupWrite::Claim { claim, done })
             .await
