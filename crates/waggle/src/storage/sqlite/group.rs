@@ -124,19 +124,37 @@ fn run(mut conn: Connection, writes: mpsc::Receiver<GroupWrite>) {
     while let Ok(first) = writes.recv() {
         group.push(first);
         group.extend(writes.try_iter().take(GROUP_MAX - 1));
-        match commit_group(&mut conn, &group) {
-            Ok(answers) => {
-                for (write, answer) in group.drain(..).zip(answers) {
-                    write.answer(answer);
-                }
+        settle(&mut conn, &mut group, commit_group);
+    }
+}
+
+type Commit = fn(&mut Connection, &[GroupWrite]) -> rusqlite::Result<Vec<Answer>>;
+
+/// Commits `group` with `commit` and answers each of its writes. A panic fails the
+/// group's writes (its transaction rolls back as the panic unwinds) instead of ending
+/// the thread, which every later write of the store waits on.
+fn settle(conn: &mut Connection, group: &mut Vec<GroupWrite>, commit: Commit) {
+    let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commit(conn, group)));
+    let failed = match committed {
+        Ok(Ok(answers)) => {
+            for (write, answer) in group.drain(..).zip(answers) {
+                write.answer(answer);
             }
-            Err(e) => {
-                tracing::error!(error = %e, writes = group.len(), "group commit failed");
-                for write in group.drain(..) {
-                    let _ = write.fail(&e.to_string());
-                }
-            }
+            return;
         }
+        Ok(Err(e)) => e.to_string(),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            format!("the group commit panicked: {why}")
+        }
+    };
+    tracing::error!(error = %failed, writes = group.len(), "group commit failed");
+    for write in group.drain(..) {
+        let _ = write.fail(&failed);
     }
 }
 
@@ -587,6 +605,41 @@ mod tests {
             },
         };
         claim_due(conn, &claim).unwrap().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_panic_fails_its_group_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let webhook = WebhookId::new();
+        let mut conn = queued(dir.path(), &[(webhook, 3)]).await;
+        let claim_all = |done| GroupWrite::Claim {
+            claim: Claim {
+                now: time::now(),
+                lease_until: time::now() + chrono::Duration::seconds(10),
+                room: ClaimRoom {
+                    limit: 10,
+                    webhooks: HashMap::new(),
+                    otherwise: 10,
+                },
+            },
+            done,
+        };
+        let (done, answer) = oneshot::channel();
+        let mut group = vec![claim_all(done)];
+        settle(&mut conn, &mut group, |conn, group| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let GroupWrite::Claim { claim, .. } = &group[0] {
+                assert_eq!(claim_due(&tx, claim)?.unwrap().len(), 3);
+            }
+            panic!("in the middle of the transaction");
+        });
+        let failed = answer.await.unwrap().unwrap_err();
+        assert!(failed.to_string().contains("panicked"), "{failed}");
+        // Nothing of the failed group stayed, and the next group commits.
+        let (done, answer) = oneshot::channel();
+        let mut group = vec![claim_all(done)];
+        settle(&mut conn, &mut group, commit_group);
+        assert_eq!(answer.await.unwrap().unwrap().len(), 3);
     }
 
     fn count(jobs: &[DeliveryJob], webhook: WebhookId) -> usize {
