@@ -235,7 +235,10 @@ impl Dispatcher {
         let work_elsewhere = inner.store.work_notifications();
         loop {
             let available = inner.jobs.available_permits();
-            let mut claimed_full = false;
+            // A claim that took anything may have been bound by the room the lanes had
+            // when it began, which outcomes keep freeing while it runs: look again, until
+            // a claim finds nothing it may take.
+            let mut claimed_some = false;
             if available > 0 {
                 let now = time::now();
                 let room = inner.claim_room(available);
@@ -245,7 +248,7 @@ impl Dispatcher {
                     .await
                 {
                     Ok(jobs) => {
-                        claimed_full = jobs.len() as u32 == room.limit;
+                        claimed_some = !jobs.is_empty();
                         if !jobs.is_empty() {
                             tracing::debug!(count = jobs.len(), "claimed due deliveries");
                         }
@@ -254,7 +257,7 @@ impl Dispatcher {
                     Err(e) => tracing::error!(error = %e, "claiming due deliveries failed"),
                 }
             }
-            if claimed_full || available == 0 {
+            if claimed_some || available == 0 {
                 if inner.jobs.available_permits() > 0 {
                     continue;
                 }

@@ -331,7 +331,12 @@ impl Picker {
         if self.room_of(webhook) == 0 || !self.seen.insert(rowid) {
             return;
         }
-        *self.taken.entry(webhook.to_owned()).or_default() += 1;
+        match self.taken.get_mut(webhook) {
+            Some(taken) => *taken += 1,
+            None => {
+                self.taken.insert(webhook.to_owned(), 1);
+            }
+        }
         self.picked.push(rowid);
     }
 }
