@@ -48,7 +48,8 @@ pub struct Config {
     #[arg(long, env = "WAGGLE_ATTEMPT_TIMEOUT", default_value = "10s", value_parser = retry::parse_duration)]
     pub attempt_timeout: Duration,
 
-    /// Deliveries held in memory at once.
+    /// Deliveries held in memory at once; also the idle connections kept open to one
+    /// host, since that many attempts may go to one host at once.
     #[arg(long, env = "WAGGLE_MAX_IN_FLIGHT", default_value_t = 4096)]
     pub max_in_flight: usize,
 
