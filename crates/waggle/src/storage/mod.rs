@@ -140,7 +140,7 @@ pub struct DeliveryJob {
 
 /// How much one claim may take (see [`Store::claim_due`]): the room the dispatcher has
 /// in all, and in each webhook's lane.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ClaimRoom {
     /// Deliveries in all.
     pub limit: u32,
@@ -151,14 +151,6 @@ pub struct ClaimRoom {
 }
 
 impl ClaimRoom {
-    /// The room for deliveries to `webhook`.
-    pub fn of(&self, webhook: WebhookId) -> u32 {
-        self.webhooks
-            .get(&webhook)
-            .copied()
-            .unwrap_or(self.otherwise)
-    }
-
     /// The webhooks with no room.
     pub fn full(&self) -> Vec<WebhookId> {
         self.webhooks

@@ -1,10 +1,10 @@
 //! The embedded SQLite store: one database file, WAL journal, reads through a small pool
 //! of their own. SQLite has one writer at a time: the hot writes (events with their
 //! deliveries, outcomes, claims, releases and lease renewals) are group-committed by a
-//! thread of their own (`group.rs`),
-//! and every other write goes through one more connection, waiting its turn in the
-//! pool rather than in busy retries, and taking the write lock as its transaction begins
-//! (`BEGIN IMMEDIATE`), so that it waits for the group commit instead of failing.
+//! thread of their own (`group.rs`), and every other write goes through one more
+//! connection, waiting its turn in the pool rather than in busy retries, and taking the
+//! write lock as its transaction begins (`BEGIN IMMEDIATE`), so that it waits for the
+//! group commit instead of failing.
 //!
 //! `synchronous = NORMAL` in WAL mode: a commit survives the process being killed (the WAL
 //! is in the OS's page cache), and only a power loss can take the last commits back.
