@@ -210,33 +210,36 @@ const SCAN: u32 = 4096;
 
 /// Claims due deliveries (see [`Store::claim_due`]), holding each webhook to its room.
 ///
-/// The deliveries are picked first in due order. When that order starts with more than
-/// [`SCAN`] deliveries this claim may not take (a dead destination's backlog, whose lane
-/// is full, or deliveries claimed already), going on through it would cost a read per
-/// delivery on every poll, however large the backlog grows; instead, each webhook with
-/// room is looked up in its own queue, which costs a read per webhook. A row that does
-/// not parse is a corrupt store, answered to the caller rather than failing the group.
+/// Claims that ran out come first: they are due already, and their index holds nothing
+/// else. The unclaimed deliveries are picked next in due order. When that order starts
+/// with more than [`SCAN`] deliveries this claim may not take (a dead destination's
+/// backlog, whose lane is full), going on through it would cost a read per delivery on
+/// every poll, however large the backlog grows; instead, each webhook with room is looked
+/// up in its own queue, which costs a read per webhook. A row that does not parse is a
+/// corrupt store, answered to the caller rather than failing the group.
 fn claim_due(conn: &Connection, claim: &Claim) -> rusqlite::Result<StoreResult<Vec<DeliveryJob>>> {
     let now = to_micros(&claim.now);
     let limit = claim.room.limit as usize;
     let mut picker = Picker::new(&claim.room);
+    let mut ran_out = conn.prepare_cached(
+        "SELECT rowid, webhook_id FROM deliveries WHERE status = 'pending' \
+         AND lease_until IS NOT NULL AND lease_until <= ? ORDER BY lease_until LIMIT ?",
+    )?;
+    let mut rows = ran_out.query(params![now, limit as i64])?;
+    while let Some(row) = rows.next()? {
+        picker.offer(row.get(0)?, row.get_ref(1)?.as_str()?);
+    }
+    drop(rows);
     let mut scan = conn.prepare_cached(
-        "SELECT rowid, webhook_id, lease_until FROM deliveries WHERE status = 'pending' \
-         AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
+        "SELECT rowid, webhook_id FROM deliveries WHERE status = 'pending' \
+         AND lease_until IS NULL AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
     )?;
     let mut rows = scan.query(params![now, SCAN])?;
     let mut scanned = 0;
-    while let Some(row) = rows.next()? {
+    while picker.picked.len() < limit {
+        let Some(row) = rows.next()? else { break };
         scanned += 1;
-        let claimed = row
-            .get::<_, Option<i64>>(2)?
-            .is_some_and(|until| until > now);
-        if !claimed {
-            picker.offer(row.get(0)?, row.get_ref(1)?.as_str()?);
-            if picker.picked.len() == limit {
-                break;
-            }
-        }
+        picker.offer(row.get(0)?, row.get_ref(1)?.as_str()?);
     }
     drop(rows);
     if scanned == SCAN && picker.picked.len() < limit {
@@ -246,8 +249,7 @@ fn claim_due(conn: &Connection, claim: &Claim) -> rusqlite::Result<StoreResult<V
             .collect::<rusqlite::Result<_>>()?;
         let mut queue = conn.prepare_cached(
             "SELECT rowid FROM deliveries WHERE webhook_id = ? AND status = 'pending' \
-             AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until <= ?) \
-             ORDER BY next_attempt_at LIMIT ?",
+             AND lease_until IS NULL AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
         )?;
         for webhook in webhooks {
             let left = picker
@@ -256,9 +258,9 @@ fn claim_due(conn: &Connection, claim: &Claim) -> rusqlite::Result<StoreResult<V
             if left == 0 {
                 continue;
             }
-            // Those the first look picked come first again.
+            // Those the looks before picked come first again.
             let again = picker.taken_of(&webhook);
-            let mut rows = queue.query(params![webhook, now, now, left + again])?;
+            let mut rows = queue.query(params![webhook, now, left + again])?;
             while let Some(row) = rows.next()? {
                 picker.offer(row.get(0)?, &webhook);
             }
@@ -694,5 +696,30 @@ mod tests {
             .unwrap();
         let claimed: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
         assert_eq!(claimed, due_first);
+    }
+
+    #[tokio::test]
+    async fn a_claim_is_taken_again_only_once_it_has_run_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let webhook = WebhookId::new();
+        let conn = queued(dir.path(), &[(webhook, 4)]).await;
+        assert_eq!(claim(&conn, 2, &[], 100).len(), 2);
+        // Two are claimed for 10 s: the next claim takes the other two, then nothing.
+        assert_eq!(claim(&conn, 100, &[], 100).len(), 2);
+        assert!(claim(&conn, 100, &[], 100).is_empty());
+        // One claim runs out (its node died): it is due again, as the next attempt.
+        conn.execute(
+            "UPDATE deliveries SET lease_until = 1 WHERE rowid = (SELECT MIN(rowid) FROM deliveries)",
+            [],
+        )
+        .unwrap();
+        let jobs = claim(&conn, 100, &[], 100);
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].attempt_number, 2);
+        // A webhook without room leaves even a claim that ran out where it is.
+        conn.execute("UPDATE deliveries SET lease_until = 1", [])
+            .unwrap();
+        assert!(claim(&conn, 100, &[(webhook, 0)], 100).is_empty());
+        assert_eq!(claim(&conn, 100, &[(webhook, 3)], 100).len(), 3);
     }
 }

@@ -613,13 +613,20 @@ impl Store for SqliteStore {
             .await?
             .rows_affected();
         if deleted > 0 {
+            // Its pending deliveries, from the two indexes that hold them: the unclaimed
+            // and the claimed.
             sqlx::query(
-                "UPDATE deliveries SET status = 'cancelled', lease_until = NULL, finished_at = ? \
-                 WHERE webhook_id = ? AND org_id = ? AND status = 'pending'",
+                "UPDATE deliveries SET status = 'cancelled', lease_until = NULL, finished_at = ?1 \
+                 WHERE +org_id = ?2 AND rowid IN ( \
+                   SELECT rowid FROM deliveries WHERE webhook_id = ?3 AND status = 'pending' \
+                     AND lease_until IS NULL \
+                   UNION ALL \
+                   SELECT rowid FROM deliveries WHERE status = 'pending' \
+                     AND lease_until IS NOT NULL AND webhook_id = ?3)",
             )
             .bind(to_micros(&time::now()))
-            .bind(id.to_string())
             .bind(org.to_string())
+            .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
         }
