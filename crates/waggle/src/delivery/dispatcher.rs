@@ -338,7 +338,11 @@ impl Inner {
         // busy for half of it is a pool timeout, leaving the other half for the exchange.
         let deadline = waited + policy.attempt_timeout;
         let pool_wait = policy.attempt_timeout / 2;
-        let slot = tokio::time::timeout(pool_wait, lane.acquire_owned()).await;
+        // A free slot is taken at once, without arming a timer for the wait.
+        let slot = match lane.clone().try_acquire_owned() {
+            Ok(slot) => Ok(Ok(slot)),
+            Err(_) => tokio::time::timeout(pool_wait, lane.acquire_owned()).await,
+        };
         let (request_headers, duration, result) = match slot {
             Ok(Ok(_slot)) => match self.keys.get(job.org_id).await {
                 Ok(key) => {

@@ -132,21 +132,20 @@ impl Sender {
                 )
             })
             .collect();
-        let result = match tokio::time::timeout_at(
-            deadline.into(),
-            self.exchange(url, headers, body, deadline),
-        )
-        .await
-        {
-            Ok(result) => result,
-            Err(_) => AttemptResult::Failure {
-                category: FailureCategory::ReadTimeout,
-                message: format!(
-                    "no complete response within {:?}",
-                    self.config.attempt_timeout
-                ),
-            },
-        };
+        // The one timer of the attempt: it covers every hop and the reading of the
+        // response, so the requests carry none of their own.
+        let result =
+            match tokio::time::timeout_at(deadline.into(), self.exchange(url, headers, body)).await
+            {
+                Ok(result) => result,
+                Err(_) => AttemptResult::Failure {
+                    category: FailureCategory::ReadTimeout,
+                    message: format!(
+                        "no complete response within {:?}",
+                        self.config.attempt_timeout
+                    ),
+                },
+            };
         SentAttempt {
             request_headers,
             duration: started.elapsed(),
@@ -178,7 +177,6 @@ impl Sender {
         url: &str,
         headers: Vec<(HeaderName, HeaderValue)>,
         body: Bytes,
-        deadline: Instant,
     ) -> AttemptResult {
         let mut url = match Url::parse(url) {
             Ok(url) => url,
@@ -204,8 +202,7 @@ impl Sender {
             if let Some(body) = &body {
                 request = request.body(body.clone());
             }
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let response = match request.timeout(remaining).send().await {
+            let response = match request.send().await {
                 Ok(response) => response,
                 Err(e) => return classify(&e, false),
             };
