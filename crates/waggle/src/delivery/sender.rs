@@ -2,9 +2,10 @@
 //! under the destination checks, and either keep the response or name the network-layer
 //! failure in the provider's categories.
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -45,7 +46,14 @@ pub struct SentAttempt {
 pub struct Sender {
     client: reqwest::Client,
     config: Arc<SenderConfig>,
+    /// Destination URLs parsed so far, shared by every clone. Every attempt to a webhook
+    /// goes to the same URL, and parsing it (its host through IDNA processing) cost more
+    /// than the rest of building the request.
+    parsed: Arc<Mutex<HashMap<String, Url>>>,
 }
+
+/// URLs [`Sender`] keeps parsed at most; past that it starts over.
+const PARSED_URLS: usize = 10_000;
 
 /// A destination that resolved only to addresses the operator refuses.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +100,7 @@ impl Sender {
         Ok(Self {
             client,
             config: Arc::new(config),
+            parsed: Arc::default(),
         })
     }
 
@@ -178,7 +187,7 @@ impl Sender {
         headers: Vec<(HeaderName, HeaderValue)>,
         body: Bytes,
     ) -> AttemptResult {
-        let mut url = match Url::parse(url) {
+        let mut url = match self.parse(url) {
             Ok(url) => url,
             Err(e) => {
                 return failure(
@@ -242,6 +251,19 @@ impl Sender {
             }
         }
         unreachable!("the last hop returns")
+    }
+
+    fn parse(&self, url: &str) -> Result<Url, url::ParseError> {
+        if let Some(parsed) = self.parsed.lock().expect("URL cache lock").get(url) {
+            return Ok(parsed.clone());
+        }
+        let parsed = Url::parse(url)?;
+        let mut cache = self.parsed.lock().expect("URL cache lock");
+        if cache.len() >= PARSED_URLS {
+            cache.clear();
+        }
+        cache.insert(url.to_owned(), parsed.clone());
+        Ok(parsed)
     }
 
     /// Refuses a hop whose scheme is not HTTP or whose IP-literal host is not allowed;
