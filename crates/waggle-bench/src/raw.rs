@@ -16,6 +16,19 @@ pub struct RawRate {
     pub errors: u64,
 }
 
+impl RawRate {
+    /// Two measurements as one: all their requests over all their time.
+    pub fn together(self, other: RawRate) -> RawRate {
+        let seconds = self.requests as f64 / self.rps + other.requests as f64 / other.rps;
+        let requests = self.requests + other.requests;
+        RawRate {
+            rps: requests as f64 / seconds,
+            requests,
+            errors: self.errors + other.errors,
+        }
+    }
+}
+
 /// POSTs `count` bodies to `url` from `concurrency` tasks sharing one client, stopping
 /// early at `limit`.
 pub async fn measure(
@@ -105,6 +118,26 @@ pub fn body(seq: u64) -> Bytes {
 
 #[cfg(test)]
 mod tests {
+    use super::RawRate;
+
+    #[test]
+    fn two_raw_measurements_together_weigh_by_their_time() {
+        // 100 requests in 1 s and 100 in 4 s: 200 in 5 s, not the mean of the rates.
+        let fast = RawRate {
+            rps: 100.0,
+            requests: 100,
+            errors: 0,
+        };
+        let slow = RawRate {
+            rps: 25.0,
+            requests: 100,
+            errors: 1,
+        };
+        let both = fast.together(slow);
+        assert_eq!((both.requests, both.errors), (200, 1));
+        assert!((both.rps - 40.0).abs() < 1e-9, "{}", both.rps);
+    }
+
     #[test]
     fn the_receiver_finds_the_sequence_number_in_a_raw_body() {
         let body = super::body(12345);

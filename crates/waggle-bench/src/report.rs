@@ -10,8 +10,14 @@ pub struct Measurement {
     pub backend: String,
     /// `waggle serve` processes sharing the database.
     pub nodes: usize,
-    /// Requests/s of the raw client with waggle's concurrency: the ceiling.
+    /// Requests/s of the raw client with waggle's concurrency: the ceiling. Measured
+    /// just before waggle's run and again just after it, this is both together (all
+    /// their requests over all their time), so that the machine's drift during the run
+    /// weighs on the ceiling as on waggle.
     pub raw_rps: Option<f64>,
+    /// The raw client's rate before waggle's run, and after it.
+    pub raw_rps_before: Option<f64>,
+    pub raw_rps_after: Option<f64>,
     /// Requests the raw client completed, and those that failed.
     pub raw_requests: u64,
     pub raw_errors: u64,
@@ -93,6 +99,8 @@ pub fn median(runs: &[Measurement]) -> Measurement {
         backend: runs.first().map(|m| m.backend.clone()).unwrap_or_default(),
         nodes: u(|m| m.nodes as u64) as usize,
         raw_rps: f(|m| m.raw_rps),
+        raw_rps_before: f(|m| m.raw_rps_before),
+        raw_rps_after: f(|m| m.raw_rps_after),
         raw_requests: u(|m| m.raw_requests),
         raw_errors: u(|m| m.raw_errors),
         events_per_s: f(|m| m.events_per_s),
@@ -126,8 +134,10 @@ fn num(v: Option<f64>, decimals: usize) -> String {
 /// A short summary of one run, for progress lines.
 pub fn one_line(m: &Measurement) -> String {
     format!(
-        "raw {} rps, {} events/s, {} deliveries/s (ratio {}), p50 {} p99 {} ms, rss {} MiB, {}/{} delivered",
+        "raw {} rps ({} before, {} after), {} events/s, {} deliveries/s (ratio {}), p50 {} p99 {} ms, rss {} MiB, {}/{} delivered",
         num(m.raw_rps, 0),
+        num(m.raw_rps_before, 0),
+        num(m.raw_rps_after, 0),
         num(m.events_per_s, 0),
         num(m.deliveries_per_s, 0),
         num(m.ratio, 2),
