@@ -10,7 +10,9 @@ use crate::domain::event::EventType;
 use crate::domain::ids::{DeliveryId, EventId};
 use crate::domain::payload::{Event, EventData};
 use crate::domain::time;
-use crate::storage::{DeliveryJob, NewDelivery, Organization, Store, StoreResult, SyncChange};
+use crate::storage::{
+    DeliveryJob, NewDelivery, NewEvent, Organization, Store, StoreResult, SyncChange,
+};
 
 /// What [`emit`] did.
 #[derive(Debug, Clone)]
@@ -76,13 +78,17 @@ pub async fn emit(
                     first_attempt_at: None,
                 }),
         );
-        records.push((event, deliveries));
+        records.push(NewEvent {
+            event,
+            shared_body: rendered.shared().clone(),
+            deliveries,
+        });
     }
-    let records: std::sync::Arc<[(Event, Vec<NewDelivery>)]> = records.into();
+    let records: std::sync::Arc<[NewEvent]> = records.into();
     store.record_events(sync, records.clone()).await?;
     let emitted = Emitted {
-        event_ids: records.iter().map(|(e, _)| e.id).collect(),
-        deliveries: records.iter().map(|(_, d)| d.len()).sum(),
+        event_ids: records.iter().map(|r| r.event.id).collect(),
+        deliveries: records.iter().map(|r| r.deliveries.len()).sum(),
     };
     if let Some(dispatcher) = dispatcher {
         dispatcher.submit(jobs).await;

@@ -1,9 +1,10 @@
 //! Events and the exact bytes of the POST body each webhook receives (SPEC §2).
 //!
 //! The parts every webhook of an event shares (`connector`, `data` and the extras) are
-//! serialized once per event; each delivery only adds its own `webhook` object. The body
-//! is rendered once per delivery and stored, so every retry sends the same bytes.
+//! serialized once per event; each delivery only adds its own `webhook` object. The same
+//! inputs always make the same bytes, so every retry sends what the first attempt sent.
 
+use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -72,55 +73,61 @@ impl Event {
             ),
             EventData::Change { model, ids } => (to_raw(ids), to_raw(&ChangeExtras { model })),
         };
+        let members = extras.get();
+        // `extras` is an object: its members follow `data` at the top level.
+        let members = members[1..members.len() - 1].trim();
+        let mut shared =
+            Vec::with_capacity(32 + connector.get().len() + data.get().len() + members.len());
+        shared.extend_from_slice(b",\"connector\":");
+        shared.extend_from_slice(connector.get().as_bytes());
+        shared.extend_from_slice(b",\"data\":");
+        shared.extend_from_slice(data.get().as_bytes());
+        if !members.is_empty() {
+            shared.push(b',');
+            shared.extend_from_slice(members.as_bytes());
+        }
+        shared.push(b'}');
         RenderedEvent {
             event_type: self.event_type,
-            connector,
-            data,
-            extras,
+            shared: shared.into(),
         }
     }
 }
 
-/// The parts of an event's payload that every webhook receives alike.
+/// The parts of an event's payload that every webhook receives alike, serialized once.
 #[derive(Debug, Clone)]
 pub struct RenderedEvent {
     event_type: EventType,
-    connector: Box<RawValue>,
-    data: Box<RawValue>,
-    /// A JSON object whose members follow `data` at the top level.
-    extras: Box<RawValue>,
+    shared: Bytes,
 }
 
 impl RenderedEvent {
     /// The exact body sent to one webhook.
     pub fn body_for(&self, webhook_id: WebhookId, url: &str) -> Vec<u8> {
-        let webhook = WebhookPart {
-            webhook_id: &webhook_id.to_string(),
-            url,
-            event: self.event_type,
-        };
-        let mut body = Vec::with_capacity(
-            160 + url.len()
-                + self.connector.get().len()
-                + self.data.get().len()
-                + self.extras.get().len(),
-        );
-        body.extend_from_slice(b"{\"webhook\":");
-        serde_json::to_writer(&mut body, &webhook).expect("serializing to memory cannot fail");
-        body.extend_from_slice(b",\"connector\":");
-        body.extend_from_slice(self.connector.get().as_bytes());
-        body.extend_from_slice(b",\"data\":");
-        body.extend_from_slice(self.data.get().as_bytes());
-        let extras = self.extras.get();
-        // `extras` is an object: splice its members in after `data`.
-        let members = extras[1..extras.len() - 1].trim();
-        if !members.is_empty() {
-            body.push(b',');
-            body.extend_from_slice(members.as_bytes());
-        }
-        body.push(b'}');
-        body
+        body(webhook_id, url, self.event_type, &self.shared)
     }
+
+    /// What follows the `webhook` object in every body of the event, up to its end
+    /// (`,"connector":…,"data":…}`): a store may keep it once per event, and remake
+    /// each body from it with [`body`].
+    pub fn shared(&self) -> &Bytes {
+        &self.shared
+    }
+}
+
+/// The exact body one webhook receives of an event of type `event_type` whose shared
+/// parts are `shared` ([`RenderedEvent::shared`]): the same bytes on every call.
+pub fn body(webhook_id: WebhookId, url: &str, event_type: EventType, shared: &[u8]) -> Vec<u8> {
+    let webhook = WebhookPart {
+        webhook_id: &webhook_id.to_string(),
+        url,
+        event: event_type,
+    };
+    let mut body = Vec::with_capacity(96 + url.len() + shared.len());
+    body.extend_from_slice(b"{\"webhook\":");
+    serde_json::to_writer(&mut body, &webhook).expect("serializing to memory cannot fail");
+    body.extend_from_slice(shared);
+    body
 }
 
 fn to_raw<T: Serialize>(value: &T) -> Box<RawValue> {
@@ -292,5 +299,27 @@ mod tests {
         assert_eq!(v["data"], json!(["e1", "e2"]));
         assert_eq!(v["model"], "employee");
         assert_eq!(v["webhook"]["event"], "employee_data_changed");
+    }
+
+    #[test]
+    fn a_body_remade_from_the_shared_parts_is_the_same_bytes() {
+        let e = event(
+            EventType::ConnectorDataModified,
+            EventData::Change {
+                model: "employee \"\u{1}\u{e9}".into(),
+                ids: vec!["e1".into()],
+            },
+        );
+        let rendered = e.render();
+        let hook = WebhookId::new();
+        let url = "https://h\u{e9}.example/p?q=\"a\"&r=\\\u{7}";
+        let kept = rendered.shared().to_vec();
+        assert_eq!(
+            body(hook, url, EventType::ConnectorDataModified, &kept),
+            rendered.body_for(hook, url)
+        );
+        let v: Value = serde_json::from_slice(&rendered.body_for(hook, url)).unwrap();
+        assert_eq!(v["webhook"]["url"], url);
+        assert_eq!(v["model"], "employee \"\u{1}\u{e9}");
     }
 }

@@ -109,6 +109,17 @@ pub enum SyncChange {
     Finished(SyncJob),
 }
 
+/// An event to record, with its deliveries.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event: Event,
+    /// What every body of the event holds after its `webhook` object
+    /// ([`RenderedEvent::shared`](crate::domain::payload::RenderedEvent::shared)): a store
+    /// may keep it once and remake each delivery's body from it and the delivery's columns.
+    pub shared_body: Bytes,
+    pub deliveries: Vec<NewDelivery>,
+}
+
 /// One delivery to create with an event.
 #[derive(Debug, Clone)]
 pub struct NewDelivery {
@@ -292,11 +303,7 @@ pub trait Store: Send + Sync + 'static {
     /// Records events, the sync change that caused them and their deliveries, atomically:
     /// once this returns, nothing of it can be lost. A `Finished` change applies only to
     /// a job still `Syncing`; otherwise nothing is written and this answers `Conflict`.
-    async fn record_events(
-        &self,
-        sync: SyncChange,
-        events: Arc<[(Event, Vec<NewDelivery>)]>,
-    ) -> StoreResult<()>;
+    async fn record_events(&self, sync: SyncChange, events: Arc<[NewEvent]>) -> StoreResult<()>;
     /// A new delivery of a logged delivery's exact body to the same webhook.
     async fn resend(
         &self,

@@ -393,7 +393,7 @@ impl PgStore {
     async fn insert_events(
         &self,
         conn: &mut PgConnection,
-        events: &[(Event, Vec<NewDelivery>)],
+        events: &[NewEvent],
     ) -> StoreResult<bool> {
         if events.is_empty() {
             return Ok(false);
@@ -403,17 +403,17 @@ impl PgStore {
              SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[], \
              $6::timestamptz[])",
         )
-        .bind(column(events, |(e, _)| e.id.as_uuid()))
-        .bind(column(events, |(e, _)| e.org_id.as_uuid()))
-        .bind(column(events, |(e, _)| e.event_type.as_str()))
-        .bind(column(events, |(e, _)| e.environment().as_str()))
-        .bind(column(events, |(e, _)| e.connector.id.as_uuid()))
-        .bind(column(events, |(e, _)| e.created_at))
+        .bind(column(events, |r| r.event.id.as_uuid()))
+        .bind(column(events, |r| r.event.org_id.as_uuid()))
+        .bind(column(events, |r| r.event.event_type.as_str()))
+        .bind(column(events, |r| r.event.environment().as_str()))
+        .bind(column(events, |r| r.event.connector.id.as_uuid()))
+        .bind(column(events, |r| r.event.created_at))
         .execute(&mut *conn)
         .await?;
         let deliveries: Vec<(&Event, &NewDelivery)> = events
             .iter()
-            .flat_map(|(event, ds)| ds.iter().map(move |d| (event, d)))
+            .flat_map(|r| r.deliveries.iter().map(move |d| (&r.event, d)))
             .collect();
         if deliveries.is_empty() {
             return Ok(false);
@@ -1029,11 +1029,7 @@ impl Store for PgStore {
         row.as_ref().map(sync_job_from_row).transpose()
     }
 
-    async fn record_events(
-        &self,
-        sync: SyncChange,
-        events: Arc<[(Event, Vec<NewDelivery>)]>,
-    ) -> StoreResult<()> {
+    async fn record_events(&self, sync: SyncChange, events: Arc<[NewEvent]>) -> StoreResult<()> {
         let (sync, events) = (&sync, &events[..]);
         let mut tx = self.pool.begin().await?;
         match sync {

@@ -158,7 +158,40 @@ async fn a_scheduled_retry_survives_kill_9() {
     let receiver = Receiver::from_listener(listener, 200).await;
     let mut restarted = serve(&db_url, port, &["--retry-backoff", "3s,3s,3s,3s"]).await;
     let got = receiver.wait_for(1).await;
-    assert_eq!(got[0].json()["data"]["id"], sync["id"]);
+    // Read back from the database after the restart, the body is the one the first
+    // attempt was made with: its own webhook part, the event's, and a valid signature.
+    let body = got[0].json();
+    assert_eq!(body["data"]["id"], sync["id"]);
+    assert_eq!(body["webhook"]["url"], format!("http://{receiver_addr}/h"));
+    assert_eq!(body["webhook"]["event"], "connector_sync_started");
+    assert_eq!(body["connector"]["id"], connector["id"]);
+    assert_eq!(
+        got[0].header("x-bindbee-webhook-signature"),
+        expected_signature(org["signature_key"].as_str().unwrap(), &got[0].body)
+    );
+    let logs: Value = client
+        .get(&logs_url)
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let log_id = logs["items"][0]["id"].as_str().unwrap();
+    let detail: Value = client
+        .get(format!("{logs_url}/{log_id}"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        detail["request"][0]["body"], body,
+        "the log shows the bytes sent"
+    );
     restarted.child.kill().unwrap();
     restarted.child.wait().unwrap();
 }

@@ -175,17 +175,24 @@ async fn pages_cover_every_log_once_newest_first() {
 async fn detail_has_one_request_and_response_per_attempt_and_resend_sends_the_same_body() {
     let app = spawn_app().await;
     let receiver = Receiver::start(202).await;
-    app.create_webhook(
-        &receiver.url("/h"),
-        "production",
-        &["connector_sync_started"],
-    )
-    .await;
+    let hook = app
+        .create_webhook(
+            &receiver.url("/h"),
+            "production",
+            &["connector_sync_started"],
+        )
+        .await;
     let connector = app.create_connector("production").await;
     app.start_sync(&connector).await;
     let logs = app.wait_settled(1).await;
     let log_id = id(&logs[0], "id");
     let detail = app.log_detail(&log_id).await;
+    let sent = receiver.wait_for(1).await;
+    assert_eq!(
+        detail["request"][0]["body"],
+        sent[0].json(),
+        "the log shows the bytes sent"
+    );
     assert_eq!(detail["request"].as_array().unwrap().len(), 1);
     assert_eq!(detail["response"].as_array().unwrap().len(), 1);
     let request = &detail["request"][0];
@@ -202,12 +209,24 @@ async fn detail_has_one_request_and_response_per_attempt_and_resend_sends_the_sa
     assert!(response["headers"]["content-length"].is_string());
     assert!(response["duration_ms"].as_f64().unwrap() >= 0.0);
 
+    // The webhook moves: the resend goes to its new URL, with the body first sent.
+    let (status, moved) = app
+        .patch(
+            &format!("/api/v1/webhooks/{}", id(&hook, "webhook_id")),
+            json!({"url": receiver.url("/moved")}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
     let (status, resent) = app
         .post(&format!("/api/v1/webhooks/logs/{log_id}/resend"), json!({}))
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{resent}");
     let got = receiver.wait_for(2).await;
     assert_eq!(got[0].body, got[1].body, "resend sends the same bytes");
+    assert_eq!(
+        (got[0].path.as_str(), got[1].path.as_str()),
+        ("/h", "/moved")
+    );
     assert_ne!(
         got[0].header("webhook-id"),
         got[1].header("webhook-id"),
@@ -216,6 +235,8 @@ async fn detail_has_one_request_and_response_per_attempt_and_resend_sends_the_sa
     assert_eq!(got[1].header("webhook-id"), resent["id"].as_str().unwrap());
     let logs = app.wait_settled(2).await;
     assert_eq!(logs[0]["id"], resent["id"]);
+    let resent_detail = app.log_detail(resent["id"].as_str().unwrap()).await;
+    assert_eq!(resent_detail["request"][0]["body"], got[1].json());
 
     let other = app.other_org().await;
     assert_eq!(

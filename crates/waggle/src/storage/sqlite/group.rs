@@ -14,8 +14,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::super::*;
@@ -30,7 +29,7 @@ type Done<T> = oneshot::Sender<StoreResult<T>>;
 pub(super) enum GroupWrite {
     Events {
         sync: SyncChange,
-        events: Arc<[(Event, Vec<NewDelivery>)]>,
+        events: Arc<[NewEvent]>,
         done: Done<()>,
     },
     Outcomes {
@@ -272,27 +271,46 @@ fn claim_due(conn: &Connection, claim: &Claim) -> rusqlite::Result<StoreResult<V
     let mut take = conn.prepare_cached(
         "UPDATE deliveries SET attempts_started = attempts_started + 1, lease_until = ? \
          WHERE rowid = ? RETURNING id, org_id, webhook_id, url, body, attempt_count, \
-         attempts_started, first_attempt_at",
+         attempts_started, first_attempt_at, event_id, event_type",
     )?;
+    let mut shared_of = conn.prepare_cached("SELECT shared_body FROM events WHERE id = ?")?;
+    // Deliveries of one event are often claimed together: its shared part is read once.
+    let mut shared: Option<(String, Option<Vec<u8>>)> = None;
     let lease_until = to_micros(&claim.lease_until);
     let mut jobs = Vec::with_capacity(picker.picked.len());
     for rowid in picker.picked {
         let mut rows = take.query(params![lease_until, rowid])?;
         let Some(row) = rows.next()? else { continue };
         let text = |column: usize| row.get::<_, String>(column);
-        let (delivery, org, webhook) = (text(0)?, text(1)?, text(2)?);
+        let (delivery, org, webhook, url) = (text(0)?, text(1)?, text(2)?, text(3)?);
         let (Ok(id), Ok(org_id), Ok(webhook_id)) = (delivery.parse(), org.parse(), webhook.parse())
         else {
             return Ok(Err(StoreError::Corrupt(format!(
                 "bad id in claimed delivery {delivery} (org {org}, webhook {webhook})"
             ))));
         };
+        let own: Option<Vec<u8>> = row.get(4)?;
+        if own.is_none() {
+            let event = text(8)?;
+            if shared.as_ref().is_none_or(|(of, _)| *of != event) {
+                let part = shared_of
+                    .query_row([&event], |row| row.get(0))
+                    .optional()?
+                    .flatten();
+                shared = Some((event, part));
+            }
+        }
+        let part = shared.as_ref().and_then(|(_, part)| part.as_deref());
+        let body = match super::delivery_body(own, &webhook, &url, &text(9)?, part) {
+            Ok(body) => body,
+            Err(e) => return Ok(Err(e)),
+        };
         jobs.push(DeliveryJob {
             id,
             org_id,
             webhook_id,
-            url: row.get(3)?,
-            body: Bytes::from(row.get::<_, Vec<u8>>(4)?),
+            url,
+            body,
             attempts_recorded: row.get::<_, i64>(5)? as u32,
             attempt_number: row.get::<_, i64>(6)? as u32,
             first_attempt_at: row.get::<_, Option<i64>>(7)?.map(time::from_micros),
@@ -418,18 +436,24 @@ fn apply_sync_change(conn: &Connection, sync: &SyncChange) -> rusqlite::Result<S
 }
 
 /// Inserts events and their deliveries.
-fn insert_events(conn: &Connection, events: &[(Event, Vec<NewDelivery>)]) -> rusqlite::Result<()> {
+/// The deliveries keep no body: each is remade from the event's shared part.
+fn insert_events(conn: &Connection, events: &[NewEvent]) -> rusqlite::Result<()> {
     let mut insert_event = conn.prepare_cached(
-        "INSERT INTO events (id, org_id, event_type, environment, connector_id, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO events (id, org_id, event_type, environment, connector_id, created_at, \
+         shared_body) VALUES (?, ?, ?, ?, ?, ?, ?)",
     )?;
     let mut insert_delivery = conn.prepare_cached(
         "INSERT INTO deliveries (id, org_id, event_id, webhook_id, webhook_name, connector_id, \
-         event_type, integration_name, end_user_name, origin_id, url, body, status, created_at, \
+         event_type, integration_name, end_user_name, origin_id, url, status, created_at, \
          next_attempt_at, lease_until, attempts_started) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
     )?;
-    for (event, deliveries) in events {
+    for NewEvent {
+        event,
+        shared_body,
+        deliveries,
+    } in events
+    {
         let (event_id, org_id) = (event.id.to_string(), event.org_id.to_string());
         let c = &event.connector;
         let connector_id = c.id.to_string();
@@ -441,6 +465,7 @@ fn insert_events(conn: &Connection, events: &[(Event, Vec<NewDelivery>)]) -> rus
             event.environment().as_str(),
             connector_id,
             created,
+            &shared_body[..],
         ])?;
         for d in deliveries {
             insert_delivery.execute(params![
@@ -455,7 +480,6 @@ fn insert_events(conn: &Connection, events: &[(Event, Vec<NewDelivery>)]) -> rus
                 c.end_user_name,
                 c.origin_id,
                 d.url,
-                &d.body[..],
                 created,
                 created,
                 d.lease_until.as_ref().map(to_micros),

@@ -28,6 +28,7 @@ use self::group::GroupWrite;
 use super::*;
 use crate::domain::attempt::{AttemptResult, FailureCategory};
 use crate::domain::connector::{DisplayStatus, SyncError, SyncType};
+use crate::domain::payload;
 use crate::domain::time::{self, from_micros, to_micros};
 
 mod group;
@@ -293,6 +294,43 @@ fn attempt_from_row(row: &SqliteRow) -> StoreResult<Attempt> {
         request_headers: json_column(row, "request_headers")?,
         result,
     })
+}
+
+/// Reads, beside a delivery's columns, its event's shared part of the body.
+const SHARED_BODY: &str =
+    "(SELECT e.shared_body FROM events e WHERE e.id = deliveries.event_id) AS shared_body";
+
+/// A delivery's exact body: its own when it keeps one, else remade from its webhook, URL
+/// and event type and its event's shared part (see migration 0006).
+fn delivery_body(
+    own: Option<Vec<u8>>,
+    webhook_id: &str,
+    url: &str,
+    event_type: &str,
+    shared: Option<&[u8]>,
+) -> StoreResult<Bytes> {
+    if let Some(own) = own {
+        return Ok(own.into());
+    }
+    let (Ok(webhook), Ok(event_type), Some(shared)) =
+        (webhook_id.parse(), EventType::parse(event_type), shared)
+    else {
+        return Err(corrupt(format!(
+            "a delivery to webhook {webhook_id} has no body and no event to remake it from"
+        )));
+    };
+    Ok(payload::body(webhook, url, event_type, shared).into())
+}
+
+/// The body of the delivery in `row`, which has its columns and [`SHARED_BODY`].
+fn body_from_row(row: &SqliteRow) -> StoreResult<Bytes> {
+    delivery_body(
+        row.try_get("body")?,
+        row.try_get("webhook_id")?,
+        row.try_get("url")?,
+        row.try_get("event_type")?,
+        row.try_get::<Option<&[u8]>, _>("shared_body")?,
+    )
 }
 
 fn job_from_row(row: &SqliteRow) -> StoreResult<DeliveryJob> {
@@ -759,11 +797,7 @@ impl Store for SqliteStore {
         row.as_ref().map(sync_job_from_row).transpose()
     }
 
-    async fn record_events(
-        &self,
-        sync: SyncChange,
-        events: Arc<[(Event, Vec<NewDelivery>)]>,
-    ) -> StoreResult<()> {
+    async fn record_events(&self, sync: SyncChange, events: Arc<[NewEvent]>) -> StoreResult<()> {
         self.group_write(|done| GroupWrite::Events { sync, events, done })
             .await
     }
@@ -776,10 +810,12 @@ impl Store for SqliteStore {
         lease_until: Option<Timestamp>,
     ) -> StoreResult<Option<DeliveryJob>> {
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        let source = sqlx::query(
-            "SELECT d.webhook_id, w.url AS webhook_url, w.name AS webhook_name FROM deliveries d \
-             LEFT JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = ? AND d.org_id = ?",
-        )
+        let source = sqlx::query(&format!(
+            "SELECT deliveries.webhook_id, deliveries.url, deliveries.event_type, \
+             deliveries.body, {SHARED_BODY}, w.url AS webhook_url, w.name AS webhook_name \
+             FROM deliveries LEFT JOIN webhooks w ON w.id = deliveries.webhook_id \
+             WHERE deliveries.id = ? AND deliveries.org_id = ?"
+        ))
         .bind(log.to_string())
         .bind(org.to_string())
         .fetch_optional(&mut *tx)
@@ -793,18 +829,21 @@ impl Store for SqliteStore {
             ));
         };
         let webhook_name: String = source.try_get("webhook_name")?;
+        // The exact bytes sent before, kept with the new delivery: its URL may differ.
+        let body = body_from_row(&source)?;
         let now = to_micros(&time::now());
         let row = sqlx::query(
             "INSERT INTO deliveries (id, org_id, event_id, webhook_id, webhook_name, connector_id, \
              event_type, integration_name, end_user_name, origin_id, url, body, status, created_at, \
              next_attempt_at, lease_until, attempts_started) \
              SELECT ?, org_id, event_id, webhook_id, ?, connector_id, event_type, integration_name, \
-             end_user_name, origin_id, ?, body, 'pending', ?, ?, ?, ? FROM deliveries WHERE id = ? \
+             end_user_name, origin_id, ?, ?, 'pending', ?, ?, ?, ? FROM deliveries WHERE id = ? \
              RETURNING id, org_id, webhook_id, url, body, attempt_count, attempts_started, first_attempt_at",
         )
         .bind(new_id.to_string())
         .bind(webhook_name)
         .bind(url)
+        .bind(&body[..])
         .bind(now)
         .bind(now)
         .bind(lease_until.as_ref().map(to_micros))
@@ -912,7 +951,7 @@ impl Store for SqliteStore {
 
     async fn log(&self, org: OrgId, id: DeliveryId) -> StoreResult<Option<LogDetail>> {
         let row = sqlx::query(&format!(
-            "SELECT {LOG_COLUMNS}, body FROM deliveries WHERE id = ? AND org_id = ?"
+            "SELECT {LOG_COLUMNS}, body, {SHARED_BODY} FROM deliveries WHERE id = ? AND org_id = ?"
         ))
         .bind(id.to_string())
         .bind(org.to_string())
@@ -927,11 +966,73 @@ impl Store for SqliteStore {
             .await?;
         Ok(Some(LogDetail {
             entry: log_from_row(&row)?,
-            body: Bytes::from(row.try_get::<Vec<u8>, _>("body")?),
+            body: body_from_row(&row)?,
             attempts: attempts
                 .iter()
                 .map(attempt_from_row)
                 .collect::<StoreResult<_>>()?,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn bodies_kept_before_the_shared_part_moved_to_events_are_read_as_they_were() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("old.db").display());
+        let options = SqliteConnectOptions::from_str(&url)
+            .unwrap()
+            .create_if_missing(true);
+        let old = SqlitePool::connect_with(options).await.unwrap();
+        let mut before = sqlx::migrate!("./migrations/sqlite");
+        before.migrations = Cow::Owned(
+            before
+                .migrations
+                .iter()
+                .filter(|m| m.version < 6)
+                .cloned()
+                .collect(),
+        );
+        before.run(&old).await.unwrap();
+        let (org, delivery) = (OrgId::new(), DeliveryId::new());
+        let exact = br#"{"webhook":{"url":"http://then/"},"data":"as sent \u00e9"}"#;
+        sqlx::query(
+            "INSERT INTO organizations (id, name, signature_key, created_at) VALUES (?1, 'o', 'k', 0); \
+             INSERT INTO events (id, org_id, event_type, environment, connector_id, created_at) \
+             VALUES ('e', ?1, 'connector_sync_started', 'production', ?5, 0); \
+             INSERT INTO deliveries (id, org_id, event_id, webhook_id, webhook_name, connector_id, \
+             event_type, integration_name, end_user_name, origin_id, url, body, status, created_at, \
+             next_attempt_at) VALUES (?2, ?1, 'e', ?3, 'h', ?5, 'connector_sync_started', 's', \
+             'n', 'u', 'http://now/', ?4, 'pending', 0, 0)",
+        )
+        .bind(org.to_string())
+        .bind(delivery.to_string())
+        .bind(WebhookId::new().to_string())
+        .bind(&exact[..])
+        .bind(ConnectorId::new().to_string())
+        .execute(&old)
+        .await
+        .unwrap();
+        old.close().await;
+
+        let store = SqliteStore::open(&url).await.unwrap();
+        let log = store.log(org, delivery).await.unwrap().unwrap();
+        assert_eq!(&log.body[..], &exact[..]);
+        let room = ClaimRoom {
+            limit: 10,
+            webhooks: HashMap::new(),
+            otherwise: 10,
+        };
+        let jobs = store
+            .claim_due(time::now(), time::now(), &room)
+            .await
+            .unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(&jobs[0].body[..], &exact[..]);
     }
 }
