@@ -14,7 +14,7 @@ use crate::domain::attempt::{Attempt, DeliveryState};
 use crate::domain::connector::{Connector, ConnectorStatus, SyncJob};
 use crate::domain::event::{Environment, EventType};
 use crate::domain::ids::{ApiKeyId, ConnectorId, DeliveryId, OrgId, SyncId, UserId, WebhookId};
-use crate::domain::payload::Event;
+use crate::domain::payload::{self, Event};
 use crate::domain::signature::SignatureKey;
 use crate::domain::time::Timestamp;
 use crate::domain::webhook::{NewWebhook, Webhook, WebhookChanges};
@@ -118,6 +118,26 @@ pub struct NewEvent {
     /// may keep it once and remake each delivery's body from it and the delivery's columns.
     pub shared_body: Bytes,
     pub deliveries: Vec<NewDelivery>,
+}
+
+/// A delivery's exact body as the stores keep it: its own when it has one, else remade
+/// from its webhook, URL and event type and its event's shared part ([`NewEvent`]).
+fn delivery_body(
+    own: Option<Vec<u8>>,
+    webhook_id: WebhookId,
+    url: &str,
+    event_type: &str,
+    shared: Option<&[u8]>,
+) -> StoreResult<Bytes> {
+    if let Some(own) = own {
+        return Ok(own.into());
+    }
+    let (Ok(event_type), Some(shared)) = (EventType::parse(event_type), shared) else {
+        return Err(StoreError::Corrupt(format!(
+            "a delivery to webhook {webhook_id} has no body and no event to remake it from"
+        )));
+    };
+    Ok(payload::body(webhook_id, url, event_type, shared).into())
 }
 
 /// One delivery to create with an event.

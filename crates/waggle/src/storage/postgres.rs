@@ -322,8 +322,20 @@ fn attempt_from_row(row: &PgRow) -> StoreResult<Attempt> {
     })
 }
 
-const JOB_COLUMNS: &str =
-    "id, org_id, webhook_id, url, body, attempt_count, attempts_started, first_attempt_at";
+/// Reads, beside a delivery's columns, its event's shared part of the body.
+const SHARED_BODY: &str =
+    "(SELECT e.shared_body FROM events e WHERE e.id = deliveries.event_id) AS shared_body";
+
+/// The body of the delivery in `row`, which has its columns and [`SHARED_BODY`].
+fn body_from_row(row: &PgRow) -> StoreResult<Bytes> {
+    delivery_body(
+        row.try_get("body")?,
+        id(row, "webhook_id")?,
+        row.try_get("url")?,
+        row.try_get("event_type")?,
+        row.try_get::<Option<&[u8]>, _>("shared_body")?,
+    )
+}
 
 fn job_from_row(row: &PgRow) -> StoreResult<DeliveryJob> {
     Ok(DeliveryJob {
@@ -331,7 +343,7 @@ fn job_from_row(row: &PgRow) -> StoreResult<DeliveryJob> {
         org_id: id(row, "org_id")?,
         webhook_id: id(row, "webhook_id")?,
         url: row.try_get("url")?,
-        body: Bytes::from(row.try_get::<Vec<u8>, _>("body")?),
+        body: body_from_row(row)?,
         attempt_number: row.try_get::<i32, _>("attempts_started")? as u32,
         attempts_recorded: row.try_get::<i32, _>("attempt_count")? as u32,
         first_attempt_at: row.try_get("first_attempt_at")?,
@@ -399,9 +411,9 @@ impl PgStore {
             return Ok(false);
         }
         sqlx::query(
-            "INSERT INTO events (id, org_id, event_type, environment, connector_id, created_at) \
-             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[], \
-             $6::timestamptz[])",
+            "INSERT INTO events (id, org_id, event_type, environment, connector_id, created_at, \
+             shared_body) SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], \
+             $5::uuid[], $6::timestamptz[], $7::bytea[])",
         )
         .bind(column(events, |r| r.event.id.as_uuid()))
         .bind(column(events, |r| r.event.org_id.as_uuid()))
@@ -409,6 +421,7 @@ impl PgStore {
         .bind(column(events, |r| r.event.environment().as_str()))
         .bind(column(events, |r| r.event.connector.id.as_uuid()))
         .bind(column(events, |r| r.event.created_at))
+        .bind(column(events, |r| r.shared_body.as_ref()))
         .execute(&mut *conn)
         .await?;
         let deliveries: Vec<(&Event, &NewDelivery)> = events
@@ -420,16 +433,16 @@ impl PgStore {
         }
         sqlx::query(
             "INSERT INTO deliveries (id, org_id, event_id, webhook_id, webhook_name, connector_id, \
-             event_type, integration_name, end_user_name, origin_id, url, body, status, created_at, \
+             event_type, integration_name, end_user_name, origin_id, url, status, created_at, \
              next_attempt_at, lease_until, claimed_by, attempts_started) \
              SELECT id, org_id, event_id, webhook_id, webhook_name, connector_id, event_type, \
-             integration_name, end_user_name, origin_id, url, body, 'pending', created_at, \
+             integration_name, end_user_name, origin_id, url, 'pending', created_at, \
              created_at, lease_until, claimed_by, attempts_started \
              FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::uuid[], \
-             $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bytea[], \
-             $13::timestamptz[], $14::timestamptz[], $15::uuid[], $16::int4[]) \
+             $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
+             $12::timestamptz[], $13::timestamptz[], $14::uuid[], $15::int4[]) \
              AS v (id, org_id, event_id, webhook_id, webhook_name, connector_id, event_type, \
-             integration_name, end_user_name, origin_id, url, body, created_at, lease_until, \
+             integration_name, end_user_name, origin_id, url, created_at, lease_until, \
              claimed_by, attempts_started)",
         )
         .bind(column(&deliveries, |(_, d)| d.id.as_uuid()))
@@ -443,7 +456,6 @@ impl PgStore {
         .bind(column(&deliveries, |(e, _)| e.connector.end_user_name.as_str()))
         .bind(column(&deliveries, |(e, _)| e.connector.origin_id.as_str()))
         .bind(column(&deliveries, |(_, d)| d.url.as_str()))
-        .bind(column(&deliveries, |(_, d)| d.body.as_ref()))
         .bind(column(&deliveries, |(e, _)| e.created_at))
         .bind(column(&deliveries, |(_, d)| d.lease_until))
         .bind(column(&deliveries, |(_, d)| self.claimant(d.lease_until)))
@@ -1086,10 +1098,12 @@ impl Store for PgStore {
         lease_until: Option<Timestamp>,
     ) -> StoreResult<Option<DeliveryJob>> {
         let mut tx = self.pool.begin().await?;
-        let source = sqlx::query(
-            "SELECT d.webhook_id, w.url AS webhook_url, w.name AS webhook_name FROM deliveries d \
-             LEFT JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = $1 AND d.org_id = $2",
-        )
+        let source = sqlx::query(&format!(
+            "SELECT deliveries.webhook_id, deliveries.url, deliveries.event_type, \
+             deliveries.body, {SHARED_BODY}, w.url AS webhook_url, w.name AS webhook_name \
+             FROM deliveries LEFT JOIN webhooks w ON w.id = deliveries.webhook_id \
+             WHERE deliveries.id = $1 AND deliveries.org_id = $2"
+        ))
         .bind(log.as_uuid())
         .bind(org.as_uuid())
         .fetch_optional(&mut *tx)
@@ -1103,14 +1117,17 @@ impl Store for PgStore {
             ));
         };
         let webhook_name: String = source.try_get("webhook_name")?;
-        let row = sqlx::query(&format!(
+        // The exact bytes sent before, kept with the new delivery: its URL may differ.
+        let body = body_from_row(&source)?;
+        let row = sqlx::query(
             "INSERT INTO deliveries (id, org_id, event_id, webhook_id, webhook_name, connector_id, \
              event_type, integration_name, end_user_name, origin_id, url, body, status, created_at, \
              next_attempt_at, lease_until, claimed_by, attempts_started) \
              SELECT $1, org_id, event_id, webhook_id, $2, connector_id, event_type, integration_name, \
-             end_user_name, origin_id, $3, body, 'pending', $4, $4, $5, $6, $7 FROM deliveries \
-             WHERE id = $8 RETURNING {JOB_COLUMNS}"
-        ))
+             end_user_name, origin_id, $3, $9, 'pending', $4, $4, $5, $6, $7 FROM deliveries \
+             WHERE id = $8 RETURNING id, org_id, webhook_id, url, body, event_type, \
+             NULL::bytea AS shared_body, attempt_count, attempts_started, first_attempt_at",
+        )
         .bind(new_id.as_uuid())
         .bind(webhook_name)
         .bind(url)
@@ -1119,6 +1136,7 @@ impl Store for PgStore {
         .bind(self.claimant(lease_until))
         .bind(lease_until.is_some() as i32)
         .bind(log.as_uuid())
+        .bind(&body[..])
         .fetch_one(&mut *tx)
         .await?;
         let job = job_from_row(&row)?;
@@ -1146,8 +1164,9 @@ impl Store for PgStore {
                    AND (lease_until IS NULL OR lease_until <= $3) AND webhook_id <> ALL($5) \
                    ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) due \
              WHERE d.id = due.id \
-             RETURNING d.id, d.org_id, d.webhook_id, d.url, d.body, d.attempt_count, \
-               d.attempts_started, d.first_attempt_at",
+             RETURNING d.id, d.org_id, d.webhook_id, d.url, d.body, d.event_type, \
+               (SELECT e.shared_body FROM events e WHERE e.id = d.event_id) AS shared_body, \
+               d.attempt_count, d.attempts_started, d.first_attempt_at",
         )
         .bind(lease_until)
         .bind(self.node)
@@ -1255,7 +1274,7 @@ impl Store for PgStore {
 
     async fn log(&self, org: OrgId, id: DeliveryId) -> StoreResult<Option<LogDetail>> {
         let row = sqlx::query(&format!(
-            "SELECT {LOG_COLUMNS}, body FROM deliveries WHERE id = $1 AND org_id = $2"
+            "SELECT {LOG_COLUMNS}, body, {SHARED_BODY} FROM deliveries WHERE id = $1 AND org_id = $2"
         ))
         .bind(id.as_uuid())
         .bind(org.as_uuid())
@@ -1270,7 +1289,7 @@ impl Store for PgStore {
             .await?;
         Ok(Some(LogDetail {
             entry: log_from_row(&row)?,
-            body: Bytes::from(row.try_get::<Vec<u8>, _>("body")?),
+            body: body_from_row(&row)?,
             attempts: attempts
                 .iter()
                 .map(attempt_from_row)

@@ -301,7 +301,7 @@ fn claim_due(conn: &Connection, claim: &Claim) -> rusqlite::Result<StoreResult<V
             }
         }
         let part = shared.as_ref().and_then(|(_, part)| part.as_deref());
-        let body = match super::delivery_body(own, &webhook, &url, &text(9)?, part) {
+        let body = match delivery_body(own, webhook_id, &url, &text(9)?, part) {
             Ok(body) => body,
             Err(e) => return Ok(Err(e)),
         };

@@ -28,7 +28,6 @@ use self::group::GroupWrite;
 use super::*;
 use crate::domain::attempt::{AttemptResult, FailureCategory};
 use crate::domain::connector::{DisplayStatus, SyncError, SyncType};
-use crate::domain::payload;
 use crate::domain::time::{self, from_micros, to_micros};
 
 mod group;
@@ -300,33 +299,11 @@ fn attempt_from_row(row: &SqliteRow) -> StoreResult<Attempt> {
 const SHARED_BODY: &str =
     "(SELECT e.shared_body FROM events e WHERE e.id = deliveries.event_id) AS shared_body";
 
-/// A delivery's exact body: its own when it keeps one, else remade from its webhook, URL
-/// and event type and its event's shared part (see migration 0006).
-fn delivery_body(
-    own: Option<Vec<u8>>,
-    webhook_id: &str,
-    url: &str,
-    event_type: &str,
-    shared: Option<&[u8]>,
-) -> StoreResult<Bytes> {
-    if let Some(own) = own {
-        return Ok(own.into());
-    }
-    let (Ok(webhook), Ok(event_type), Some(shared)) =
-        (webhook_id.parse(), EventType::parse(event_type), shared)
-    else {
-        return Err(corrupt(format!(
-            "a delivery to webhook {webhook_id} has no body and no event to remake it from"
-        )));
-    };
-    Ok(payload::body(webhook, url, event_type, shared).into())
-}
-
 /// The body of the delivery in `row`, which has its columns and [`SHARED_BODY`].
 fn body_from_row(row: &SqliteRow) -> StoreResult<Bytes> {
     delivery_body(
         row.try_get("body")?,
-        row.try_get("webhook_id")?,
+        parse_id(row, "webhook_id")?,
         row.try_get("url")?,
         row.try_get("event_type")?,
         row.try_get::<Option<&[u8]>, _>("shared_body")?,
