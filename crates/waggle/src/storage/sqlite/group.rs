@@ -271,11 +271,12 @@ fn claim_due(conn: &Connection, claim: &Claim) -> rusqlite::Result<StoreResult<V
     let mut take = conn.prepare_cached(
         "UPDATE deliveries SET attempts_started = attempts_started + 1, lease_until = ? \
          WHERE rowid = ? RETURNING id, org_id, webhook_id, url, body, attempt_count, \
-         attempts_started, first_attempt_at, event_id, event_type",
+         attempts_started, first_attempt_at, event_id",
     )?;
-    let mut shared_of = conn.prepare_cached("SELECT shared_body FROM events WHERE id = ?")?;
+    let mut event_of =
+        conn.prepare_cached("SELECT event_type, shared_body FROM events WHERE id = ?")?;
     // Deliveries of one event are often claimed together: its shared part is read once.
-    let mut shared: Option<(String, Option<Vec<u8>>)> = None;
+    let mut event: Option<(String, String, Option<Vec<u8>>)> = None;
     let lease_until = to_micros(&claim.lease_until);
     let mut jobs = Vec::with_capacity(picker.picked.len());
     for rowid in picker.picked {
@@ -290,18 +291,19 @@ fn claim_due(conn: &Connection, claim: &Claim) -> rusqlite::Result<StoreResult<V
             ))));
         };
         let own: Option<Vec<u8>> = row.get(4)?;
-        if own.is_none() {
-            let event = text(8)?;
-            if shared.as_ref().is_none_or(|(of, _)| *of != event) {
-                let part = shared_of
-                    .query_row([&event], |row| row.get(0))
-                    .optional()?
-                    .flatten();
-                shared = Some((event, part));
-            }
+        let event_id = text(8)?;
+        if own.is_none() && event.as_ref().is_none_or(|(of, ..)| *of != event_id) {
+            let (event_type, shared) = event_of
+                .query_row([&event_id], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?
+                .unwrap_or_default();
+            event = Some((event_id, event_type, shared));
         }
-        let part = shared.as_ref().and_then(|(_, part)| part.as_deref());
-        let body = match delivery_body(own, webhook_id, &url, &text(9)?, part) {
+        let (event_type, shared) = match &event {
+            Some((_, event_type, shared)) => (event_type.as_str(), shared.as_deref()),
+            None => ("", None),
+        };
+        let body = match delivery_body(own, webhook_id, &url, event_type, shared) {
             Ok(body) => body,
             Err(e) => return Ok(Err(e)),
         };
@@ -436,17 +438,18 @@ fn apply_sync_change(conn: &Connection, sync: &SyncChange) -> rusqlite::Result<S
 }
 
 /// Inserts events and their deliveries.
-/// The deliveries keep no body: each is remade from the event's shared part.
+/// The deliveries keep no body (each is remade from the event's shared part) and none of
+/// the log's fields that are the event's.
 fn insert_events(conn: &Connection, events: &[NewEvent]) -> rusqlite::Result<()> {
     let mut insert_event = conn.prepare_cached(
         "INSERT INTO events (id, org_id, event_type, environment, connector_id, created_at, \
-         shared_body) VALUES (?, ?, ?, ?, ?, ?, ?)",
+         shared_body, integration_name, end_user_name, origin_id) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?;
     let mut insert_delivery = conn.prepare_cached(
-        "INSERT INTO deliveries (id, org_id, event_id, webhook_id, webhook_name, connector_id, \
-         event_type, integration_name, end_user_name, origin_id, url, status, created_at, \
-         next_attempt_at, lease_until, attempts_started) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
+        "INSERT INTO deliveries (id, org_id, event_id, webhook_id, webhook_name, url, status, \
+         created_at, next_attempt_at, lease_until, attempts_started) \
+         VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
     )?;
     for NewEvent {
         event,
@@ -456,16 +459,18 @@ fn insert_events(conn: &Connection, events: &[NewEvent]) -> rusqlite::Result<()>
     {
         let (event_id, org_id) = (event.id.to_string(), event.org_id.to_string());
         let c = &event.connector;
-        let connector_id = c.id.to_string();
         let created = to_micros(&event.created_at);
         insert_event.execute(params![
             event_id,
             org_id,
             event.event_type.as_str(),
             event.environment().as_str(),
-            connector_id,
+            c.id.to_string(),
             created,
             &shared_body[..],
+            c.integration_slug,
+            c.end_user_name,
+            c.origin_id,
         ])?;
         for d in deliveries {
             insert_delivery.execute(params![
@@ -474,11 +479,6 @@ fn insert_events(conn: &Connection, events: &[NewEvent]) -> rusqlite::Result<()>
                 event_id,
                 d.webhook_id.to_string(),
                 d.webhook_name,
-                connector_id,
-                event.event_type.as_str(),
-                c.integration_slug,
-                c.end_user_name,
-                c.origin_id,
                 d.url,
                 created,
                 created,
@@ -627,11 +627,9 @@ mod tests {
             for _ in 0..*count {
                 due += 1;
                 tx.execute(
-                    "INSERT INTO deliveries (id, org_id, event_id, webhook_id, webhook_name, \
-                     connector_id, event_type, integration_name, end_user_name, origin_id, url, \
+                    "INSERT INTO deliveries (id, org_id, event_id, webhook_id, webhook_name, url, \
                      body, status, created_at, next_attempt_at) VALUES (?, ?, 'event', ?, 'hook', \
-                     'connector', 'connector_sync_started', 'hr', 'user', 'origin', 'http://x/', \
-                     x'7b7d', 'pending', 0, ?)",
+                     'http://x/', x'7b7d', 'pending', 0, ?)",
                     params![
                         DeliveryId::new().to_string(),
                         OrgId::new().to_string(),

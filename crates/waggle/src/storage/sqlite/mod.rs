@@ -233,9 +233,14 @@ fn sync_job_from_row(row: &SqliteRow) -> StoreResult<SyncJob> {
     })
 }
 
-const LOG_COLUMNS: &str = "id, webhook_id, webhook_name, connector_id, event_type, url, status, \
-     response_code, attempt_count, last_error, integration_name, end_user_name, origin_id, \
-     created_at, next_attempt_at";
+/// What a log shows, of a delivery `d` joined with its event `e` ([`LOGS`]).
+const LOG_COLUMNS: &str = "d.id, d.webhook_id, d.webhook_name, e.connector_id, e.event_type, \
+     d.url, d.status, d.response_code, d.attempt_count, d.last_error, e.integration_name, \
+     e.end_user_name, e.origin_id, d.created_at, d.next_attempt_at";
+
+/// Deliveries with their events, in this order (CROSS JOIN keeps SQLite from reordering
+/// it): a log is found by its delivery's indexes, then its event by key.
+const LOGS: &str = "deliveries d CROSS JOIN events e ON e.id = d.event_id";
 
 fn log_from_row(row: &SqliteRow) -> StoreResult<LogEntry> {
     let event_type: String = row.try_get("event_type")?;
@@ -295,11 +300,8 @@ fn attempt_from_row(row: &SqliteRow) -> StoreResult<Attempt> {
     })
 }
 
-/// Reads, beside a delivery's columns, its event's shared part of the body.
-const SHARED_BODY: &str =
-    "(SELECT e.shared_body FROM events e WHERE e.id = deliveries.event_id) AS shared_body";
-
-/// The body of the delivery in `row`, which has its columns and [`SHARED_BODY`].
+/// The body of the delivery in `row`, which has its `body`, `webhook_id` and `url` and
+/// its event's `event_type` and `shared_body`.
 fn body_from_row(row: &SqliteRow) -> StoreResult<Bytes> {
     delivery_body(
         row.try_get("body")?,
@@ -788,10 +790,10 @@ impl Store for SqliteStore {
     ) -> StoreResult<Option<DeliveryJob>> {
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let source = sqlx::query(&format!(
-            "SELECT deliveries.webhook_id, deliveries.url, deliveries.event_type, \
-             deliveries.body, {SHARED_BODY}, w.url AS webhook_url, w.name AS webhook_name \
-             FROM deliveries LEFT JOIN webhooks w ON w.id = deliveries.webhook_id \
-             WHERE deliveries.id = ? AND deliveries.org_id = ?"
+            "SELECT d.webhook_id, d.url, d.body, e.event_type, e.shared_body, \
+             w.url AS webhook_url, w.name AS webhook_name \
+             FROM {LOGS} LEFT JOIN webhooks w ON w.id = d.webhook_id \
+             WHERE d.id = ? AND d.org_id = ?"
         ))
         .bind(log.to_string())
         .bind(org.to_string())
@@ -810,11 +812,10 @@ impl Store for SqliteStore {
         let body = body_from_row(&source)?;
         let now = to_micros(&time::now());
         let row = sqlx::query(
-            "INSERT INTO deliveries (id, org_id, event_id, webhook_id, webhook_name, connector_id, \
-             event_type, integration_name, end_user_name, origin_id, url, body, status, created_at, \
-             next_attempt_at, lease_until, attempts_started) \
-             SELECT ?, org_id, event_id, webhook_id, ?, connector_id, event_type, integration_name, \
-             end_user_name, origin_id, ?, ?, 'pending', ?, ?, ?, ? FROM deliveries WHERE id = ? \
+            "INSERT INTO deliveries (id, org_id, event_id, webhook_id, webhook_name, url, body, \
+             status, created_at, next_attempt_at, lease_until, attempts_started) \
+             SELECT ?, org_id, event_id, webhook_id, ?, ?, ?, 'pending', ?, ?, ?, ? \
+             FROM deliveries WHERE id = ? \
              RETURNING id, org_id, webhook_id, url, body, attempt_count, attempts_started, first_attempt_at",
         )
         .bind(new_id.to_string())
@@ -881,18 +882,19 @@ impl Store for SqliteStore {
 
     async fn list_logs(&self, org: OrgId, f: &LogFilter) -> StoreResult<Vec<LogEntry>> {
         let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {LOG_COLUMNS} FROM deliveries WHERE org_id = "
+            "SELECT {LOG_COLUMNS} FROM {LOGS} WHERE d.org_id = "
         ));
         q.push_bind(org.to_string());
         if let Some(webhook) = f.webhook_id {
-            q.push(" AND webhook_id = ").push_bind(webhook.to_string());
+            q.push(" AND d.webhook_id = ")
+                .push_bind(webhook.to_string());
         }
         if let Some(connector) = f.connector_id {
-            q.push(" AND connector_id = ")
+            q.push(" AND e.connector_id = ")
                 .push_bind(connector.to_string());
         }
         if !f.event_types.is_empty() {
-            q.push(" AND event_type IN (");
+            q.push(" AND e.event_type IN (");
             let mut list = q.separated(", ");
             for t in &f.event_types {
                 list.push_bind(t.as_str());
@@ -900,7 +902,7 @@ impl Store for SqliteStore {
             q.push(")");
         }
         if !f.response_codes.is_empty() {
-            q.push(" AND response_code IN (");
+            q.push(" AND d.response_code IN (");
             let mut list = q.separated(", ");
             for code in &f.response_codes {
                 list.push_bind(*code as i64);
@@ -908,27 +910,28 @@ impl Store for SqliteStore {
             q.push(")");
         }
         if let Some(from) = f.created_from {
-            q.push(" AND created_at >= ").push_bind(to_micros(&from));
+            q.push(" AND d.created_at >= ").push_bind(to_micros(&from));
         }
         if let Some(to) = f.created_to {
-            q.push(" AND created_at <= ").push_bind(to_micros(&to));
+            q.push(" AND d.created_at <= ").push_bind(to_micros(&to));
         }
         if f.errors_only {
             q.push(
-                " AND (response_code >= 400 OR (response_code IS NULL AND last_error IS NOT NULL))",
+                " AND (d.response_code >= 400 OR (d.response_code IS NULL AND d.last_error IS NOT NULL))",
             );
         }
         if let Some(before) = f.before {
-            q.push(" AND id < ").push_bind(before.to_string());
+            q.push(" AND d.id < ").push_bind(before.to_string());
         }
-        q.push(" ORDER BY id DESC LIMIT ").push_bind(f.limit as i64);
+        q.push(" ORDER BY d.id DESC LIMIT ")
+            .push_bind(f.limit as i64);
         let rows = q.build().fetch_all(&self.read).await?;
         rows.iter().map(log_from_row).collect()
     }
 
     async fn log(&self, org: OrgId, id: DeliveryId) -> StoreResult<Option<LogDetail>> {
         let row = sqlx::query(&format!(
-            "SELECT {LOG_COLUMNS}, body, {SHARED_BODY} FROM deliveries WHERE id = ? AND org_id = ?"
+            "SELECT {LOG_COLUMNS}, d.body, e.shared_body FROM {LOGS} WHERE d.id = ? AND d.org_id = ?"
         ))
         .bind(id.to_string())
         .bind(org.to_string())
@@ -959,7 +962,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn bodies_kept_before_the_shared_part_moved_to_events_are_read_as_they_were() {
+    async fn deliveries_made_before_their_events_kept_the_shared_parts_read_as_they_were() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("old.db").display());
         let options = SqliteConnectOptions::from_str(&url)
@@ -976,7 +979,7 @@ mod tests {
                 .collect(),
         );
         before.run(&old).await.unwrap();
-        let (org, delivery) = (OrgId::new(), DeliveryId::new());
+        let (org, delivery, connector) = (OrgId::new(), DeliveryId::new(), ConnectorId::new());
         let exact = br#"{"webhook":{"url":"http://then/"},"data":"as sent \u00e9"}"#;
         sqlx::query(
             "INSERT INTO organizations (id, name, signature_key, created_at) VALUES (?1, 'o', 'k', 0); \
@@ -991,7 +994,7 @@ mod tests {
         .bind(delivery.to_string())
         .bind(WebhookId::new().to_string())
         .bind(&exact[..])
-        .bind(ConnectorId::new().to_string())
+        .bind(connector.to_string())
         .execute(&old)
         .await
         .unwrap();
@@ -1000,6 +1003,22 @@ mod tests {
         let store = SqliteStore::open(&url).await.unwrap();
         let log = store.log(org, delivery).await.unwrap().unwrap();
         assert_eq!(&log.body[..], &exact[..]);
+        // The event's fields, moved from the delivery to the event, read as they were.
+        let e = &log.entry;
+        assert_eq!(e.connector_id, connector);
+        assert_eq!(e.event_type, EventType::ConnectorSyncStarted);
+        assert_eq!(
+            (
+                e.integration_name.as_str(),
+                e.end_user_name.as_str(),
+                e.origin_id.as_str()
+            ),
+            ("s", "n", "u")
+        );
+        assert_eq!(
+            (e.url.as_str(), e.webhook_name.as_str()),
+            ("http://now/", "h")
+        );
         let room = ClaimRoom {
             limit: 10,
             webhooks: HashMap::new(),
