@@ -1,6 +1,7 @@
 //! The fan-out rule (SPEC §2): an event goes to every enabled webhook of its organization
 //! whose type is the event's environment and whose events include its type. Each delivery's
-//! body is rendered here, once, and stored with the event in one transaction.
+//! body is rendered here, once, for its first attempt; the event, the part its bodies
+//! share and its deliveries are stored in one transaction.
 
 use bytes::Bytes;
 

@@ -147,6 +147,8 @@ pub struct NewDelivery {
     pub webhook_id: WebhookId,
     pub webhook_name: String,
     pub url: String,
+    /// The exact body, as the first attempt sends it; the stores keep the event's shared
+    /// part instead and remake it (see [`NewEvent::shared_body`]).
     pub body: Bytes,
     /// Set when the creating node hands the delivery to its own dispatcher at once.
     pub lease_until: Option<Timestamp>,
