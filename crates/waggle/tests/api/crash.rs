@@ -169,25 +169,9 @@ async fn a_scheduled_retry_survives_kill_9() {
         got[0].header("x-bindbee-webhook-signature"),
         expected_signature(org["signature_key"].as_str().unwrap(), &got[0].body)
     );
-    let logs: Value = client
-        .get(&logs_url)
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let logs = fetch(&client, &key, logs_url.clone()).await;
     let log_id = logs["items"][0]["id"].as_str().unwrap();
-    let detail: Value = client
-        .get(format!("{logs_url}/{log_id}"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let detail = fetch(&client, &key, format!("{logs_url}/{log_id}")).await;
     assert_eq!(
         detail["request"][0]["body"], body,
         "the log shows the bytes sent"

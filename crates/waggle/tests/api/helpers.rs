@@ -596,6 +596,19 @@ pub fn org_create(db_url: &str) -> Value {
     created
 }
 
+/// GETs `url` with the API key; its JSON, panicking on any failure.
+pub async fn fetch(client: &reqwest::Client, key: &str, url: String) -> Value {
+    let r = client
+        .get(&url)
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    r.json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+}
+
 /// POSTs `body`; the answer's JSON when it succeeded, `None` on any failure.
 pub async fn call(client: &reqwest::Client, key: &str, url: String, body: Value) -> Option<Value> {
     let r = client

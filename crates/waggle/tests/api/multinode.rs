@@ -99,16 +99,7 @@ impl Org {
             if let Some(c) = &cursor {
                 url.push_str(&format!("&cursor={c}"));
             }
-            let body: Value = self
-                .client
-                .get(url)
-                .bearer_auth(&self.key)
-                .send()
-                .await
-                .expect("logs answer")
-                .json()
-                .await
-                .expect("logs are JSON");
+            let body = fetch(&self.client, &self.key, url).await;
             items.extend(body["items"].as_array().unwrap().iter().cloned());
             match body["cursor"].as_str() {
                 Some(c) => cursor = Some(c.to_owned()),
@@ -508,16 +499,12 @@ async fn a_key_regenerated_on_one_node_signs_at_once_on_another() {
             expected_signature(&new_key, &got[seen].body),
             "round {round}: node B signed with a key that was replaced"
         );
-        let key_on_b: Value = org
-            .client
-            .get(format!("{}/api/v1/webhooks/signature-key", b.address))
-            .bearer_auth(&org.key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let key_on_b = fetch(
+            &org.client,
+            &org.key,
+            format!("{}/api/v1/webhooks/signature-key", b.address),
+        )
+        .await;
         assert_eq!(key_on_b["signature_key"], new_key.as_str());
         if round == 2 {
             // Retries made before the regeneration carry the new key too, whichever node
