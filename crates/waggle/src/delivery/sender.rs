@@ -4,14 +4,28 @@
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
+use std::future::Future;
+use std::io::Write as _;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, LOCATION, USER_AGENT};
-use http::{Method, StatusCode};
-use reqwest::dns::{Name, Resolve, Resolving};
+use flate2::write::GzDecoder;
+use http::header::{
+    HeaderName, HeaderValue, ACCEPT, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH,
+    CONTENT_TYPE, LOCATION, USER_AGENT,
+};
+use http::{Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use url::Url;
 
 use crate::domain::attempt::{AttemptResult, FailureCategory, MAX_RESPONSE_BODY};
@@ -41,15 +55,41 @@ pub struct SentAttempt {
     pub result: AttemptResult,
 }
 
+/// hyper's pooled client over TCP (TLS for https), names resolved by [`GuardedResolver`].
+/// Not reqwest: its layers (redirects, retries, decompression, its own URL type) cost
+/// more per request than hyper's exchange itself, and waggle does each of those its own
+/// way, hop by hop, under its own checks.
+type HttpClient = Client<HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>;
+
 /// The HTTP client every delivery goes through; cheap to clone, sharing one pool.
 #[derive(Clone)]
 pub struct Sender {
-    client: reqwest::Client,
+    client: HttpClient,
     config: Arc<SenderConfig>,
     /// Destination URLs parsed so far, shared by every clone. Every attempt to a webhook
     /// goes to the same URL, and parsing it (its host through IDNA processing) cost more
     /// than the rest of building the request.
-    parsed: Arc<Mutex<HashMap<String, Url>>>,
+    parsed: Arc<Mutex<HashMap<String, Destination>>>,
+}
+
+/// A destination URL, parsed both ways: [`Url`] for the checks and for joining
+/// redirects, [`Uri`] for the request.
+#[derive(Clone)]
+struct Destination {
+    url: Url,
+    uri: Uri,
+}
+
+impl Destination {
+    fn parse(url: &str) -> Result<Self, String> {
+        let url = Url::parse(url).map_err(|e| e.to_string())?;
+        Self::from_url(url)
+    }
+
+    fn from_url(url: Url) -> Result<Self, String> {
+        let uri = url.as_str().parse::<Uri>().map_err(|e| e.to_string())?;
+        Ok(Self { url, uri })
+    }
 }
 
 /// URLs [`Sender`] keeps parsed at most; past that it starts over.
@@ -62,12 +102,28 @@ struct RefusedDestination(String);
 
 /// Resolves names and drops the addresses deliveries may not reach, so that the check
 /// holds for the address actually connected to, on every redirect hop.
+#[derive(Clone)]
 struct GuardedResolver {
     allow_private: bool,
 }
 
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
+type Resolving = Pin<
+    Box<
+        dyn Future<Output = Result<std::vec::IntoIter<SocketAddr>, Box<dyn StdError + Send + Sync>>>
+            + Send,
+    >,
+>;
+
+impl tower_service::Service<Name> for GuardedResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = Box<dyn StdError + Send + Sync>;
+    type Future = Resolving;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Resolving {
         let allow_private = self.allow_private;
         Box::pin(async move {
             let host = name.as_str().to_owned();
@@ -78,25 +134,31 @@ impl Resolve for GuardedResolver {
             if addrs.is_empty() {
                 return Err(Box::new(RefusedDestination(host)) as Box<dyn StdError + Send + Sync>);
             }
-            Ok(Box::new(addrs.into_iter()) as Box<dyn Iterator<Item = SocketAddr> + Send>)
+            Ok(addrs.into_iter())
         })
     }
 }
 
 impl Sender {
     pub fn new(config: SenderConfig) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            // Inside the attempt's own limit, so that a connect that hangs is named as such.
-            .connect_timeout(config.attempt_timeout * 3 / 4)
+        let mut tcp = HttpConnector::new_with_resolver(GuardedResolver {
+            allow_private: config.allow_private_destinations,
+        });
+        tcp.enforce_http(false); // https too, through the TLS layer
+        tcp.set_nodelay(true);
+        // Inside the attempt's own limit, so that a connect that hangs is named as such.
+        tcp.set_connect_timeout(Some(config.attempt_timeout * 3 / 4));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(tcp);
+        let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(config.max_idle_per_host)
-            .tcp_nodelay(true)
-            .dns_resolver(Arc::new(GuardedResolver {
-                allow_private: config.allow_private_destinations,
-            }))
-            .build()?;
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
         Ok(Self {
             client,
             config: Arc::new(config),
@@ -187,8 +249,8 @@ impl Sender {
         headers: Vec<(HeaderName, HeaderValue)>,
         body: Bytes,
     ) -> AttemptResult {
-        let mut url = match self.parse(url) {
-            Ok(url) => url,
+        let mut destination = match self.parse(url) {
+            Ok(destination) => destination,
             Err(e) => {
                 return failure(
                     FailureCategory::LocalProtocolError,
@@ -199,21 +261,21 @@ impl Sender {
         let mut method = Method::POST;
         let mut body = Some(body);
         for hop in 0..=MAX_REDIRECTS {
-            if let Some(refused) = self.check_hop(&url) {
+            if let Some(refused) = self.check_hop(&destination.url) {
                 return refused;
             }
-            let mut request = self.client.request(method.clone(), url.clone());
-            for (name, value) in &headers {
-                if body.is_some() || *name != CONTENT_TYPE {
-                    request = request.header(name, value);
+            let request = match build_request(&method, &destination.uri, &headers, &body) {
+                Ok(request) => request,
+                Err(e) => {
+                    return failure(
+                        FailureCategory::LocalProtocolError,
+                        format!("invalid request: {e}"),
+                    )
                 }
-            }
-            if let Some(body) = &body {
-                request = request.body(body.clone());
-            }
-            let response = match request.send().await {
+            };
+            let response = match self.client.request(request).await {
                 Ok(response) => response,
-                Err(e) => return classify(&e, false),
+                Err(e) => return classify(&e, e.is_connect()),
             };
             let status = response.status();
             let location = response
@@ -229,7 +291,12 @@ impl Sender {
                             format!("more than {MAX_REDIRECTS} redirects; last to {location}"),
                         );
                     }
-                    url = match url.join(&location) {
+                    let next = destination
+                        .url
+                        .join(&location)
+                        .map_err(|e| e.to_string())
+                        .and_then(Destination::from_url);
+                    destination = match next {
                         Ok(next) => next,
                         Err(e) => {
                             return failure(
@@ -253,11 +320,11 @@ impl Sender {
         unreachable!("the last hop returns")
     }
 
-    fn parse(&self, url: &str) -> Result<Url, url::ParseError> {
+    fn parse(&self, url: &str) -> Result<Destination, String> {
         if let Some(parsed) = self.parsed.lock().expect("URL cache lock").get(url) {
             return Ok(parsed.clone());
         }
-        let parsed = Url::parse(url)?;
+        let parsed = Destination::parse(url)?;
         let mut cache = self.parsed.lock().expect("URL cache lock");
         if cache.len() >= PARSED_URLS {
             cache.clear();
@@ -285,6 +352,27 @@ impl Sender {
     }
 }
 
+/// One hop's request: the attempt's headers (no content type without a body), and what
+/// any HTTP client sends besides: `accept`, and `accept-encoding` for the gzip that
+/// [`read_response`] decodes.
+fn build_request(
+    method: &Method,
+    uri: &Uri,
+    headers: &[(HeaderName, HeaderValue)],
+    body: &Option<Bytes>,
+) -> http::Result<Request<Full<Bytes>>> {
+    let mut request = Request::builder().method(method.clone()).uri(uri.clone());
+    for (name, value) in headers {
+        if body.is_some() || *name != CONTENT_TYPE {
+            request = request.header(name, value);
+        }
+    }
+    request
+        .header(ACCEPT, HeaderValue::from_static("*/*"))
+        .header(ACCEPT_ENCODING, HeaderValue::from_static("gzip"))
+        .body(Full::new(body.clone().unwrap_or_default()))
+}
+
 fn is_followed(status: StatusCode) -> bool {
     matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
 }
@@ -293,12 +381,18 @@ fn failure(category: FailureCategory, message: String) -> AttemptResult {
     AttemptResult::Failure { category, message }
 }
 
-/// Keeps the status, the headers and the first 64 KiB of the body.
-async fn read_response(mut response: reqwest::Response) -> AttemptResult {
-    let status = response.status().as_u16();
-    let headers = response
-        .headers()
+/// Keeps the status, the headers and the first 64 KiB of the body, decoded when it came
+/// gzipped (then without the `content-encoding` and `content-length` of the encoded one).
+async fn read_response(response: hyper::Response<Incoming>) -> AttemptResult {
+    let (parts, mut incoming) = response.into_parts();
+    let gzipped = parts
+        .headers
+        .get(CONTENT_ENCODING)
+        .is_some_and(|e| e.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    let headers = parts
+        .headers
         .iter()
+        .filter(|(n, _)| !gzipped || (*n != CONTENT_ENCODING && *n != CONTENT_LENGTH))
         .map(|(n, v)| {
             (
                 n.as_str().to_owned(),
@@ -306,31 +400,105 @@ async fn read_response(mut response: reqwest::Response) -> AttemptResult {
             )
         })
         .collect();
-    let mut body = Vec::new();
-    while body.len() < MAX_RESPONSE_BODY {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                let room = MAX_RESPONSE_BODY - body.len();
-                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    let mut body = Kept::new(gzipped);
+    while !body.is_full() {
+        match incoming.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(chunk) = frame.into_data() {
+                    if let Err(e) = body.push(&chunk) {
+                        return decoding_failure(&e);
+                    }
+                }
             }
-            Ok(None) => break,
-            Err(e) => return classify(&e, true),
+            Some(Err(e)) => return classify(&e, false),
+            None => break,
         }
     }
-    AttemptResult::Response {
-        status,
-        headers,
-        body,
+    match body.finish() {
+        Ok(body) => AttemptResult::Response {
+            status: parts.status.as_u16(),
+            headers,
+            body,
+        },
+        Err(e) => decoding_failure(&e),
     }
 }
 
+/// The part of a response body that is kept: at most [`MAX_RESPONSE_BODY`] bytes, after
+/// decoding when it is gzipped.
+enum Kept {
+    Plain(Vec<u8>),
+    /// `seen` tells an empty body (nothing to decode) from a truncated one.
+    Gzip {
+        decoder: Box<GzDecoder<Vec<u8>>>,
+        seen: bool,
+    },
+}
+
+impl Kept {
+    fn new(gzipped: bool) -> Self {
+        if gzipped {
+            Kept::Gzip {
+                decoder: Box::new(GzDecoder::new(Vec::new())),
+                seen: false,
+            }
+        } else {
+            Kept::Plain(Vec::new())
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        match self {
+            Kept::Plain(body) => body.len() >= MAX_RESPONSE_BODY,
+            Kept::Gzip { decoder, .. } => decoder.get_ref().len() >= MAX_RESPONSE_BODY,
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        match self {
+            Kept::Plain(body) => {
+                let room = MAX_RESPONSE_BODY - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                Ok(())
+            }
+            Kept::Gzip { decoder, seen } => {
+                *seen |= !chunk.is_empty();
+                decoder.write_all(chunk)
+            }
+        }
+    }
+
+    fn finish(self) -> std::io::Result<Vec<u8>> {
+        let mut body = match self {
+            Kept::Plain(body) => body,
+            // Nothing to decode, or enough decoded: the rest of the stream is not read.
+            Kept::Gzip { mut decoder, seen }
+                if !seen || decoder.get_ref().len() >= MAX_RESPONSE_BODY =>
+            {
+                std::mem::take(decoder.get_mut())
+            }
+            Kept::Gzip { decoder, .. } => decoder.finish()?,
+        };
+        body.truncate(MAX_RESPONSE_BODY);
+        Ok(body)
+    }
+}
+
+fn decoding_failure(error: &std::io::Error) -> AttemptResult {
+    failure(
+        FailureCategory::DecodingError,
+        format!("error decoding response body: {error}"),
+    )
+}
+
 /// Names a request failure in the provider's categories, from the innermost cause that
-/// tells: our own refusal, hyper's protocol verdict, or the operating system's error.
-fn classify(error: &reqwest::Error, reading_body: bool) -> AttemptResult {
+/// tells: our own refusal, the operating system's error, or hyper's protocol verdict.
+/// `connecting`: the failure came before any request was written.
+fn classify(error: &(dyn StdError + 'static), connecting: bool) -> AttemptResult {
     let message = chain(error);
     let mut hyper_error = None;
     let mut io_error = None;
-    let mut source: Option<&(dyn StdError + 'static)> = Some(error);
+    let mut source = Some(error);
     while let Some(e) = source {
         if e.downcast_ref::<RefusedDestination>().is_some() {
             return failure(FailureCategory::DestinationRefused, message);
@@ -343,16 +511,11 @@ fn classify(error: &reqwest::Error, reading_body: bool) -> AttemptResult {
         }
         source = e.source();
     }
-    let category = if error.is_timeout() {
-        if error.is_connect() {
-            FailureCategory::ConnectTimeout
-        } else {
-            FailureCategory::ReadTimeout
+    let category = if connecting {
+        match io_error.map(|e| e.kind()) {
+            Some(std::io::ErrorKind::TimedOut) => FailureCategory::ConnectTimeout,
+            _ => FailureCategory::ConnectError,
         }
-    } else if error.is_connect() {
-        FailureCategory::ConnectError
-    } else if error.is_decode() {
-        FailureCategory::DecodingError
     } else if let Some(category) = io_error.and_then(|e| from_io(e.kind())) {
         category
     } else if let Some(h) = hyper_error {
@@ -373,8 +536,6 @@ fn classify(error: &reqwest::Error, reading_body: bool) -> AttemptResult {
         } else {
             FailureCategory::ReadError
         }
-    } else if error.is_builder() || error.is_request() && !reading_body {
-        FailureCategory::LocalProtocolError
     } else {
         FailureCategory::ReadError
     };

@@ -150,6 +150,34 @@ async fn a_body_that_does_not_decode_is_a_decoding_error() {
 }
 
 #[tokio::test]
+async fn a_gzipped_answer_is_logged_decoded() {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(b"{\"received\":true}").unwrap();
+    let gzipped = encoder.finish().unwrap();
+    let mut answer = format!(
+        "HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: {}\r\nx-kept: yes\r\n\r\n",
+        gzipped.len()
+    )
+    .into_bytes();
+    answer.extend_from_slice(&gzipped);
+    let url = answering(answer.leak()).await;
+    let app = spawn_app().await;
+    let detail = deliver_once(&app, &url).await;
+    assert_eq!(detail["status"], "delivered", "{detail}");
+    let response = &detail["response"][0];
+    assert_eq!(response["status_code"], 200);
+    assert_eq!(response["body"], "{\"received\":true}");
+    assert_eq!(response["headers"]["x-kept"], "yes");
+    // The headers of the encoded body no longer describe the body kept.
+    assert!(
+        response["headers"]["content-encoding"].is_null(),
+        "{detail}"
+    );
+    assert!(response["headers"]["content-length"].is_null(), "{detail}");
+}
+
+#[tokio::test]
 async fn a_full_accept_queue_is_a_connect_timeout() {
     // A listener that never accepts, with its backlog filled: new connections hang in SYN.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
