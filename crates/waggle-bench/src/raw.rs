@@ -1,11 +1,16 @@
-//! The physical limit: a raw HTTP client (reqwest, the stack waggle delivers with) posting
-//! waggle-shaped bodies to the receiver as fast as it can, with waggle's concurrency.
+//! The physical limit: a raw HTTP client (hyper's pooled client, the stack waggle delivers
+//! with) posting waggle-shaped requests to the receiver as fast as it can, with waggle's
+//! concurrency.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 /// What the raw client achieved.
 #[derive(Debug, Clone, Copy)]
@@ -37,19 +42,19 @@ pub async fn measure(
     count: u64,
     limit: Duration,
 ) -> anyhow::Result<RawRate> {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(concurrency)
-        .tcp_nodelay(true)
-        .timeout(Duration::from_secs(10))
-        .build()?;
+        .pool_timer(TokioTimer::new())
+        .build(connector);
+    let uri: http::Uri = url.parse()?;
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + limit;
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
-        let (client, next, url) = (client.clone(), next.clone(), url.to_owned());
+        let (client, next, uri) = (client.clone(), next.clone(), uri.clone());
         tasks.spawn(async move {
             let (mut done, mut errors) = (0u64, 0u64);
             loop {
@@ -57,8 +62,8 @@ pub async fn measure(
                 if seq >= count || Instant::now() >= deadline {
                     break;
                 }
-                let sent = client
-                    .post(&url)
+                // The headers waggle sends, in its order.
+                let request = http::Request::post(uri.clone())
                     .header("content-type", "application/json")
                     .header("user-agent", "waggle/0.1.0")
                     .header("webhook-id", "0192f0c4-7a55-7c3e-9a1b-3f4e5d6c7b8a")
@@ -66,17 +71,17 @@ pub async fn measure(
                         "x-bindbee-webhook-signature",
                         "q1Vt3zQx0m2Yb8Jc5Kd7Lf9Ng1Ph3Rj5Tl7Vn9Xp1Zr3=",
                     )
-                    .body(body(seq))
-                    .send()
-                    .await;
-                let read = match sent {
-                    Ok(response) => response.bytes().await.is_ok(),
-                    Err(_) => false,
+                    .header("accept", "*/*")
+                    .header("accept-encoding", "gzip")
+                    .body(Full::new(body(seq)))
+                    .expect("a valid request");
+                let exchange = async {
+                    let response = client.request(request).await.ok()?;
+                    response.into_body().collect().await.ok()
                 };
-                if read {
-                    done += 1;
-                } else {
-                    errors += 1;
+                match tokio::time::timeout(Duration::from_secs(10), exchange).await {
+                    Ok(Some(_)) => done += 1,
+                    _ => errors += 1,
                 }
             }
             (done, errors)
