@@ -45,6 +45,7 @@ pub async fn measure(
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http1_writev(false) // as waggle's sender
         .pool_max_idle_per_host(concurrency)
         .pool_timer(TokioTimer::new())
         .build(connector);
