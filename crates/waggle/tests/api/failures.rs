@@ -135,6 +135,13 @@ async fn closing_without_an_answer_is_a_remote_protocol_error() {
 }
 
 #[tokio::test]
+async fn a_tls_handshake_that_fails_is_a_connect_error() {
+    // https to a socket that answers plain HTTP: the handshake fails before any request.
+    let url = answering(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
+    assert_category(&url.replacen("http://", "https://", 1), "connect_error").await;
+}
+
+#[tokio::test]
 async fn a_hang_past_the_attempt_timeout_is_a_read_timeout() {
     let url = hanging().await;
     assert_category(&url, "read_timeout").await;
