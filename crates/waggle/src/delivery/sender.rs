@@ -107,16 +107,13 @@ struct GuardedResolver {
     allow_private: bool,
 }
 
-type Resolving = Pin<
-    Box<
-        dyn Future<Output = Result<std::vec::IntoIter<SocketAddr>, Box<dyn StdError + Send + Sync>>>
-            + Send,
-    >,
->;
+type BoxError = Box<dyn StdError + Send + Sync>;
+type Resolving =
+    Pin<Box<dyn Future<Output = Result<std::vec::IntoIter<SocketAddr>, BoxError>> + Send>>;
 
 impl tower_service::Service<Name> for GuardedResolver {
     type Response = std::vec::IntoIter<SocketAddr>;
-    type Error = Box<dyn StdError + Send + Sync>;
+    type Error = BoxError;
     type Future = Resolving;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -132,7 +129,7 @@ impl tower_service::Service<Name> for GuardedResolver {
                 .filter(|a| allow_private || is_public(a.ip()))
                 .collect();
             if addrs.is_empty() {
-                return Err(Box::new(RefusedDestination(host)) as Box<dyn StdError + Send + Sync>);
+                return Err(Box::new(RefusedDestination(host)) as BoxError);
             }
             Ok(addrs.into_iter())
         })
