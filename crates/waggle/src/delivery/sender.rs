@@ -427,10 +427,10 @@ async fn read_response(response: hyper::Response<Incoming>) -> AttemptResult {
 /// The part of a response body that is kept: at most [`MAX_RESPONSE_BODY`] bytes, after
 /// decoding when it is gzipped.
 enum Kept {
-    Plain(Vec<u8>),
+    Plain(Capped),
     /// `seen` tells an empty body (nothing to decode) from a truncated one.
     Gzip {
-        decoder: Box<GzDecoder<Vec<u8>>>,
+        decoder: Box<GzDecoder<Capped>>,
         seen: bool,
     },
 }
@@ -439,28 +439,24 @@ impl Kept {
     fn new(gzipped: bool) -> Self {
         if gzipped {
             Kept::Gzip {
-                decoder: Box::new(GzDecoder::new(Vec::new())),
+                decoder: Box::new(GzDecoder::new(Capped::default())),
                 seen: false,
             }
         } else {
-            Kept::Plain(Vec::new())
+            Kept::Plain(Capped::default())
         }
     }
 
     fn is_full(&self) -> bool {
         match self {
-            Kept::Plain(body) => body.len() >= MAX_RESPONSE_BODY,
-            Kept::Gzip { decoder, .. } => decoder.get_ref().len() >= MAX_RESPONSE_BODY,
+            Kept::Plain(body) => body.is_full(),
+            Kept::Gzip { decoder, .. } => decoder.get_ref().is_full(),
         }
     }
 
     fn push(&mut self, chunk: &[u8]) -> std::io::Result<()> {
         match self {
-            Kept::Plain(body) => {
-                let room = MAX_RESPONSE_BODY - body.len();
-                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                Ok(())
-            }
+            Kept::Plain(body) => body.write_all(chunk),
             Kept::Gzip { decoder, seen } => {
                 *seen |= !chunk.is_empty();
                 decoder.write_all(chunk)
@@ -469,18 +465,37 @@ impl Kept {
     }
 
     fn finish(self) -> std::io::Result<Vec<u8>> {
-        let mut body = match self {
-            Kept::Plain(body) => body,
+        Ok(match self {
+            Kept::Plain(body) => body.0,
             // Nothing to decode, or enough decoded: the rest of the stream is not read.
-            Kept::Gzip { mut decoder, seen }
-                if !seen || decoder.get_ref().len() >= MAX_RESPONSE_BODY =>
-            {
-                std::mem::take(decoder.get_mut())
+            Kept::Gzip { mut decoder, seen } if !seen || decoder.get_ref().is_full() => {
+                std::mem::take(decoder.get_mut()).0
             }
-            Kept::Gzip { decoder, .. } => decoder.finish()?,
-        };
-        body.truncate(MAX_RESPONSE_BODY);
-        Ok(body)
+            Kept::Gzip { decoder, .. } => decoder.finish()?.0,
+        })
+    }
+}
+
+/// The first [`MAX_RESPONSE_BODY`] bytes written to it; the rest is dropped, so that a
+/// small gzipped body that inflates to gigabytes holds no more memory than a plain one.
+#[derive(Default)]
+struct Capped(Vec<u8>);
+
+impl Capped {
+    fn is_full(&self) -> bool {
+        self.0.len() >= MAX_RESPONSE_BODY
+    }
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let room = MAX_RESPONSE_BODY - self.0.len();
+        self.0.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -185,6 +185,29 @@ async fn a_gzipped_answer_is_logged_decoded() {
 }
 
 #[tokio::test]
+async fn a_gzipped_answer_that_inflates_to_megabytes_keeps_64_kib() {
+    use std::io::Write;
+    // 32 MiB of zeros compress to about 32 KiB.
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(&vec![b'0'; 32 << 20]).unwrap();
+    let gzipped = encoder.finish().unwrap();
+    assert!(gzipped.len() < 64 * 1024);
+    let mut answer = format!(
+        "HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: {}\r\n\r\n",
+        gzipped.len()
+    )
+    .into_bytes();
+    answer.extend_from_slice(&gzipped);
+    let url = answering(answer.leak()).await;
+    let app = spawn_app().await;
+    let detail = deliver_once(&app, &url).await;
+    assert_eq!(detail["status"], "delivered", "{detail}");
+    let body = detail["response"][0]["body"].as_str().unwrap();
+    assert_eq!(body.len(), 64 * 1024);
+    assert!(body.bytes().all(|b| b == b'0'));
+}
+
+#[tokio::test]
 async fn a_full_accept_queue_is_a_connect_timeout() {
     // A listener that never accepts, with its backlog filled: new connections hang in SYN.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
