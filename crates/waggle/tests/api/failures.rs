@@ -45,6 +45,22 @@ async fn answering(answer: &'static [u8]) -> String {
     .await
 }
 
+/// A receiver that answers 200 with `body` gzipped (`content-encoding: gzip`) and the
+/// header lines `extra` (each ending in CRLF); also the gzipped body's length.
+async fn answering_gzipped(body: &[u8], extra: &str) -> (String, usize) {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(body).unwrap();
+    let gzipped = encoder.finish().unwrap();
+    let mut answer = format!(
+        "HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: {}\r\n{extra}\r\n",
+        gzipped.len()
+    )
+    .into_bytes();
+    answer.extend_from_slice(&gzipped);
+    (answering(answer.leak()).await, gzipped.len())
+}
+
 fn closed_port_url() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
@@ -158,17 +174,7 @@ async fn a_body_that_does_not_decode_is_a_decoding_error() {
 
 #[tokio::test]
 async fn a_gzipped_answer_is_logged_decoded() {
-    use std::io::Write;
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    encoder.write_all(b"{\"received\":true}").unwrap();
-    let gzipped = encoder.finish().unwrap();
-    let mut answer = format!(
-        "HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: {}\r\nx-kept: yes\r\n\r\n",
-        gzipped.len()
-    )
-    .into_bytes();
-    answer.extend_from_slice(&gzipped);
-    let url = answering(answer.leak()).await;
+    let (url, _) = answering_gzipped(b"{\"received\":true}", "x-kept: yes\r\n").await;
     let app = spawn_app().await;
     let detail = deliver_once(&app, &url).await;
     assert_eq!(detail["status"], "delivered", "{detail}");
@@ -186,19 +192,9 @@ async fn a_gzipped_answer_is_logged_decoded() {
 
 #[tokio::test]
 async fn a_gzipped_answer_that_inflates_to_megabytes_keeps_64_kib() {
-    use std::io::Write;
-    // 32 MiB of zeros compress to about 32 KiB.
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    encoder.write_all(&vec![b'0'; 32 << 20]).unwrap();
-    let gzipped = encoder.finish().unwrap();
-    assert!(gzipped.len() < 64 * 1024);
-    let mut answer = format!(
-        "HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: {}\r\n\r\n",
-        gzipped.len()
-    )
-    .into_bytes();
-    answer.extend_from_slice(&gzipped);
-    let url = answering(answer.leak()).await;
+    // 32 MiB of zeros compress to about 32 KiB, less than the body kept.
+    let (url, gzipped) = answering_gzipped(&vec![b'0'; 32 << 20], "").await;
+    assert!(gzipped < 64 * 1024);
     let app = spawn_app().await;
     let detail = deliver_once(&app, &url).await;
     assert_eq!(detail["status"], "delivered", "{detail}");
