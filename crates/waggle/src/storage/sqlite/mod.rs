@@ -85,6 +85,30 @@ impl ReadCache {
     }
 }
 
+/// Runs the migrations not yet run, on a connection of their own with foreign keys off:
+/// SQLite changes a table's constraints only by making the table anew, and dropping the
+/// old one would otherwise cascade to every row referring to it (SQLite's own procedure
+/// for schema changes). Every reference is checked once they have run.
+async fn migrate(options: &SqliteConnectOptions) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let mut conn =
+        sqlx::SqliteConnection::connect_with(&options.clone().foreign_keys(false)).await?;
+    sqlx::migrate!("./migrations/sqlite").run(&mut conn).await?;
+    let broken = sqlx::query("PRAGMA foreign_key_check")
+        .fetch_all(&mut conn)
+        .await?;
+    if let Some(row) = broken.first() {
+        let table: String = row.try_get(0)?;
+        let parent: String = row.try_get(2)?;
+        anyhow::bail!(
+            "{} rows refer to rows that do not exist (the first: in {table}, to {parent})",
+            broken.len()
+        );
+    }
+    conn.close().await?;
+    Ok(())
+}
+
 impl SqliteStore {
     pub async fn open(url: &str) -> anyhow::Result<Self> {
         use anyhow::Context;
@@ -97,6 +121,9 @@ impl SqliteStore {
             .foreign_keys(true)
             .pragma("temp_store", "memory")
             .pragma("cache_size", "-32768");
+        migrate(&options)
+            .await
+            .with_context(|| format!("migrating the SQLite database {url}"))?;
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -104,10 +131,6 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await
             .with_context(|| format!("opening SQLite database {url}"))?;
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&write)
-            .await
-            .context("migrating the SQLite database")?;
         let group = group::start(options.get_filename())?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
@@ -961,11 +984,9 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test]
-    async fn deliveries_made_before_their_events_kept_the_shared_parts_read_as_they_were() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("old.db").display());
-        let options = SqliteConnectOptions::from_str(&url)
+    /// A database with the migrations before `version` run, as an older waggle left it.
+    async fn migrated_before(url: &str, version: i64) -> SqlitePool {
+        let options = SqliteConnectOptions::from_str(url)
             .unwrap()
             .create_if_missing(true);
         let old = SqlitePool::connect_with(options).await.unwrap();
@@ -974,11 +995,89 @@ mod tests {
             before
                 .migrations
                 .iter()
-                .filter(|m| m.version < 6)
+                .filter(|m| m.version < version)
                 .cloned()
                 .collect(),
         );
         before.run(&old).await.unwrap();
+        old
+    }
+
+    #[tokio::test]
+    async fn the_deliveries_made_anew_keep_their_rows_attempts_and_status_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("old.db").display());
+        let old = migrated_before(&url, 8).await;
+        let (org, delivery) = (OrgId::new(), DeliveryId::new());
+        sqlx::query(
+            "INSERT INTO organizations (id, name, signature_key, created_at) VALUES (?1, 'o', 'k', 0); \
+             INSERT INTO events (id, org_id, event_type, environment, connector_id, created_at, \
+             shared_body) VALUES ('e', ?1, 'connector_sync_started', 'production', ?4, 0, x'7b7d'); \
+             INSERT INTO deliveries (id, org_id, event_id, webhook_id, webhook_name, url, body, \
+             status, attempt_count, attempts_started, response_code, created_at, first_attempt_at, \
+             finished_at) VALUES (?2, ?1, 'e', ?3, 'h', 'http://then/', x'7b7d', 'delivered', 1, 1, \
+             204, 0, 5, 9); \
+             INSERT INTO attempts (delivery_id, number, started_at, duration_us, request_url, \
+             request_headers, response_status, response_headers, response_body) \
+             VALUES (?2, 1, 5, 4, 'http://then/', '[]', 204, '[]', x'')",
+        )
+        .bind(org.to_string())
+        .bind(delivery.to_string())
+        .bind(WebhookId::new().to_string())
+        .bind(ConnectorId::new().to_string())
+        .execute(&old)
+        .await
+        .unwrap();
+        old.close().await;
+
+        let store = SqliteStore::open(&url).await.unwrap();
+        let log = store.log(org, delivery).await.unwrap().unwrap();
+        assert_eq!(log.entry.status, "delivered");
+        assert_eq!(log.entry.response_code, Some(204));
+        // Making the table anew did not cascade to the attempts that refer to it.
+        assert_eq!(log.attempts.len(), 1);
+        assert_eq!(log.attempts[0].number, 1);
+        // The status rule holds as before, and checking it builds nothing per row.
+        let insert = |status: &'static str| {
+            sqlx::query(
+                "INSERT INTO deliveries (id, org_id, event_id, webhook_id, webhook_name, url, \
+                 status, created_at) VALUES (?, ?, 'e', 'w', 'h', 'http://x/', ?, 0)",
+            )
+            .bind(DeliveryId::new().to_string())
+            .bind(org.to_string())
+            .bind(status)
+        };
+        let refused = insert("lost").execute(&store.write).await.unwrap_err();
+        assert!(refused.to_string().contains("CHECK"), "{refused}");
+        insert("pending").execute(&store.write).await.unwrap();
+        // (A read-only connection compiles no constraint at all: the writer's is asked.)
+        let plan: Vec<(String, Option<String>)> =
+            sqlx::query("EXPLAIN UPDATE deliveries SET status = ? WHERE id = 'x'")
+                .bind("failed")
+                .fetch_all(&store.write)
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| (row.get(1), row.try_get(5).ok().flatten()))
+                .collect();
+        let checked = |(op, p4): &(String, Option<String>)| {
+            op == "Halt"
+                && p4
+                    .as_deref()
+                    .is_some_and(|c| c.contains("status = 'pending'"))
+        };
+        assert!(plan.iter().any(checked), "{plan:?}");
+        assert!(
+            !plan.iter().any(|(op, _)| op == "OpenEphemeral"),
+            "{plan:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn deliveries_made_before_their_events_kept_the_shared_parts_read_as_they_were() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("old.db").display());
+        let old = migrated_before(&url, 6).await;
         let (org, delivery, connector) = (OrgId::new(), DeliveryId::new(), ConnectorId::new());
         let exact = br#"{"webhook":{"url":"http://then/"},"data":"as sent \u00e9"}"#;
         sqlx::query(
