@@ -268,10 +268,16 @@ fn claim_due(conn: &Connection, claim: &Claim) -> rusqlite::Result<StoreResult<V
             }
         }
     }
+    // Read, then claimed: a RETURNING clause would have SQLite keep the returned rows in a
+    // b-tree of their own and open the temporary database, whose cache every commit then
+    // clears, all for rows this thread alone writes.
+    let mut read = conn.prepare_cached(
+        "SELECT id, org_id, webhook_id, url, body, attempt_count, attempts_started + 1, \
+         first_attempt_at, event_id FROM deliveries WHERE rowid = ?",
+    )?;
     let mut take = conn.prepare_cached(
         "UPDATE deliveries SET attempts_started = attempts_started + 1, lease_until = ? \
-         WHERE rowid = ? RETURNING id, org_id, webhook_id, url, body, attempt_count, \
-         attempts_started, first_attempt_at, event_id",
+         WHERE rowid = ?",
     )?;
     let mut event_of =
         conn.prepare_cached("SELECT event_type, shared_body FROM events WHERE id = ?")?;
@@ -280,7 +286,7 @@ fn claim_due(conn: &Connection, claim: &Claim) -> rusqlite::Result<StoreResult<V
     let lease_until = to_micros(&claim.lease_until);
     let mut jobs = Vec::with_capacity(picker.picked.len());
     for rowid in picker.picked {
-        let mut rows = take.query(params![lease_until, rowid])?;
+        let mut rows = read.query([rowid])?;
         let Some(row) = rows.next()? else { continue };
         let text = |column: usize| row.get::<_, String>(column);
         let (delivery, org, webhook, url) = (text(0)?, text(1)?, text(2)?, text(3)?);
@@ -317,6 +323,8 @@ fn claim_due(conn: &Connection, claim: &Claim) -> rusqlite::Result<StoreResult<V
             attempt_number: row.get::<_, i64>(6)? as u32,
             first_attempt_at: row.get::<_, Option<i64>>(7)?.map(time::from_micros),
         });
+        drop(rows);
+        take.execute(params![lease_until, rowid])?;
     }
     Ok(Ok(jobs))
 }
