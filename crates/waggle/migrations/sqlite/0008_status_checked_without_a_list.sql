@@ -1,10 +1,10 @@
 -- A CHECK of `status IN (four values)` is run by building a temporary b-tree of the four
 -- values and looking the status up in it, every time a delivery is inserted or its
 -- status changes: twice per delivery, on the thread every hot write waits for, where it
--- was a tenth of that thread's work. The same rule, as comparisons, costs next to
+-- was about a sixth of that thread's work. The same rule, as comparisons, costs next to
 -- nothing. SQLite cannot change a constraint in place, so the table is made anew
 -- (the store runs its migrations with foreign keys off, so that dropping the old table
--- does not cascade to the attempts, and checks every reference once they have run).
+-- does not cascade to the attempts, and counts broken references before and after).
 CREATE TABLE deliveries_checked (
     id               TEXT PRIMARY KEY,
     org_id           TEXT NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
