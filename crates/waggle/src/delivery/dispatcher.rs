@@ -16,7 +16,7 @@
 //! leaves the next one time to land. Stores shared by several nodes also wake the poller
 //! when another node makes work available, so polling is only the fallback.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,12 +25,13 @@ use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::keys::KeyCache;
+use super::lanes::Lanes;
 use super::sender::Sender;
 use crate::domain::attempt::{Attempt, AttemptResult, DeliveryState, FailureCategory};
 use crate::domain::ids::{DeliveryId, WebhookId};
 use crate::domain::retry::RetryPolicy;
 use crate::domain::time::{self, to_delta, Timestamp};
-use crate::storage::{ClaimRoom, DeliveryJob, DeliveryOutcome, Store};
+use crate::storage::{DeliveryJob, DeliveryOutcome, Store};
 
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
@@ -58,16 +59,6 @@ impl Default for DispatcherConfig {
     }
 }
 
-/// One webhook's share of the dispatcher.
-struct Lane {
-    /// Its concurrent attempts.
-    slots: Arc<Semaphore>,
-    /// Its jobs held in memory (waiting for a slot, in flight, or being recorded). Capped,
-    /// so that a destination that hangs cannot fill the whole job budget: past the cap,
-    /// its deliveries wait in the store, where the poller leaves them until there is room.
-    held: usize,
-}
-
 /// Cheap to clone; every clone drives the same dispatcher.
 #[derive(Clone)]
 pub struct Dispatcher {
@@ -81,8 +72,8 @@ struct Inner {
     config: DispatcherConfig,
     /// One permit per job held in memory.
     jobs: Arc<Semaphore>,
-    /// Per-webhook lanes; created on first use.
-    lanes: Mutex<HashMap<WebhookId, Lane>>,
+    /// Per-webhook shares: concurrent attempts and jobs held.
+    lanes: Mutex<Lanes>,
     /// Deliveries claimed by this node whose outcome is not yet committed: the renewer
     /// keeps their leases alive. Shared with the renewer alone, which must not hold
     /// `Inner` (the writer ends only when every `Inner` is gone).
@@ -113,8 +104,8 @@ impl Dispatcher {
                 sender,
                 keys,
                 jobs: Arc::new(Semaphore::new(config.max_jobs)),
+                lanes: Mutex::new(Lanes::new(config.per_webhook_concurrency, config.max_jobs)),
                 config,
-                lanes: Mutex::new(HashMap::new()),
                 held: Arc::default(),
                 outcomes: tx,
                 outcomes_rx: Mutex::new(Some(rx)),
@@ -133,14 +124,7 @@ impl Dispatcher {
     /// Whether a new delivery to `webhook` would fit in memory now (it may not by the time
     /// it is submitted; then it goes back to the store).
     pub fn has_room(&self, webhook: WebhookId) -> bool {
-        self.inner.jobs.available_permits() > 0
-            && self
-                .inner
-                .lanes
-                .lock()
-                .expect("dispatcher lock")
-                .get(&webhook)
-                .is_none_or(|lane| lane.held < self.inner.lane_cap())
+        self.inner.jobs.available_permits() > 0 && self.inner.lanes().has_room(webhook)
     }
 
     /// Takes deliveries this node has claimed and starts their attempts; those that do
@@ -149,14 +133,14 @@ impl Dispatcher {
     pub async fn submit(&self, jobs: Vec<DeliveryJob>) {
         let mut overflow = Vec::new();
         for job in jobs {
-            if !self.inner.admit(job.webhook_id) {
+            if !self.inner.lanes().admit(job.webhook_id) {
                 overflow.push(job.id);
                 continue;
             }
             match self.inner.jobs.clone().try_acquire_owned() {
                 Ok(permit) => self.start(job, permit),
                 Err(_) => {
-                    self.inner.leave(job.webhook_id);
+                    self.inner.lanes().leave(job.webhook_id);
                     overflow.push(job.id);
                 }
             }
@@ -241,7 +225,7 @@ impl Dispatcher {
             let mut claimed_some = false;
             if available > 0 {
                 let now = time::now();
-                let room = inner.claim_room(available);
+                let room = inner.lanes().room(available);
                 match inner
                     .store
                     .claim_due(now, self.lease_for_new(), &room)
@@ -333,7 +317,7 @@ impl Inner {
 
         let started_at = time::now();
         let waited = Instant::now();
-        let lane = self.lane(job.webhook_id);
+        let lane = self.lanes().slots(job.webhook_id);
         // The attempt's time limit covers the wait for a free lane too; a lane that stays
         // busy for half of it is a pool timeout, leaving the other half for the exchange.
         let deadline = waited + policy.attempt_timeout;
@@ -412,79 +396,8 @@ impl Inner {
             .send((outcome(Some(attempt), state, Some(first)), permit));
     }
 
-    fn lane(&self, webhook: WebhookId) -> Arc<Semaphore> {
-        let mut lanes = self.lanes.lock().expect("dispatcher lock");
-        self.lane_entry(&mut lanes, webhook).slots.clone()
-    }
-
-    fn lane_entry<'a>(
-        &self,
-        lanes: &'a mut HashMap<WebhookId, Lane>,
-        webhook: WebhookId,
-    ) -> &'a mut Lane {
-        lanes.entry(webhook).or_insert_with(|| Lane {
-            slots: Arc::new(Semaphore::new(self.config.per_webhook_concurrency)),
-            held: 0,
-        })
-    }
-
-    /// Counts a job against its webhook's share, if there is room.
-    fn admit(&self, webhook: WebhookId) -> bool {
-        let mut lanes = self.lanes.lock().expect("dispatcher lock");
-        let cap = self.lane_cap();
-        let lane = self.lane_entry(&mut lanes, webhook);
-        if lane.held >= cap {
-            return false;
-        }
-        lane.held += 1;
-        true
-    }
-
-    /// Takes a job off its webhook's share.
-    fn leave(&self, webhook: WebhookId) {
-        if let Some(lane) = self
-            .lanes
-            .lock()
-            .expect("dispatcher lock")
-            .get_mut(&webhook)
-        {
-            lane.held = lane.held.saturating_sub(1);
-        }
-    }
-
-    /// Jobs one webhook may hold: enough to keep its slots busy while outcomes are
-    /// recorded, and never more than the whole budget.
-    fn lane_cap(&self) -> usize {
-        (self.config.per_webhook_concurrency * 4).min(self.config.max_jobs)
-    }
-
-    /// What the next claim may take, from one look at the lanes: of each webhook this
-    /// node has seen, the room left in its lane; of one it has not, a whole lane; in all,
-    /// no more than `available` jobs, and no more than the room of the lanes it has seen
-    /// with a lane's worth of attempts for those it has not. A claim sized by the job
-    /// budget alone took, when a full lane freed a few places, up to 1,024 deliveries its
-    /// lanes could not hold, only to give them back at once.
-    fn claim_room(&self, available: usize) -> ClaimRoom {
-        let cap = self.lane_cap();
-        let lanes = self.lanes.lock().expect("dispatcher lock");
-        let mut room = 0;
-        let mut webhooks = HashMap::new();
-        for (webhook, lane) in lanes.iter() {
-            let left = cap.saturating_sub(lane.held);
-            room += left;
-            // An empty lane has the room of one not seen.
-            if lane.held > 0 {
-                webhooks.insert(*webhook, left as u32);
-            }
-        }
-        let limit = available
-            .min(1024)
-            .min(room + self.config.per_webhook_concurrency);
-        ClaimRoom {
-            limit: limit as u32,
-            webhooks,
-            otherwise: cap as u32,
-        }
+    fn lanes(&self) -> std::sync::MutexGuard<'_, Lanes> {
+        self.lanes.lock().expect("dispatcher lock")
     }
 
     /// Commits outcomes in batches; a batch that fails to commit is retried until it
@@ -557,13 +470,9 @@ impl Inner {
             }
         }
         {
-            let cap = self.lane_cap();
-            let mut lanes = self.lanes.lock().expect("dispatcher lock");
+            let mut lanes = self.lanes();
             for o in outcomes.iter() {
-                if let Some(lane) = lanes.get_mut(&o.webhook_id) {
-                    wake |= lane.held == cap;
-                    lane.held = lane.held.saturating_sub(1);
-                }
+                wake |= lanes.leave(o.webhook_id);
             }
         }
         drop(permits);

@@ -4,6 +4,7 @@
 pub mod dispatcher;
 pub mod fanout;
 pub mod keys;
+mod lanes;
 pub mod sender;
 
 pub use dispatcher::Dispatcher;
