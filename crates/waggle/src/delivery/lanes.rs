@@ -53,12 +53,9 @@ impl Lanes {
 
     /// Counts a job against its webhook's share, if there is room.
     pub(super) fn admit(&mut self, webhook: WebhookId) -> bool {
-        let concurrency = self.concurrency;
-        let lane = self.lanes.entry(webhook).or_insert_with(|| Lane {
-            slots: Arc::new(Semaphore::new(concurrency)),
-            held: 0,
-        });
-        if lane.held >= self.cap {
+        let cap = self.cap;
+        let lane = self.lane(webhook);
+        if lane.held >= cap {
             return false;
         }
         lane.held += 1;
@@ -67,15 +64,15 @@ impl Lanes {
 
     /// The attempt slots of `webhook`, for a job [`admit`](Self::admit) counted.
     pub(super) fn slots(&mut self, webhook: WebhookId) -> Arc<Semaphore> {
+        self.lane(webhook).slots.clone()
+    }
+
+    fn lane(&mut self, webhook: WebhookId) -> &mut Lane {
         let concurrency = self.concurrency;
-        self.lanes
-            .entry(webhook)
-            .or_insert_with(|| Lane {
-                slots: Arc::new(Semaphore::new(concurrency)),
-                held: 0,
-            })
-            .slots
-            .clone()
+        self.lanes.entry(webhook).or_insert_with(|| Lane {
+            slots: Arc::new(Semaphore::new(concurrency)),
+            held: 0,
+        })
     }
 
     /// Takes a job off its webhook's share; answers whether the lane was full before.
