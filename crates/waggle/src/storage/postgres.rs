@@ -337,6 +337,17 @@ fn body_from_row(row: &PgRow) -> StoreResult<Bytes> {
     )
 }
 
+/// Due deliveries a claim reads in due order, at most (see [`Store::claim_due`]).
+const SCAN: i64 = 4096;
+
+/// A claim of the deliveries of `due` (`$1` the lease, `$2` this node), and what it
+/// answers: the rows [`job_from_row`] reads.
+const CLAIM: &str = "UPDATE deliveries d SET lease_until = $1, claimed_by = $2, \
+     attempts_started = d.attempts_started + 1";
+const CLAIMED: &str = "RETURNING d.id, d.org_id, d.webhook_id, d.url, d.body, d.event_type, \
+     (SELECT e.shared_body FROM events e WHERE e.id = d.event_id) AS shared_body, \
+     d.attempt_count, d.attempts_started, d.first_attempt_at";
+
 fn job_from_row(row: &PgRow) -> StoreResult<DeliveryJob> {
     Ok(DeliveryJob {
         id: id(row, "id")?,
@@ -395,6 +406,63 @@ fn delivery_changes<'a>(sorted: &[&'a DeliveryOutcome]) -> Vec<DeliveryChange<'a
 }
 
 impl PgStore {
+    /// The rest of a claim, once the due order's first [`SCAN`] deliveries were not enough:
+    /// each webhook with room has its own queue looked up, beside the jobs `claimed`.
+    async fn claim_each_webhook(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        room: &ClaimRoom,
+        claimed: &[DeliveryJob],
+    ) -> StoreResult<Vec<DeliveryJob>> {
+        let mut taken: HashMap<WebhookId, u32> = HashMap::new();
+        for job in claimed {
+            *taken.entry(job.webhook_id).or_default() += 1;
+        }
+        let (mut webhooks, mut rooms) = (Vec::new(), Vec::new());
+        for webhook in sqlx::query_scalar::<_, Uuid>("SELECT id FROM webhooks")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let webhook = WebhookId::from(webhook);
+            let left = room
+                .webhooks
+                .get(&webhook)
+                .copied()
+                .unwrap_or(room.otherwise)
+                .saturating_sub(taken.get(&webhook).copied().unwrap_or(0));
+            if left > 0 {
+                webhooks.push(webhook.as_uuid());
+                rooms.push(left as i64);
+            }
+        }
+        if webhooks.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The webhook is matched as a range of one, not by equality: with equality the
+        // planner may read the due order (the index of every webhook) and filter it, the
+        // very read this lookup is there to avoid.
+        let rows = sqlx::query(&format!(
+            "WITH due AS (SELECT q.id FROM unnest($5::uuid[], $6::bigint[]) AS w (webhook_id, room) \
+               CROSS JOIN LATERAL (SELECT id FROM deliveries \
+                 WHERE webhook_id >= w.webhook_id AND webhook_id <= w.webhook_id \
+                 AND status = 'pending' AND next_attempt_at <= $3 \
+                 AND (lease_until IS NULL OR lease_until <= $3) \
+                 ORDER BY webhook_id, next_attempt_at LIMIT w.room FOR UPDATE SKIP LOCKED) q \
+               LIMIT $4) \
+             {CLAIM} FROM due WHERE d.id = due.id {CLAIMED}"
+        ))
+        .bind(lease_until)
+        .bind(self.node)
+        .bind(now)
+        .bind(room.limit as i64 - claimed.len() as i64)
+        .bind(&webhooks)
+        .bind(&rooms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
     /// The claim a new delivery starts with: this node's, or none.
     fn claimant(&self, lease_until: Option<Timestamp>) -> Option<Uuid> {
         lease_until.map(|_| self.node)
@@ -1154,28 +1222,53 @@ impl Store for PgStore {
         room: &ClaimRoom,
     ) -> StoreResult<Vec<DeliveryJob>> {
         // Only the webhooks with no room are left out: the dispatcher gives back what a
-        // lane cannot take.
+        // lane cannot take. The due order is read [`SCAN`] deliveries far at most (the
+        // look ahead is materialized, so that the planner cannot trade it for a scan of
+        // the whole table); past them, each webhook with room has its own queue looked up.
         // SKIP LOCKED: nodes claiming at the same moment each take different rows instead
         // of queueing behind one another's locks.
-        let rows = sqlx::query(
-            "UPDATE deliveries d SET lease_until = $1, claimed_by = $2, \
-               attempts_started = d.attempts_started + 1 \
-             FROM (SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $3 \
-                   AND (lease_until IS NULL OR lease_until <= $3) AND webhook_id <> ALL($5) \
-                   ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) due \
-             WHERE d.id = due.id \
-             RETURNING d.id, d.org_id, d.webhook_id, d.url, d.body, d.event_type, \
-               (SELECT e.shared_body FROM events e WHERE e.id = d.event_id) AS shared_body, \
-               d.attempt_count, d.attempts_started, d.first_attempt_at",
-        )
+        let full: Vec<Uuid> = room.full().iter().map(|w| w.as_uuid()).collect();
+        let limit = room.limit as usize;
+        let rows = sqlx::query(&format!(
+            "WITH ahead AS MATERIALIZED (SELECT id, webhook_id, lease_until, next_attempt_at \
+               FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $3 \
+               ORDER BY next_attempt_at LIMIT $6), \
+             due AS (SELECT d.id FROM ahead a JOIN deliveries d ON d.id = a.id \
+               WHERE (a.lease_until IS NULL OR a.lease_until <= $3) AND a.webhook_id <> ALL($5) \
+               AND d.status = 'pending' AND d.next_attempt_at <= $3 \
+               AND (d.lease_until IS NULL OR d.lease_until <= $3) \
+               ORDER BY a.next_attempt_at LIMIT $4 FOR UPDATE OF d SKIP LOCKED) \
+             {CLAIM} FROM due WHERE d.id = due.id {CLAIMED}"
+        ))
         .bind(lease_until)
         .bind(self.node)
         .bind(now)
         .bind(room.limit as i64)
-        .bind(room.full().iter().map(|w| w.as_uuid()).collect::<Vec<_>>())
+        .bind(&full)
+        .bind(SCAN)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(job_from_row).collect()
+        let mut jobs: Vec<DeliveryJob> =
+            rows.iter().map(job_from_row).collect::<StoreResult<_>>()?;
+        if jobs.len() >= limit {
+            return Ok(jobs);
+        }
+        let looked: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT 1 FROM deliveries \
+             WHERE status = 'pending' AND next_attempt_at <= $1 LIMIT $2) ahead",
+        )
+        .bind(now)
+        .bind(SCAN)
+        .fetch_one(&self.pool)
+        .await?;
+        if looked < SCAN {
+            return Ok(jobs);
+        }
+        let more = self
+            .claim_each_webhook(now, lease_until, room, &jobs)
+            .await?;
+        jobs.extend(more);
+        Ok(jobs)
     }
 
     async fn release(&self, ids: &[DeliveryId], unstarted: bool) -> StoreResult<()> {

@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -420,6 +421,90 @@ async fn a_hanging_destination_does_not_delay_the_others() {
         "healthy deliveries took {:?}",
         started.elapsed()
     );
+}
+
+/// A claim reads the due order only so far (4,096 deliveries): a webhook whose lane is
+/// full can have many more due than that, ahead of every other webhook's, and another
+/// webhook's due retry must still be claimed past them.
+#[tokio::test]
+async fn a_retry_due_behind_a_full_lanes_long_backlog_is_still_claimed() {
+    let app = spawn_app_with(|c| {
+        // A lane of one attempt holds 4 jobs: the rest of a hanging destination's
+        // deliveries wait in the store, due.
+        c.webhook_concurrency = 1;
+        c.attempt_timeout = Duration::from_secs(120);
+        c.retry_backoff = waggle::config::Backoff([1, 1, 1, 1].map(Duration::from_secs).to_vec());
+    })
+    .await;
+    let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hang_addr = hang.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hang.accept().await {
+            held.push(socket);
+        }
+    });
+    app.create_webhook(
+        &format!("http://{hang_addr}/stuck"),
+        "production",
+        &["connector_data_modified"],
+    )
+    .await;
+    let later_port = free_port();
+    let retried = app
+        .create_webhook(
+            &format!("http://127.0.0.1:{later_port}/later"),
+            "production",
+            &["connector_sync_started"],
+        )
+        .await;
+    let connector = app.create_connector("production").await;
+    let changes = format!("/api/v1/connectors/{}/changes", id(&connector, "id"));
+    let accepted: Vec<StatusCode> = futures::stream::iter(0..4_500)
+        .map(|n| {
+            let (app, changes) = (&app, &changes);
+            async move {
+                app.post(
+                    changes,
+                    json!({"model": "employee", "ids": [format!("e{n}")]}),
+                )
+                .await
+                .0
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert!(accepted.iter().all(|s| *s == StatusCode::ACCEPTED));
+
+    // Its first attempt finds nothing listening: the retry is due a second later, behind
+    // the 4,496 deliveries of the full lane, and only the poller can claim it.
+    app.start_sync(&connector).await;
+    let webhook = id(&retried, "webhook_id");
+    wait_for(
+        "the first attempt to fail",
+        Duration::from_secs(20),
+        || async {
+            let logs = app.all_logs(&format!("webhook_id={webhook}")).await;
+            (logs.len() == 1 && logs[0]["attempts"] == 1).then_some(())
+        },
+    )
+    .await;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", later_port))
+        .await
+        .unwrap();
+    let receiver = Receiver::from_listener(listener, 200).await;
+    let got = receiver.wait_for(1).await;
+    assert_eq!(got[0].path, "/later");
+    wait_for(
+        "the retry to be recorded",
+        Duration::from_secs(20),
+        || async {
+            let logs = app.all_logs(&format!("webhook_id={webhook}")).await;
+            (logs[0]["status"] == "delivered" && logs[0]["attempts"] == 2).then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
