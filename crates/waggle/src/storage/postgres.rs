@@ -1224,11 +1224,12 @@ impl Store for PgStore {
         // Only the webhooks with no room are left out: the dispatcher gives back what a
         // lane cannot take. The due order is read [`SCAN`] deliveries far at most (the
         // look ahead is materialized, so that the planner cannot trade it for a scan of
-        // the whole table); past them, each webhook with room has its own queue looked up.
+        // the whole table, and is read once); past them, each webhook with room has its
+        // own queue looked up. The one row of its count comes back even when nothing was
+        // claimed, with the claimed rows' columns NULL.
         // SKIP LOCKED: nodes claiming at the same moment each take different rows instead
         // of queueing behind one another's locks.
         let full: Vec<Uuid> = room.full().iter().map(|w| w.as_uuid()).collect();
-        let limit = room.limit as usize;
         let rows = sqlx::query(&format!(
             "WITH ahead AS MATERIALIZED (SELECT id, webhook_id, lease_until, next_attempt_at \
                FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $3 \
@@ -1237,8 +1238,10 @@ impl Store for PgStore {
                WHERE (a.lease_until IS NULL OR a.lease_until <= $3) AND a.webhook_id <> ALL($5) \
                AND d.status = 'pending' AND d.next_attempt_at <= $3 \
                AND (d.lease_until IS NULL OR d.lease_until <= $3) \
-               ORDER BY a.next_attempt_at LIMIT $4 FOR UPDATE OF d SKIP LOCKED) \
-             {CLAIM} FROM due WHERE d.id = due.id {CLAIMED}"
+               ORDER BY a.next_attempt_at LIMIT $4 FOR UPDATE OF d SKIP LOCKED), \
+             claimed AS ({CLAIM} FROM due WHERE d.id = due.id {CLAIMED}) \
+             SELECT c.*, n.looked FROM (SELECT count(*) AS looked FROM ahead) n \
+               LEFT JOIN claimed c ON true"
         ))
         .bind(lease_until)
         .bind(self.node)
@@ -1248,20 +1251,15 @@ impl Store for PgStore {
         .bind(SCAN)
         .fetch_all(&self.pool)
         .await?;
-        let mut jobs: Vec<DeliveryJob> =
-            rows.iter().map(job_from_row).collect::<StoreResult<_>>()?;
-        if jobs.len() >= limit {
-            return Ok(jobs);
+        let mut jobs = Vec::with_capacity(rows.len());
+        let mut looked = 0;
+        for row in &rows {
+            looked = row.try_get::<i64, _>("looked")?;
+            if row.try_get::<Option<Uuid>, _>("id")?.is_some() {
+                jobs.push(job_from_row(row)?);
+            }
         }
-        let looked: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM (SELECT 1 FROM deliveries \
-             WHERE status = 'pending' AND next_attempt_at <= $1 LIMIT $2) ahead",
-        )
-        .bind(now)
-        .bind(SCAN)
-        .fetch_one(&self.pool)
-        .await?;
-        if looked < SCAN {
+        if jobs.len() >= room.limit as usize || looked < SCAN {
             return Ok(jobs);
         }
         let more = self
