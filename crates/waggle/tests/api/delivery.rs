@@ -386,17 +386,23 @@ async fn the_delivery_id_header_is_stable_across_attempts() {
     assert_eq!(ids[0], logs[0]["id"].as_str().unwrap());
 }
 
-#[tokio::test]
-async fn a_hanging_destination_does_not_delay_the_others() {
-    let app = spawn_app().await;
+/// A destination that accepts connections and never answers, nor closes them.
+async fn hanging_destination() -> std::net::SocketAddr {
     let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hang_addr = hang.local_addr().unwrap();
+    let addr = hang.local_addr().unwrap();
     tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((socket, _)) = hang.accept().await {
             held.push(socket);
         }
     });
+    addr
+}
+
+#[tokio::test]
+async fn a_hanging_destination_does_not_delay_the_others() {
+    let app = spawn_app().await;
+    let hang_addr = hanging_destination().await;
     let receiver = Receiver::start(200).await;
     app.create_webhook(
         &format!("http://{hang_addr}/slow"),
@@ -436,14 +442,7 @@ async fn a_retry_due_behind_a_full_lanes_long_backlog_is_still_claimed() {
         c.retry_backoff = waggle::config::Backoff([1, 1, 1, 1].map(Duration::from_secs).to_vec());
     })
     .await;
-    let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hang_addr = hang.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = hang.accept().await {
-            held.push(socket);
-        }
-    });
+    let hang_addr = hanging_destination().await;
     app.create_webhook(
         &format!("http://{hang_addr}/stuck"),
         "production",
