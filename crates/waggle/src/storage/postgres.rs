@@ -340,6 +340,19 @@ fn body_from_row(row: &PgRow) -> StoreResult<Bytes> {
 /// Due deliveries a claim reads in due order, at most (see [`Store::claim_due`]).
 const SCAN: i64 = 4096;
 
+/// The webhooks that have pending deliveries, each once: a walk of their queues' index
+/// that jumps from one webhook to the next, reading an entry per such webhook however
+/// many deliveries each holds and however many other webhooks exist (every webhook of
+/// the table would be a probe per webhook per claim).
+const QUEUED_WEBHOOKS: &str = "WITH RECURSIVE queued (webhook_id) AS ( \
+       (SELECT webhook_id FROM deliveries WHERE status = 'pending' \
+        ORDER BY webhook_id LIMIT 1) \
+       UNION ALL \
+       SELECT (SELECT d.webhook_id FROM deliveries d WHERE d.status = 'pending' \
+               AND d.webhook_id > q.webhook_id ORDER BY d.webhook_id LIMIT 1) \
+       FROM queued q WHERE q.webhook_id IS NOT NULL) \
+     SELECT webhook_id FROM queued WHERE webhook_id IS NOT NULL";
+
 /// A claim of the deliveries of `due` (`$1` the lease, `$2` this node), and what it
 /// answers: the rows [`job_from_row`] reads.
 const CLAIM: &str = "UPDATE deliveries d SET lease_until = $1, claimed_by = $2, \
@@ -420,7 +433,7 @@ impl PgStore {
             *taken.entry(job.webhook_id).or_default() += 1;
         }
         let (mut webhooks, mut rooms) = (Vec::new(), Vec::new());
-        for webhook in sqlx::query_scalar::<_, Uuid>("SELECT id FROM webhooks")
+        for webhook in sqlx::query_scalar::<_, Uuid>(QUEUED_WEBHOOKS)
             .fetch_all(&self.pool)
             .await?
         {

@@ -207,15 +207,34 @@ fn commit_group(conn: &mut Connection, group: &[GroupWrite]) -> rusqlite::Result
 /// the rest is looked for webhook by webhook.
 const SCAN: u32 = 4096;
 
+/// The webhooks that have unclaimed pending deliveries, each once: a walk of their
+/// queues' index that jumps from one webhook to the next, so it reads an entry per such
+/// webhook, however many deliveries each holds and however many other webhooks exist.
+/// (Every webhook of the table would be a probe per webhook per claim: with thousands of
+/// webhooks and one dead destination's backlog, that is a claim that holds every write
+/// of the store for milliseconds, several times a second.)
+const QUEUED_WEBHOOKS: &str = "WITH RECURSIVE queued (webhook_id) AS ( \
+       SELECT MIN(webhook_id) FROM deliveries WHERE status = 'pending' AND lease_until IS NULL \
+       UNION ALL \
+       SELECT (SELECT MIN(webhook_id) FROM deliveries WHERE status = 'pending' \
+               AND lease_until IS NULL AND webhook_id > queued.webhook_id) \
+       FROM queued WHERE queued.webhook_id IS NOT NULL) \
+     SELECT webhook_id FROM queued WHERE webhook_id IS NOT NULL";
+
+/// One webhook's unclaimed due deliveries, earliest first.
+const WEBHOOK_QUEUE: &str = "SELECT rowid FROM deliveries WHERE webhook_id = ? \
+     AND status = 'pending' AND lease_until IS NULL AND next_attempt_at <= ? \
+     ORDER BY next_attempt_at LIMIT ?";
+
 /// Claims due deliveries (see [`Store::claim_due`]), holding each webhook to its room.
 ///
 /// Claims that ran out come first: they are due already, and their index holds nothing
 /// else. The unclaimed deliveries are picked next in due order. When that order starts
 /// with more than [`SCAN`] deliveries this claim may not take (a dead destination's
 /// backlog, whose lane is full), going on through it would cost a read per delivery on
-/// every poll, however large the backlog grows; instead, each webhook with room is looked
-/// up in its own queue, which costs a read per webhook. A row that does not parse is a
-/// corrupt store, answered to the caller rather than failing the group.
+/// every poll, however large the backlog grows; instead, each webhook that has a queue
+/// and room is looked up in it, which costs a read per such webhook. A row that does not
+/// parse is a corrupt store, answered to the caller rather than failing the group.
 fn claim_due(conn: &Connection, claim: &Claim) -> rusqlite::Result<StoreResult<Vec<DeliveryJob>>> {
     let now = to_micros(&claim.now);
     let limit = claim.room.limit as usize;
@@ -243,13 +262,10 @@ fn claim_due(conn: &Connection, claim: &Claim) -> rusqlite::Result<StoreResult<V
     drop(rows);
     if scanned == SCAN && picker.picked.len() < limit {
         let webhooks: Vec<String> = conn
-            .prepare_cached("SELECT id FROM webhooks")?
+            .prepare_cached(QUEUED_WEBHOOKS)?
             .query_map([], |row| row.get(0))?
             .collect::<rusqlite::Result<_>>()?;
-        let mut queue = conn.prepare_cached(
-            "SELECT rowid FROM deliveries WHERE webhook_id = ? AND status = 'pending' \
-             AND lease_until IS NULL AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
-        )?;
+        let mut queue = conn.prepare_cached(WEBHOOK_QUEUE)?;
         for webhook in webhooks {
             let left = picker
                 .room_of(&webhook)
@@ -745,6 +761,31 @@ mod tests {
             .unwrap();
         let claimed: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
         assert_eq!(claimed, due_first);
+    }
+
+    #[tokio::test]
+    async fn past_a_backlog_only_the_webhooks_with_a_queue_are_looked_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let (dead, live) = (WebhookId::new(), WebhookId::new());
+        let conn = queued(dir.path(), &[(dead, SCAN as usize + 100), (live, 3)]).await;
+        // A thousand more webhooks, with nothing queued.
+        let mut add = conn
+            .prepare(
+                "INSERT INTO webhooks (id, org_id, name, url, type, events, is_enabled, created_at) \
+                 VALUES (?, 'org', 'idle', 'http://x/', 'production', '[]', 1, 0)",
+            )
+            .unwrap();
+        for _ in 0..1000 {
+            add.execute([WebhookId::new().to_string()]).unwrap();
+        }
+        let jobs = claim(&conn, 100, &[(dead, 0)], 256);
+        assert_eq!((count(&jobs, dead), count(&jobs, live)), (0, 3));
+        // The one webhook with a queue and room was looked up, none of the idle ones.
+        let looked_up = conn
+            .prepare_cached(WEBHOOK_QUEUE)
+            .unwrap()
+            .get_status(rusqlite::StatementStatus::Run);
+        assert_eq!(looked_up, 1);
     }
 
     #[tokio::test]
