@@ -767,17 +767,10 @@ mod tests {
     async fn past_a_backlog_only_the_webhooks_with_a_queue_are_looked_up() {
         let dir = tempfile::tempdir().unwrap();
         let (dead, live) = (WebhookId::new(), WebhookId::new());
-        let conn = queued(dir.path(), &[(dead, SCAN as usize + 100), (live, 3)]).await;
         // A thousand more webhooks, with nothing queued.
-        let mut add = conn
-            .prepare(
-                "INSERT INTO webhooks (id, org_id, name, url, type, events, is_enabled, created_at) \
-                 VALUES (?, 'org', 'idle', 'http://x/', 'production', '[]', 1, 0)",
-            )
-            .unwrap();
-        for _ in 0..1000 {
-            add.execute([WebhookId::new().to_string()]).unwrap();
-        }
+        let mut queues = vec![(dead, SCAN as usize + 100), (live, 3)];
+        queues.extend((0..1000).map(|_| (WebhookId::new(), 0)));
+        let conn = queued(dir.path(), &queues).await;
         let jobs = claim(&conn, 100, &[(dead, 0)], 256);
         assert_eq!((count(&jobs, dead), count(&jobs, live)), (0, 3));
         // The one webhook with a queue and room was looked up, none of the idle ones.
