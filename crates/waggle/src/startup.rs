@@ -1,9 +1,12 @@
 //! Wiring: `App::build(config)` opens the store, binds the listener and builds the
 //! dispatcher and the router; `run_until_stopped` serves until SIGTERM or ctrl-c, then
-//! lets the attempts in flight finish and be recorded.
+//! lets the attempts in flight finish and be recorded. When the store stops being able
+//! to write, it stops the same way and answers an error, so the process exits non-zero
+//! and an orchestrator restarts it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -13,6 +16,11 @@ use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::delivery::{Dispatcher, KeyCache, Sender};
 use crate::storage::{self, Store};
+
+/// How long the API goes on answering once the store cannot write (every write a 503,
+/// `/healthz` a 503 with the reason), so that callers and health checks hear why before
+/// the process drains and exits.
+const BROKEN_GRACE: Duration = Duration::from_secs(2);
 
 pub struct App {
     listener: TcpListener,
@@ -89,15 +97,41 @@ impl App {
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let cancel = self.cancel.clone();
-        tokio::spawn({
-            let cancel = cancel.clone();
+        // The dispatcher stops with the app, or at once when the store cannot write: its
+        // outcomes could not be recorded, and a restart attempts those deliveries again.
+        let dispatch = cancel.child_token();
+        let mut health = self.state.store.health();
+        let broken = tokio::spawn({
+            let (cancel, dispatch) = (cancel.clone(), dispatch.clone());
             async move {
-                shutdown_signal().await;
-                tracing::info!("shutting down");
+                let why = tokio::select! {
+                    _ = shutdown_signal() => {
+                        tracing::info!("shutting down");
+                        None
+                    }
+                    _ = cancel.cancelled() => None,
+                    why = health.wait_for(Option::is_some) => Some(why.ok().and_then(|why| why.clone())),
+                };
+                let Some(why) = why else {
+                    cancel.cancel();
+                    return None;
+                };
+                tracing::error!(
+                    reason = why.as_deref().unwrap_or_default(),
+                    grace = ?BROKEN_GRACE,
+                    "storage cannot write; stopping"
+                );
+                dispatch.cancel();
+                tokio::select! {
+                    _ = tokio::time::sleep(BROKEN_GRACE) => {}
+                    _ = shutdown_signal() => {}
+                    _ = cancel.cancelled() => {}
+                }
                 cancel.cancel();
+                Some(why.unwrap_or_else(|| "the store stopped".into()))
             }
         });
-        let dispatching = self.dispatcher.map(|d| tokio::spawn(d.run(cancel.clone())));
+        let dispatching = self.dispatcher.map(|d| tokio::spawn(d.run(dispatch)));
         let router = api::router()
             .merge(crate::dashboard::router())
             .with_state(self.state);
@@ -108,7 +142,10 @@ impl App {
         if let Some(dispatching) = dispatching {
             dispatching.await.context("dispatcher task")?;
         }
-        Ok(())
+        match broken.await.context("health task")? {
+            Some(why) => anyhow::bail!("stopped because the storage cannot write: {why}"),
+            None => Ok(()),
+        }
     }
 }
 

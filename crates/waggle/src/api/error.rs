@@ -47,6 +47,9 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     #[error("request body too large")]
     PayloadTooLarge,
+    /// The store can no longer write (see `Store::health`); the process is stopping.
+    #[error("storage unavailable")]
+    Unavailable,
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -61,6 +64,10 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(message) => ApiError::Conflict(message),
+            StoreError::Unavailable(why) => {
+                tracing::error!(error = %why, "storage unavailable");
+                ApiError::Unavailable
+            }
             other => ApiError::Internal(other.into()),
         }
     }
@@ -72,10 +79,14 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(message) => {
                 (StatusCode::UNAUTHORIZED, json!({ "detail": message }))
             }
-            ApiError::NotFound(_) | ApiError::Conflict(_) | ApiError::PayloadTooLarge => {
+            ApiError::NotFound(_)
+            | ApiError::Conflict(_)
+            | ApiError::PayloadTooLarge
+            | ApiError::Unavailable => {
                 let status = match self {
                     ApiError::NotFound(_) => StatusCode::NOT_FOUND,
                     ApiError::Conflict(_) => StatusCode::CONFLICT,
+                    ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
                     _ => StatusCode::PAYLOAD_TOO_LARGE,
                 };
                 (status, json!({ "detail": self.to_string() }))

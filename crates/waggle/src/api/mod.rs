@@ -4,7 +4,9 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
@@ -63,8 +65,21 @@ pub fn router() -> Router<AppState> {
         .fallback(|| async { ApiError::NotFound("resource") });
     Router::new()
         .nest("/api/v1", v1)
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/healthz", get(health))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+/// 200 while the store can write; 503 with the reason once it cannot (the process is then
+/// stopping, to be restarted).
+async fn health(State(state): State<AppState>) -> Response {
+    match state.store.health().borrow().clone() {
+        None => Json(json!({"status": "ok"})).into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "reason": reason})),
+        )
+            .into_response(),
+    }
 }
 
 /// Parses an id from the path; a malformed one is simply not found.

@@ -118,13 +118,19 @@ pub enum PageError {
     /// A POST without the session's CSRF token.
     #[error("forbidden")]
     Forbidden,
+    /// The store can no longer write; the process is stopping.
+    #[error("storage unavailable")]
+    Unavailable,
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
 
 impl From<StoreError> for PageError {
     fn from(e: StoreError) -> Self {
-        PageError::Internal(e.into())
+        match e {
+            StoreError::Unavailable(_) => PageError::Unavailable,
+            other => PageError::Internal(other.into()),
+        }
     }
 }
 
@@ -138,6 +144,7 @@ impl From<ApiError> for PageError {
     fn from(e: ApiError) -> Self {
         match e {
             ApiError::NotFound(_) => PageError::NotFound,
+            ApiError::Unavailable => PageError::Unavailable,
             other => PageError::Internal(anyhow::anyhow!("{other}")),
         }
     }
@@ -155,6 +162,11 @@ impl IntoResponse for PageError {
                 StatusCode::FORBIDDEN,
                 "This form has expired",
                 "The form was not sent from this session. Go back, reload the page and try again.",
+            ),
+            PageError::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Temporarily unavailable",
+                "The server cannot save changes right now and is restarting. Try again in a moment.",
             ),
             PageError::Internal(e) => {
                 tracing::error!(error = ?e, "dashboard error");

@@ -31,7 +31,7 @@ use crate::domain::attempt::{Attempt, AttemptResult, DeliveryState, FailureCateg
 use crate::domain::ids::{DeliveryId, WebhookId};
 use crate::domain::retry::RetryPolicy;
 use crate::domain::time::{self, to_delta, Timestamp};
-use crate::storage::{DeliveryJob, DeliveryOutcome, Store};
+use crate::storage::{DeliveryJob, DeliveryOutcome, Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
@@ -440,6 +440,12 @@ impl Inner {
         let mut backoff = Duration::from_millis(50);
         let give_up = Instant::now() + Duration::from_secs(5);
         while let Err(e) = self.store.record_outcomes(outcomes.clone()).await {
+            if let StoreError::Unavailable(_) = e {
+                // No write is possible until a restart, which takes these deliveries back
+                // (their claims are in the store) and attempts them again.
+                tracing::error!(error = %e, count = outcomes.len(), "cannot record outcomes: the store stopped writing");
+                return;
+            }
             if stopping && Instant::now() > give_up {
                 tracing::error!(error = %e, count = outcomes.len(), "could not record outcomes before shutdown");
                 return;

@@ -1,14 +1,20 @@
 //! Persistence behind one [`Store`] trait, so the API and the dispatcher never see which
-//! database holds the data. SQLite is the embedded default (`sqlite.rs`); PostgreSQL
-//! (`postgres.rs`) lets several nodes share one database. Each backend keeps its SQL in its
-//! own file and its migrations under `migrations/<backend>/`.
+//! database holds the data. SQLite is the embedded default (`sqlite/`); PostgreSQL
+//! (`postgres.rs`) lets several nodes share one database.
+//!
+//! Where things are: rows become domain types, and domain types bind values, in
+//! `rows.rs`, for both backends; the records both keep alike (organizations, keys,
+//! sessions, webhooks, connectors, logs) are read and written once, in `records.rs`, for
+//! any backend that can run a statement (`sql.rs` renders it in its dialect). Each
+//! backend writes its own SQL only for the delivery path (events, claims, outcomes),
+//! where the dialects really differ. Migrations are under `migrations/<backend>/`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use crate::domain::attempt::{Attempt, DeliveryState};
 use crate::domain::connector::{Connector, ConnectorStatus, SyncJob};
@@ -16,23 +22,47 @@ use crate::domain::event::{Environment, EventType};
 use crate::domain::ids::{ApiKeyId, ConnectorId, DeliveryId, OrgId, SyncId, UserId, WebhookId};
 use crate::domain::payload::{self, Event};
 use crate::domain::signature::SignatureKey;
-use crate::domain::time::Timestamp;
+use crate::domain::time::{self, Timestamp};
 use crate::domain::webhook::{NewWebhook, Webhook, WebhookChanges};
 
 pub mod postgres;
+mod records;
+mod rows;
+mod sql;
 pub mod sqlite;
+
+pub use records::Records;
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// A uniqueness rule of the schema refused the write.
+    /// A rule of the data refused the write (a uniqueness rule, a sync already finished).
     #[error("conflict: {0}")]
     Conflict(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The store's write path failed for good (see [`Store::health`]).
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// Whether a uniqueness rule of the schema refused the write.
+    fn is_unique_violation(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(db)) => db.is_unique_violation(),
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Opens the store named by a database URL (`sqlite://…`, `postgres://…` or
@@ -251,76 +281,18 @@ pub struct LogDetail {
     pub attempts: Vec<Attempt>,
 }
 
+/// The store the API and the dispatcher see: the [`Records`] every backend keeps alike,
+/// and the writes of the delivery path, which each backend makes its own way.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    // Organizations, keys and users.
-    async fn create_organization(
-        &self,
-        org: &Organization,
-        api_key: &NewApiKey,
-        admin: Option<&DashboardUser>,
-    ) -> StoreResult<()>;
-    async fn organization_count(&self) -> StoreResult<u64>;
-    async fn organization(&self, org: OrgId) -> StoreResult<Option<Organization>>;
-    /// The key's id and organization, by the SHA-256 of the presented key.
-    async fn api_key_by_hash(&self, hash: &str) -> StoreResult<Option<(ApiKeyId, OrgId)>>;
-    async fn touch_api_key(&self, key: ApiKeyId, at: Timestamp) -> StoreResult<()>;
-    async fn set_signature_key(&self, org: OrgId, key: &SignatureKey) -> StoreResult<()>;
-    async fn dashboard_user_by_email(&self, email: &str) -> StoreResult<Option<DashboardUser>>;
-    async fn create_session(&self, session: &DashboardSession) -> StoreResult<()>;
-    /// The session with this token hash, unless it has expired.
-    async fn session(
-        &self,
-        token_hash: &str,
-        now: Timestamp,
-    ) -> StoreResult<Option<DashboardSession>>;
-    async fn delete_session(&self, token_hash: &str) -> StoreResult<()>;
-
-    // Webhooks.
-    async fn create_webhook(&self, org: OrgId, webhook: &NewWebhook) -> StoreResult<Webhook>;
-    async fn webhook(&self, org: OrgId, id: WebhookId) -> StoreResult<Option<Webhook>>;
-    /// Oldest first, after the cursor.
-    async fn list_webhooks(
-        &self,
-        org: OrgId,
-        is_enabled: Option<bool>,
-        after: Option<WebhookId>,
-        limit: u32,
-    ) -> StoreResult<Vec<Webhook>>;
+pub trait Store: Records + Send + Sync + 'static {
+    // Webhooks and connectors; the rest of their records is in [`Records`].
     /// The enabled webhooks of one environment, for fan-out.
     async fn webhooks_for(&self, org: OrgId, environment: Environment)
         -> StoreResult<Vec<Webhook>>;
-    async fn update_webhook(
-        &self,
-        org: OrgId,
-        id: WebhookId,
-        changes: &WebhookChanges,
-    ) -> StoreResult<Option<Webhook>>;
     /// Deletes the webhook and cancels its pending deliveries; its logs stay.
     async fn delete_webhook(&self, org: OrgId, id: WebhookId) -> StoreResult<bool>;
 
-    // Connectors and syncs.
-    async fn create_connector(&self, connector: &Connector) -> StoreResult<()>;
     async fn connector(&self, org: OrgId, id: ConnectorId) -> StoreResult<Option<Connector>>;
-    async fn list_connectors(
-        &self,
-        org: OrgId,
-        after: Option<ConnectorId>,
-        limit: u32,
-    ) -> StoreResult<Vec<Connector>>;
-    async fn update_connector(
-        &self,
-        org: OrgId,
-        id: ConnectorId,
-        changes: &ConnectorChanges,
-    ) -> StoreResult<Option<Connector>>;
-    async fn delete_connector(&self, org: OrgId, id: ConnectorId) -> StoreResult<bool>;
-    async fn sync_job(
-        &self,
-        org: OrgId,
-        connector: ConnectorId,
-        id: SyncId,
-    ) -> StoreResult<Option<SyncJob>>;
 
     /// Records events, the sync change that caused them and their deliveries, atomically:
     /// once this returns, nothing of it can be lost. A `Finished` change applies only to
@@ -354,10 +326,6 @@ pub trait Store: Send + Sync + 'static {
     async fn release_all(&self) -> StoreResult<u64>;
     async fn record_outcomes(&self, outcomes: Arc<[DeliveryOutcome]>) -> StoreResult<()>;
 
-    // Logs.
-    async fn list_logs(&self, org: OrgId, filter: &LogFilter) -> StoreResult<Vec<LogEntry>>;
-    async fn log(&self, org: OrgId, id: DeliveryId) -> StoreResult<Option<LogDetail>>;
-
     // Several nodes on one database.
     /// Extends this node's claims on `ids` to `until`, for deliveries it still holds in
     /// memory, so that no other node takes them while they are worked on. Claims that ran
@@ -375,4 +343,9 @@ pub trait Store: Send + Sync + 'static {
     fn shared(&self) -> bool {
         false
     }
+
+    /// Whether the store can still write: `Some(why)` once its write path failed for
+    /// good. Every write answers [`StoreError::Unavailable`] from then on, and the
+    /// process should stop and be restarted.
+    fn health(&self) -> watch::Receiver<Option<String>>;
 }

@@ -18,16 +18,17 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use bytes::Bytes;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
-use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::{PgConnection, Postgres, Row as _};
+use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
 
+use super::records::{self, Db, RowMap};
+use super::rows::{self, Row, Value};
+use super::sql::{Dialect, Sql};
 use super::*;
-use crate::domain::attempt::{AttemptResult, FailureCategory};
-use crate::domain::connector::{DisplayStatus, SyncError, SyncType};
-use crate::domain::time;
+use crate::domain::attempt::AttemptResult;
 
 /// Connections per node. Dispatching needs few (claims and lease renewals are one statement
 /// per batch, outcome batches one short transaction); the rest serve the API.
@@ -44,6 +45,9 @@ pub struct PgStore {
     work: Arc<Notify>,
     /// Stops the listener when the store is dropped.
     _listener: DropGuard,
+    /// Never set: every write is its own transaction on a pool that reconnects, so a
+    /// failure is the one call's, never the store's for good.
+    health: watch::Sender<Option<String>>,
 }
 
 impl PgStore {
@@ -87,6 +91,7 @@ impl PgStore {
             node: Uuid::new_v4(),
             work: Arc::new(Notify::new()),
             _listener: stop.clone().drop_guard(),
+            health: watch::Sender::new(None),
         };
         tokio::spawn(
             Notifications {
@@ -171,170 +176,52 @@ async fn notify(conn: &mut PgConnection, channel: &str, payload: &str) -> StoreR
     Ok(())
 }
 
-fn corrupt(what: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(what.to_string())
-}
+/// A row of sqlx's, as the shared layer reads it.
+struct PgColumns<'a>(&'a PgRow);
 
-fn id<T: From<Uuid>>(row: &PgRow, column: &str) -> StoreResult<T> {
-    Ok(row.try_get::<Uuid, _>(column)?.into())
-}
-
-fn json_column<T: serde::de::DeserializeOwned>(row: &PgRow, column: &str) -> StoreResult<T> {
-    let text: String = row.try_get(column)?;
-    serde_json::from_str(&text).map_err(|e| corrupt(format!("{column}: {e}")))
-}
-
-fn unique_violation(e: sqlx::Error, what: &str) -> StoreError {
-    match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what.into()),
-        _ => StoreError::Database(e),
+impl Row for PgColumns<'_> {
+    fn opt_text(&self, column: &str) -> StoreResult<Option<String>> {
+        Ok(self.0.try_get(column)?)
+    }
+    /// INTEGER columns, and BIGINT ones (durations, counts).
+    fn opt_int(&self, column: &str) -> StoreResult<Option<i64>> {
+        match self.0.try_get::<Option<i32>, _>(column) {
+            Ok(n) => Ok(n.map(i64::from)),
+            Err(_) => Ok(self.0.try_get(column)?),
+        }
+    }
+    fn flag(&self, column: &str) -> StoreResult<bool> {
+        Ok(self.0.try_get(column)?)
+    }
+    fn opt_blob(&self, column: &str) -> StoreResult<Option<Vec<u8>>> {
+        Ok(self.0.try_get(column)?)
+    }
+    fn uuid(&self, column: &str) -> StoreResult<Uuid> {
+        Ok(self.0.try_get(column)?)
+    }
+    fn opt_time(&self, column: &str) -> StoreResult<Option<Timestamp>> {
+        Ok(self.0.try_get(column)?)
     }
 }
 
-const WEBHOOK_COLUMNS: &str =
-    "id, org_id, name, url, type, events, is_enabled, created_at, last_triggered_at";
-
-fn webhook_from_row(row: &PgRow) -> StoreResult<Webhook> {
-    let environment: String = row.try_get("type")?;
-    Ok(Webhook {
-        webhook_id: id(row, "id")?,
-        org_id: id(row, "org_id")?,
-        name: row.try_get("name")?,
-        url: row.try_get("url")?,
-        is_enabled: row.try_get("is_enabled")?,
-        created_at: row.try_get("created_at")?,
-        last_triggered_at: row.try_get("last_triggered_at")?,
-        environment: Environment::parse(&environment).map_err(corrupt)?,
-        events: json_column(row, "events")?,
-    })
+/// A statement of the shared layer, bound for sqlx.
+fn query(sql: &Sql) -> sqlx::query::Query<'_, Postgres, PgArguments> {
+    let mut q = sqlx::query(sql.text());
+    for value in sql.args() {
+        q = match value {
+            Value::Uuid(id) => q.bind(*id),
+            Value::Text(text) => q.bind(text.as_deref()),
+            Value::Int(n) => q.bind(*n),
+            Value::Bool(flag) => q.bind(*flag),
+            Value::Blob(bytes) => q.bind(bytes.as_deref()),
+            Value::Time(at) => q.bind(*at),
+        };
+    }
+    q
 }
 
-const CONNECTOR_COLUMNS: &str = "id, org_id, environment, display_name, integration_slug, \
-     categories, origin_id, connector_status, end_user_name, end_user_email, created_at";
-
-fn connector_from_row(row: &PgRow) -> StoreResult<Connector> {
-    let environment: String = row.try_get("environment")?;
-    let status: String = row.try_get("connector_status")?;
-    Ok(Connector {
-        id: id(row, "id")?,
-        org_id: id(row, "org_id")?,
-        environment: Environment::parse(&environment).map_err(corrupt)?,
-        display_name: row.try_get("display_name")?,
-        integration_slug: row.try_get("integration_slug")?,
-        categories: json_column(row, "categories")?,
-        origin_id: row.try_get("origin_id")?,
-        connector_status: ConnectorStatus::parse(&status).map_err(corrupt)?,
-        end_user_name: row.try_get("end_user_name")?,
-        end_user_email: row.try_get("end_user_email")?,
-        created_at: row.try_get("created_at")?,
-    })
-}
-
-fn sync_job_from_row(row: &PgRow) -> StoreResult<SyncJob> {
-    let sync_type: String = row.try_get("sync_type")?;
-    let display_status: String = row.try_get("display_status")?;
-    let finished_at: Option<Timestamp> = row.try_get("finished_at")?;
-    let error = match row.try_get::<Option<String>, _>("error_message")? {
-        Some(message) => Some(SyncError {
-            failed_at: finished_at.unwrap_or_default(),
-            message,
-            detail: row
-                .try_get::<Option<String>, _>("error_detail")?
-                .map(|d| serde_json::from_str(&d))
-                .transpose()
-                .map_err(corrupt)?
-                .unwrap_or(serde_json::Value::Null),
-        }),
-        None => None,
-    };
-    Ok(SyncJob {
-        id: id(row, "id")?,
-        connector_id: id(row, "connector_id")?,
-        initial_sync: row.try_get("initial_sync")?,
-        sync_type: SyncType::parse(&sync_type).map_err(corrupt)?,
-        display_status: DisplayStatus::parse(&display_status)
-            .ok_or_else(|| corrupt(display_status))?,
-        last_sync_start_time: row.try_get("last_sync_start_time")?,
-        finished_at,
-        error,
-    })
-}
-
-const LOG_COLUMNS: &str = "id, webhook_id, webhook_name, connector_id, event_type, url, status, \
-     response_code, attempt_count, last_error, integration_name, end_user_name, origin_id, \
-     created_at, next_attempt_at";
-
-fn log_from_row(row: &PgRow) -> StoreResult<LogEntry> {
-    let event_type: String = row.try_get("event_type")?;
-    Ok(LogEntry {
-        id: id(row, "id")?,
-        webhook_id: id(row, "webhook_id")?,
-        webhook_name: row.try_get("webhook_name")?,
-        connector_id: id(row, "connector_id")?,
-        event_type: EventType::parse(&event_type).map_err(corrupt)?,
-        url: row.try_get("url")?,
-        status: row.try_get("status")?,
-        response_code: row
-            .try_get::<Option<i32>, _>("response_code")?
-            .map(|c| c as u16),
-        attempt_count: row.try_get::<i32, _>("attempt_count")? as u32,
-        last_error: row.try_get("last_error")?,
-        integration_name: row.try_get("integration_name")?,
-        end_user_name: row.try_get("end_user_name")?,
-        origin_id: row.try_get("origin_id")?,
-        created_at: row.try_get("created_at")?,
-        next_attempt_at: row.try_get("next_attempt_at")?,
-    })
-}
-
-fn attempt_from_row(row: &PgRow) -> StoreResult<Attempt> {
-    let result = match row.try_get::<Option<i32>, _>("response_status")? {
-        Some(status) => AttemptResult::Response {
-            status: status as u16,
-            headers: row
-                .try_get::<Option<String>, _>("response_headers")?
-                .map(|h| serde_json::from_str(&h))
-                .transpose()
-                .map_err(corrupt)?
-                .unwrap_or_default(),
-            body: row
-                .try_get::<Option<Vec<u8>>, _>("response_body")?
-                .unwrap_or_default(),
-        },
-        None => {
-            let category: String = row.try_get("error_category")?;
-            AttemptResult::Failure {
-                category: FailureCategory::parse(&category).ok_or_else(|| corrupt(category))?,
-                message: row
-                    .try_get::<Option<String>, _>("error_message")?
-                    .unwrap_or_default(),
-            }
-        }
-    };
-    Ok(Attempt {
-        delivery_id: id(row, "delivery_id")?,
-        number: row.try_get::<i32, _>("number")? as u32,
-        started_at: row.try_get("started_at")?,
-        duration: Duration::from_micros(row.try_get::<i64, _>("duration_us")?.max(0) as u64),
-        request_url: row.try_get("request_url")?,
-        request_headers: json_column(row, "request_headers")?,
-        result,
-    })
-}
-
-/// Reads, beside a delivery's columns, its event's shared part of the body.
-const SHARED_BODY: &str =
-    "(SELECT e.shared_body FROM events e WHERE e.id = deliveries.event_id) AS shared_body";
-
-/// The body of the delivery in `row`, which has its columns and [`SHARED_BODY`].
-fn body_from_row(row: &PgRow) -> StoreResult<Bytes> {
-    delivery_body(
-        row.try_get("body")?,
-        id(row, "webhook_id")?,
-        row.try_get("url")?,
-        row.try_get("event_type")?,
-        row.try_get::<Option<&[u8]>, _>("shared_body")?,
-    )
+fn map_all<T>(found: &[PgRow], map: RowMap<T>) -> StoreResult<Vec<T>> {
+    found.iter().map(|row| map(&PgColumns(row))).collect()
 }
 
 /// Due deliveries a claim reads in due order, at most (see [`Store::claim_due`]).
@@ -354,25 +241,12 @@ const QUEUED_WEBHOOKS: &str = "WITH RECURSIVE queued (webhook_id) AS ( \
      SELECT webhook_id FROM queued WHERE webhook_id IS NOT NULL";
 
 /// A claim of the deliveries of `due` (`$1` the lease, `$2` this node), and what it
-/// answers: the rows [`job_from_row`] reads.
+/// answers: the rows [`rows::job`] reads.
 const CLAIM: &str = "UPDATE deliveries d SET lease_until = $1, claimed_by = $2, \
      attempts_started = d.attempts_started + 1";
 const CLAIMED: &str = "RETURNING d.id, d.org_id, d.webhook_id, d.url, d.body, d.event_type, \
      (SELECT e.shared_body FROM events e WHERE e.id = d.event_id) AS shared_body, \
      d.attempt_count, d.attempts_started, d.first_attempt_at";
-
-fn job_from_row(row: &PgRow) -> StoreResult<DeliveryJob> {
-    Ok(DeliveryJob {
-        id: id(row, "id")?,
-        org_id: id(row, "org_id")?,
-        webhook_id: id(row, "webhook_id")?,
-        url: row.try_get("url")?,
-        body: body_from_row(row)?,
-        attempt_number: row.try_get::<i32, _>("attempts_started")? as u32,
-        attempts_recorded: row.try_get::<i32, _>("attempt_count")? as u32,
-        first_attempt_at: row.try_get("first_attempt_at")?,
-    })
-}
 
 fn uuids(ids: &[DeliveryId]) -> Vec<Uuid> {
     ids.iter().map(DeliveryId::as_uuid).collect()
@@ -473,7 +347,7 @@ impl PgStore {
         .bind(&rooms)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(job_from_row).collect()
+        map_all(&rows, rows::job)
     }
 
     /// The claim a new delivery starts with: this node's, or none.
@@ -700,287 +574,50 @@ impl PgStore {
 }
 
 #[async_trait]
+impl Db for PgStore {
+    const DIALECT: Dialect = Dialect::Postgres;
+    /// Deliveries keep a copy of their event's log fields: the logs' filters and order
+    /// are then one table's indexes.
+    const LOGS: &'static str = "deliveries d";
+    const LOG_EVENT: &'static str = "d";
+    const SHARED_BODY: &'static str =
+        "(SELECT e.shared_body FROM events e WHERE e.id = d.event_id) AS shared_body";
+
+    async fn read<T: Send + 'static>(&self, sql: Sql, map: RowMap<T>) -> StoreResult<Vec<T>> {
+        map_all(&query(&sql).fetch_all(&self.pool).await?, map)
+    }
+
+    async fn write(&self, statements: Vec<Sql>) -> StoreResult<Vec<u64>> {
+        let mut tx = self.pool.begin().await?;
+        let mut changed = Vec::with_capacity(statements.len());
+        for sql in &statements {
+            changed.push(query(sql).execute(&mut *tx).await?.rows_affected());
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    async fn write_returning<T: Send + 'static>(
+        &self,
+        sql: Sql,
+        map: RowMap<T>,
+    ) -> StoreResult<Vec<T>> {
+        map_all(&query(&sql).fetch_all(&self.pool).await?, map)
+    }
+}
+
+#[async_trait]
 impl Store for PgStore {
-    async fn create_organization(
-        &self,
-        org: &Organization,
-        api_key: &NewApiKey,
-        admin: Option<&DashboardUser>,
-    ) -> StoreResult<()> {
-        let now = time::now();
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO organizations (id, name, signature_key, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(org.id.as_uuid())
-        .bind(&org.name)
-        .bind(org.signature_key.expose())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO api_keys (id, org_id, prefix, hash, created_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(api_key.id.as_uuid())
-        .bind(org.id.as_uuid())
-        .bind(&api_key.prefix)
-        .bind(&api_key.hash)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if let Some(user) = admin {
-            sqlx::query(
-                "INSERT INTO dashboard_users (id, org_id, email, password_hash, created_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(user.id.as_uuid())
-            .bind(org.id.as_uuid())
-            .bind(&user.email)
-            .bind(&user.password_hash)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| unique_violation(e, "a dashboard user with this email already exists"))?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn organization_count(&self) -> StoreResult<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM organizations")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(n as u64)
-    }
-
-    async fn organization(&self, org: OrgId) -> StoreResult<Option<Organization>> {
-        let row = sqlx::query("SELECT id, name, signature_key FROM organizations WHERE id = $1")
-            .bind(org.as_uuid())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|row| {
-            Ok(Organization {
-                id: id(&row, "id")?,
-                name: row.try_get("name")?,
-                signature_key: SignatureKey::from_stored(row.try_get("signature_key")?),
-            })
-        })
-        .transpose()
-    }
-
-    async fn api_key_by_hash(&self, hash: &str) -> StoreResult<Option<(ApiKeyId, OrgId)>> {
-        let row = sqlx::query("SELECT id, org_id FROM api_keys WHERE hash = $1")
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|row| Ok((id(&row, "id")?, id(&row, "org_id")?)))
-            .transpose()
-    }
-
-    async fn touch_api_key(&self, key: ApiKeyId, at: Timestamp) -> StoreResult<()> {
-        sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
-            .bind(at)
-            .bind(key.as_uuid())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Every node reads the key per attempt (see `delivery::keys`), so the new key signs
-    /// everywhere from the commit on.
-    async fn set_signature_key(&self, org: OrgId, key: &SignatureKey) -> StoreResult<()> {
-        sqlx::query("UPDATE organizations SET signature_key = $1 WHERE id = $2")
-            .bind(key.expose())
-            .bind(org.as_uuid())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn dashboard_user_by_email(&self, email: &str) -> StoreResult<Option<DashboardUser>> {
-        let row = sqlx::query(
-            "SELECT id, org_id, email, password_hash FROM dashboard_users \
-             WHERE lower(email) = lower($1)",
-        )
-        .bind(email.trim())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|row| {
-            Ok(DashboardUser {
-                id: id(&row, "id")?,
-                org_id: id(&row, "org_id")?,
-                email: row.try_get("email")?,
-                password_hash: row.try_get("password_hash")?,
-            })
-        })
-        .transpose()
-    }
-
-    async fn create_session(&self, session: &DashboardSession) -> StoreResult<()> {
-        let now = time::now();
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM dashboard_sessions WHERE expires_at <= $1")
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO dashboard_sessions (token_hash, user_id, org_id, csrf_token, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&session.token_hash)
-        .bind(session.user_id.as_uuid())
-        .bind(session.org_id.as_uuid())
-        .bind(&session.csrf_token)
-        .bind(now)
-        .bind(session.expires_at)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn session(
-        &self,
-        token_hash: &str,
-        now: Timestamp,
-    ) -> StoreResult<Option<DashboardSession>> {
-        let row = sqlx::query(
-            "SELECT token_hash, user_id, org_id, csrf_token, expires_at FROM dashboard_sessions \
-             WHERE token_hash = $1 AND expires_at > $2",
-        )
-        .bind(token_hash)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|row| {
-            Ok(DashboardSession {
-                token_hash: row.try_get("token_hash")?,
-                user_id: id(&row, "user_id")?,
-                org_id: id(&row, "org_id")?,
-                csrf_token: row.try_get("csrf_token")?,
-                expires_at: row.try_get("expires_at")?,
-            })
-        })
-        .transpose()
-    }
-
-    async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM dashboard_sessions WHERE token_hash = $1")
-            .bind(token_hash)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn create_webhook(&self, org: OrgId, new: &NewWebhook) -> StoreResult<Webhook> {
-        let webhook = Webhook {
-            webhook_id: WebhookId::new(),
-            org_id: org,
-            name: new.name.clone(),
-            url: new.url.as_str().to_owned(),
-            is_enabled: new.is_enabled,
-            // Stored with microseconds: keep the answer equal to what a read gives.
-            created_at: time::from_micros(time::to_micros(&time::now())),
-            last_triggered_at: None,
-            environment: new.environment,
-            events: new.events.clone(),
-        };
-        sqlx::query(
-            "INSERT INTO webhooks (id, org_id, name, url, type, events, is_enabled, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(webhook.webhook_id.as_uuid())
-        .bind(org.as_uuid())
-        .bind(&webhook.name)
-        .bind(&webhook.url)
-        .bind(webhook.environment.as_str())
-        .bind(serde_json::to_string(&webhook.events).expect("event types serialize"))
-        .bind(webhook.is_enabled)
-        .bind(webhook.created_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(webhook)
-    }
-
-    async fn webhook(&self, org: OrgId, id: WebhookId) -> StoreResult<Option<Webhook>> {
-        let row = sqlx::query(&format!(
-            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1 AND org_id = $2"
-        ))
-        .bind(id.as_uuid())
-        .bind(org.as_uuid())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(webhook_from_row).transpose()
-    }
-
-    async fn list_webhooks(
-        &self,
-        org: OrgId,
-        is_enabled: Option<bool>,
-        after: Option<WebhookId>,
-        limit: u32,
-    ) -> StoreResult<Vec<Webhook>> {
-        let mut q = QueryBuilder::<Postgres>::new(format!(
-            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE org_id = "
-        ));
-        q.push_bind(org.as_uuid());
-        if let Some(enabled) = is_enabled {
-            q.push(" AND is_enabled = ").push_bind(enabled);
-        }
-        if let Some(after) = after {
-            q.push(" AND id > ").push_bind(after.as_uuid());
-        }
-        q.push(" ORDER BY id LIMIT ").push_bind(limit as i64);
-        let rows = q.build().fetch_all(&self.pool).await?;
-        rows.iter().map(webhook_from_row).collect()
-    }
-
     async fn webhooks_for(
         &self,
         org: OrgId,
         environment: Environment,
     ) -> StoreResult<Vec<Webhook>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE org_id = $1 AND type = $2 AND is_enabled \
-             ORDER BY id"
-        ))
-        .bind(org.as_uuid())
-        .bind(environment.as_str())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(webhook_from_row).collect()
-    }
-
-    async fn update_webhook(
-        &self,
-        org: OrgId,
-        id: WebhookId,
-        changes: &WebhookChanges,
-    ) -> StoreResult<Option<Webhook>> {
-        let mut q = QueryBuilder::<Postgres>::new("UPDATE webhooks SET id = id");
-        if let Some(name) = &changes.name {
-            q.push(", name = ").push_bind(name.clone());
-        }
-        if let Some(url) = &changes.url {
-            q.push(", url = ").push_bind(url.as_str().to_owned());
-        }
-        if let Some(environment) = changes.environment {
-            q.push(", type = ").push_bind(environment.as_str());
-        }
-        if let Some(events) = &changes.events {
-            q.push(", events = ")
-                .push_bind(serde_json::to_string(events).expect("event types serialize"));
-        }
-        if let Some(enabled) = changes.is_enabled {
-            q.push(", is_enabled = ").push_bind(enabled);
-        }
-        q.push(" WHERE id = ")
-            .push_bind(id.as_uuid())
-            .push(" AND org_id = ")
-            .push_bind(org.as_uuid())
-            .push(format!(" RETURNING {WEBHOOK_COLUMNS}"));
-        let row = q.build().fetch_optional(&self.pool).await?;
-        row.as_ref().map(webhook_from_row).transpose()
+        self.read(
+            records::webhooks_for::<Self>(org, environment),
+            rows::webhook,
+        )
+        .await
     }
 
     async fn delete_webhook(&self, org: OrgId, id: WebhookId) -> StoreResult<bool> {
@@ -1009,158 +646,22 @@ impl Store for PgStore {
         Ok(deleted > 0)
     }
 
-    async fn create_connector(&self, c: &Connector) -> StoreResult<()> {
-        sqlx::query(&format!(
-            "INSERT INTO connectors ({CONNECTOR_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-        ))
-        .bind(c.id.as_uuid())
-        .bind(c.org_id.as_uuid())
-        .bind(c.environment.as_str())
-        .bind(&c.display_name)
-        .bind(&c.integration_slug)
-        .bind(serde_json::to_string(&c.categories).expect("strings serialize"))
-        .bind(&c.origin_id)
-        .bind(c.connector_status.as_str())
-        .bind(&c.end_user_name)
-        .bind(&c.end_user_email)
-        .bind(c.created_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
     async fn connector(&self, org: OrgId, id: ConnectorId) -> StoreResult<Option<Connector>> {
-        let row = sqlx::query(&format!(
-            "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = $1 AND org_id = $2"
-        ))
-        .bind(id.as_uuid())
-        .bind(org.as_uuid())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(connector_from_row).transpose()
-    }
-
-    async fn list_connectors(
-        &self,
-        org: OrgId,
-        after: Option<ConnectorId>,
-        limit: u32,
-    ) -> StoreResult<Vec<Connector>> {
-        let mut q = QueryBuilder::<Postgres>::new(format!(
-            "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE org_id = "
-        ));
-        q.push_bind(org.as_uuid());
-        if let Some(after) = after {
-            q.push(" AND id > ").push_bind(after.as_uuid());
-        }
-        q.push(" ORDER BY id LIMIT ").push_bind(limit as i64);
-        let rows = q.build().fetch_all(&self.pool).await?;
-        rows.iter().map(connector_from_row).collect()
-    }
-
-    async fn update_connector(
-        &self,
-        org: OrgId,
-        id: ConnectorId,
-        changes: &ConnectorChanges,
-    ) -> StoreResult<Option<Connector>> {
-        let mut q = QueryBuilder::<Postgres>::new("UPDATE connectors SET id = id");
-        let texts = [
-            ("display_name", &changes.display_name),
-            ("integration_slug", &changes.integration_slug),
-            ("origin_id", &changes.origin_id),
-            ("end_user_name", &changes.end_user_name),
-            ("end_user_email", &changes.end_user_email),
-        ];
-        for (column, value) in texts {
-            if let Some(value) = value {
-                q.push(format!(", {column} = ")).push_bind(value.clone());
-            }
-        }
-        if let Some(categories) = &changes.categories {
-            q.push(", categories = ")
-                .push_bind(serde_json::to_string(categories).expect("strings serialize"));
-        }
-        if let Some(status) = changes.connector_status {
-            q.push(", connector_status = ").push_bind(status.as_str());
-        }
-        q.push(" WHERE id = ")
-            .push_bind(id.as_uuid())
-            .push(" AND org_id = ")
-            .push_bind(org.as_uuid())
-            .push(format!(" RETURNING {CONNECTOR_COLUMNS}"));
-        let row = q.build().fetch_optional(&self.pool).await?;
-        row.as_ref().map(connector_from_row).transpose()
-    }
-
-    async fn delete_connector(&self, org: OrgId, id: ConnectorId) -> StoreResult<bool> {
-        let deleted = sqlx::query("DELETE FROM connectors WHERE id = $1 AND org_id = $2")
-            .bind(id.as_uuid())
-            .bind(org.as_uuid())
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        Ok(deleted > 0)
-    }
-
-    async fn sync_job(
-        &self,
-        org: OrgId,
-        connector: ConnectorId,
-        id: SyncId,
-    ) -> StoreResult<Option<SyncJob>> {
-        let row = sqlx::query(
-            "SELECT s.* FROM sync_jobs s JOIN connectors c ON c.id = s.connector_id \
-             WHERE s.id = $1 AND s.connector_id = $2 AND c.org_id = $3",
-        )
-        .bind(id.as_uuid())
-        .bind(connector.as_uuid())
-        .bind(org.as_uuid())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(sync_job_from_row).transpose()
+        self.read_one(records::connector::<Self>(org, id), rows::connector)
+            .await
     }
 
     async fn record_events(&self, sync: SyncChange, events: Arc<[NewEvent]>) -> StoreResult<()> {
         let (sync, events) = (&sync, &events[..]);
         let mut tx = self.pool.begin().await?;
-        match sync {
-            SyncChange::None => {}
-            SyncChange::Started(job) => {
-                sqlx::query(
-                    "INSERT INTO sync_jobs (id, connector_id, initial_sync, sync_type, display_status, \
-                     last_sync_start_time) VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(job.id.as_uuid())
-                .bind(job.connector_id.as_uuid())
-                .bind(job.initial_sync)
-                .bind(job.sync_type.as_str())
-                .bind(job.display_status.as_str())
-                .bind(job.last_sync_start_time)
-                .execute(&mut *tx)
-                .await?;
-            }
-            SyncChange::Finished(job) => {
-                // Two nodes finishing one sync at once: the row lock orders them, and the
-                // second sees it no longer `Syncing`.
-                let updated = sqlx::query(
-                    "UPDATE sync_jobs SET display_status = $1, finished_at = $2, error_message = $3, \
-                     error_detail = $4 WHERE id = $5 AND display_status = 'Syncing'",
-                )
-                .bind(job.display_status.as_str())
-                .bind(job.finished_at)
-                .bind(job.error.as_ref().map(|e| e.message.clone()))
-                .bind(job.error.as_ref().map(|e| e.detail.to_string()))
-                .bind(job.id.as_uuid())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if updated == 0 {
-                    return Err(StoreError::Conflict(
-                        "the sync job has already finished".into(),
-                    ));
-                }
+        // Two nodes finishing one sync at once: the row lock orders them, and the second
+        // sees it no longer `Syncing`.
+        if let Some(change) = records::sync_change(Self::DIALECT, sync) {
+            let changed = query(&change).execute(&mut *tx).await?.rows_affected();
+            if changed == 0 {
+                return Err(StoreError::Conflict(
+                    "the sync job has already finished".into(),
+                ));
             }
         }
         let unclaimed = self.insert_events(&mut tx, events).await?;
@@ -1180,10 +681,10 @@ impl Store for PgStore {
     ) -> StoreResult<Option<DeliveryJob>> {
         let mut tx = self.pool.begin().await?;
         let source = sqlx::query(&format!(
-            "SELECT deliveries.webhook_id, deliveries.url, deliveries.event_type, \
-             deliveries.body, {SHARED_BODY}, w.url AS webhook_url, w.name AS webhook_name \
-             FROM deliveries LEFT JOIN webhooks w ON w.id = deliveries.webhook_id \
-             WHERE deliveries.id = $1 AND deliveries.org_id = $2"
+            "SELECT d.webhook_id, d.url, d.event_type, d.body, {}, w.url AS webhook_url, \
+             w.name AS webhook_name FROM deliveries d LEFT JOIN webhooks w ON w.id = d.webhook_id \
+             WHERE d.id = $1 AND d.org_id = $2",
+            Self::SHARED_BODY
         ))
         .bind(log.as_uuid())
         .bind(org.as_uuid())
@@ -1199,7 +700,7 @@ impl Store for PgStore {
         };
         let webhook_name: String = source.try_get("webhook_name")?;
         // The exact bytes sent before, kept with the new delivery: its URL may differ.
-        let body = body_from_row(&source)?;
+        let body = rows::body(&PgColumns(&source))?;
         let row = sqlx::query(
             "INSERT INTO deliveries (id, org_id, event_id, webhook_id, webhook_name, connector_id, \
              event_type, integration_name, end_user_name, origin_id, url, body, status, created_at, \
@@ -1220,7 +721,7 @@ impl Store for PgStore {
         .bind(&body[..])
         .fetch_one(&mut *tx)
         .await?;
-        let job = job_from_row(&row)?;
+        let job = rows::job(&PgColumns(&row))?;
         if lease_until.is_none() {
             notify(&mut tx, WORK_CHANNEL, "").await?;
         }
@@ -1269,7 +770,7 @@ impl Store for PgStore {
         for row in &rows {
             looked = row.try_get::<i64, _>("looked")?;
             if row.try_get::<Option<Uuid>, _>("id")?.is_some() {
-                jobs.push(job_from_row(row)?);
+                jobs.push(rows::job(&PgColumns(row))?);
             }
         }
         if jobs.len() >= room.limit as usize || looked < SCAN {
@@ -1329,78 +830,6 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn list_logs(&self, org: OrgId, f: &LogFilter) -> StoreResult<Vec<LogEntry>> {
-        let mut q = QueryBuilder::<Postgres>::new(format!(
-            "SELECT {LOG_COLUMNS} FROM deliveries WHERE org_id = "
-        ));
-        q.push_bind(org.as_uuid());
-        if let Some(webhook) = f.webhook_id {
-            q.push(" AND webhook_id = ").push_bind(webhook.as_uuid());
-        }
-        if let Some(connector) = f.connector_id {
-            q.push(" AND connector_id = ")
-                .push_bind(connector.as_uuid());
-        }
-        if !f.event_types.is_empty() {
-            q.push(" AND event_type IN (");
-            let mut list = q.separated(", ");
-            for t in &f.event_types {
-                list.push_bind(t.as_str());
-            }
-            q.push(")");
-        }
-        if !f.response_codes.is_empty() {
-            q.push(" AND response_code IN (");
-            let mut list = q.separated(", ");
-            for code in &f.response_codes {
-                list.push_bind(*code as i32);
-            }
-            q.push(")");
-        }
-        if let Some(from) = f.created_from {
-            q.push(" AND created_at >= ").push_bind(from);
-        }
-        if let Some(to) = f.created_to {
-            q.push(" AND created_at <= ").push_bind(to);
-        }
-        if f.errors_only {
-            q.push(
-                " AND (response_code >= 400 OR (response_code IS NULL AND last_error IS NOT NULL))",
-            );
-        }
-        if let Some(before) = f.before {
-            q.push(" AND id < ").push_bind(before.as_uuid());
-        }
-        q.push(" ORDER BY id DESC LIMIT ").push_bind(f.limit as i64);
-        let rows = q.build().fetch_all(&self.pool).await?;
-        rows.iter().map(log_from_row).collect()
-    }
-
-    async fn log(&self, org: OrgId, id: DeliveryId) -> StoreResult<Option<LogDetail>> {
-        let row = sqlx::query(&format!(
-            "SELECT {LOG_COLUMNS}, body, {SHARED_BODY} FROM deliveries WHERE id = $1 AND org_id = $2"
-        ))
-        .bind(id.as_uuid())
-        .bind(org.as_uuid())
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let attempts = sqlx::query("SELECT * FROM attempts WHERE delivery_id = $1 ORDER BY number")
-            .bind(id.as_uuid())
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(Some(LogDetail {
-            entry: log_from_row(&row)?,
-            body: body_from_row(&row)?,
-            attempts: attempts
-                .iter()
-                .map(attempt_from_row)
-                .collect::<StoreResult<_>>()?,
-        }))
-    }
-
     async fn renew_leases(&self, ids: &[DeliveryId], until: Timestamp) -> StoreResult<u64> {
         if ids.is_empty() {
             return Ok(0);
@@ -1431,11 +860,16 @@ impl Store for PgStore {
     fn shared(&self) -> bool {
         true
     }
+
+    fn health(&self) -> watch::Receiver<Option<String>> {
+        self.health.subscribe()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::attempt::FailureCategory;
 
     fn outcome(id: DeliveryId, state: DeliveryState, attempted: bool) -> DeliveryOutcome {
         let started_at = time::now();

@@ -199,6 +199,15 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
 }
 
 async fn start(config: Config, database: Arc<TestDatabase>) -> TestApp {
+    start_running(config, database).await.0
+}
+
+/// The app of `config` on `database`, with a new organization, and its run: what
+/// `run_until_stopped` answers once the app stops.
+pub async fn start_running(
+    config: Config,
+    database: Arc<TestDatabase>,
+) -> (TestApp, tokio::task::JoinHandle<anyhow::Result<()>>) {
     let db_url = config.database.clone();
     let app = App::build(config).await.expect("app builds");
     let store = app.store();
@@ -207,8 +216,8 @@ async fn start(config: Config, database: Arc<TestDatabase>) -> TestApp {
         .expect("org");
     let address = format!("http://{}", app.local_addr());
     let cancel = app.cancel_token();
-    tokio::spawn(app.run_until_stopped());
-    TestApp {
+    let running = tokio::spawn(app.run_until_stopped());
+    let app = TestApp {
         address,
         api_key: created.api_key,
         signature_key: created.signature_key,
@@ -217,7 +226,8 @@ async fn start(config: Config, database: Arc<TestDatabase>) -> TestApp {
         cancel,
         store,
         _database: database,
-    }
+    };
+    (app, running)
 }
 
 impl TestApp {

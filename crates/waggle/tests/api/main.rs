@@ -8,4 +8,5 @@ mod failures;
 mod helpers;
 mod logs;
 mod multinode;
+mod storage;
 mod webhooks;

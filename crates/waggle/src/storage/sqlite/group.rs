@@ -1,6 +1,7 @@
-//! Group commit: API events with their deliveries, and the dispatcher's claims, outcome
-//! batches, releases and lease renewals, written by one thread of its own on its own
-//! connection.
+//! The writer: the one thread, on the one connection, that writes the SQLite database.
+//! API events with their deliveries and the dispatcher's claims, outcome batches,
+//! releases and lease renewals are group-committed; every other write (the records',
+//! a resend, a delete) is a [`Command`] of its own, in its own transaction.
 //!
 //! SQLite's cost is mostly per transaction, so whatever is queued when the thread comes
 //! round commits together, and under load one commit carries many API calls and outcome
@@ -8,24 +9,34 @@
 //! by row: through an async driver, each statement would be a hop to the driver's thread
 //! and a wake-up back on the runtime, and under load those hops, not SQLite, set the pace.
 //! Each caller hears back only once its write is committed.
+//!
+//! The thread is its own supervisor. A panic, or an error that says the file can no
+//! longer be written (I/O, a full disk, corruption), fails the writes at hand, stops every
+//! later one with [`StoreError::Unavailable`] and says why on the store's health channel
+//! (`/healthz` turns 503 and the process stops, to be restarted). What was committed
+//! before stays; what failed was never acknowledged.
 
 use std::collections::{HashMap, HashSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
-use tokio::sync::oneshot;
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
+use tokio::sync::{oneshot, watch};
 
+use super::super::records;
+use super::super::sql::Dialect;
 use super::super::*;
 use crate::domain::attempt::{Attempt, AttemptResult};
 use crate::domain::time::{self, to_micros};
 
 /// Where a write's answer goes once its group is committed.
-type Done<T> = oneshot::Sender<StoreResult<T>>;
+pub(super) type Done<T> = oneshot::Sender<StoreResult<T>>;
 
-/// A write that waits for the next group commit: every write of the hot path, so that
-/// none of them waits on SQLite's lock for another (a busy wait sleeps for milliseconds).
+/// A write for the writer thread: those of the hot path wait for the next group commit,
+/// so that none of them waits on SQLite's lock for another (a busy wait sleeps for
+/// milliseconds); the rest are commands.
 pub(super) enum GroupWrite {
     Events {
         sync: SyncChange,
@@ -50,6 +61,84 @@ pub(super) enum GroupWrite {
         until: Timestamp,
         done: Done<u64>,
     },
+    Command(Box<dyn Command>),
+}
+
+/// A write of its own, run in a transaction of its own with foreign keys checked (and
+/// their deletes cascading), which the group commit's connection otherwise does not do.
+pub(super) trait Command: Send {
+    fn run(&mut self, conn: &Connection) -> Ran;
+    /// Answers the caller: with the write's own result, or with `failed`.
+    fn answer(self: Box<Self>, failed: Option<StoreError>);
+}
+
+/// How a command's work ended.
+pub(super) enum Ran {
+    Done,
+    /// Refused (a rule of the data, say): rolled back, the writer goes on.
+    Refused,
+    /// The file can no longer be written.
+    Broken(String),
+}
+
+/// A command made of a closure over the writer's connection.
+pub(super) struct Work<T, F> {
+    work: Option<F>,
+    result: Option<StoreResult<T>>,
+    done: Done<T>,
+}
+
+impl<T, F> Work<T, F> {
+    pub fn new(work: F, done: Done<T>) -> Self {
+        Self {
+            work: Some(work),
+            result: None,
+            done,
+        }
+    }
+}
+
+impl<T: Send, F: FnOnce(&Connection) -> StoreResult<T> + Send> Command for Work<T, F> {
+    fn run(&mut self, conn: &Connection) -> Ran {
+        let Some(work) = self.work.take() else {
+            return Ran::Refused;
+        };
+        let result = work(conn);
+        let ran = match &result {
+            Ok(_) => Ran::Done,
+            Err(StoreError::Sqlite(e)) if broken(e) => Ran::Broken(e.to_string()),
+            Err(_) => Ran::Refused,
+        };
+        self.result = Some(result);
+        ran
+    }
+
+    fn answer(self: Box<Self>, failed: Option<StoreError>) {
+        let answer = match (failed, self.result) {
+            (Some(e), _) => Err(e),
+            (None, Some(result)) => result,
+            (None, None) => Err(StoreError::Unavailable("the write was not run".into())),
+        };
+        // A caller that gave up waiting is no reason to stop.
+        let _ = self.done.send(answer);
+    }
+}
+
+/// Whether an error says the database file can no longer be written, as opposed to a
+/// write a rule of the data refused.
+fn broken(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(
+            ErrorCode::SystemIoFailure
+                | ErrorCode::DiskFull
+                | ErrorCode::DatabaseCorrupt
+                | ErrorCode::NotADatabase
+                | ErrorCode::CannotOpen
+                | ErrorCode::ReadOnly
+                | ErrorCode::OutOfMemory
+        )
+    )
 }
 
 /// The arguments of [`Store::claim_due`].
@@ -75,19 +164,27 @@ impl GroupWrite {
             | (GroupWrite::Release { done, .. }, Answer::Done(r)) => done.send(r).map_err(drop),
             (GroupWrite::Claim { done, .. }, Answer::Jobs(r)) => done.send(r).map_err(drop),
             (GroupWrite::Renew { done, .. }, Answer::Count(n)) => done.send(Ok(n)).map_err(drop),
-            (write, _) => write.fail("the group commit answered out of kind"),
+            (write, _) => {
+                write.fail(StoreError::Corrupt(
+                    "the group commit answered out of kind".into(),
+                ));
+                Ok(())
+            }
         };
     }
 
-    fn fail(self, why: &str) -> Result<(), ()> {
-        let error = || StoreError::Corrupt(format!("write failed: {why}"));
-        match self {
+    fn fail(self, error: StoreError) {
+        let _ = match self {
             GroupWrite::Events { done, .. }
             | GroupWrite::Outcomes { done, .. }
-            | GroupWrite::Release { done, .. } => done.send(Err(error())).map_err(drop),
-            GroupWrite::Claim { done, .. } => done.send(Err(error())).map_err(drop),
-            GroupWrite::Renew { done, .. } => done.send(Err(error())).map_err(drop),
-        }
+            | GroupWrite::Release { done, .. } => done.send(Err(error)).map_err(drop),
+            GroupWrite::Claim { done, .. } => done.send(Err(error)).map_err(drop),
+            GroupWrite::Renew { done, .. } => done.send(Err(error)).map_err(drop),
+            GroupWrite::Command(command) => {
+                command.answer(Some(error));
+                Ok(())
+            }
+        };
     }
 }
 
@@ -95,81 +192,210 @@ impl GroupWrite {
 const GROUP_MAX: usize = 256;
 
 /// Opens the writer's connection to the (already migrated) database file and starts its
-/// thread, which ends when every sender of the queue is dropped.
-pub(super) fn start(path: &Path) -> anyhow::Result<mpsc::Sender<GroupWrite>> {
+/// thread, which ends when every sender of the queue is dropped. `health` hears why, if
+/// the thread ever stops writing.
+pub(super) fn start(
+    path: &Path,
+    health: watch::Sender<Option<String>>,
+) -> anyhow::Result<mpsc::Sender<GroupWrite>> {
     use anyhow::Context;
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .with_context(|| format!("opening {} for the group commit", path.display()))?;
+    .with_context(|| format!("opening {} for the writer", path.display()))?;
     conn.busy_timeout(Duration::from_secs(10))?;
-    // As the store's other connections (see the module of the store), but for foreign
-    // keys, which this connection does not check: every row it writes refers to rows
-    // that exist by construction (the event written in the same transaction, the
+    // Foreign keys are not checked by the group commit: every row it writes refers to
+    // rows that exist by construction (the event written in the same transaction, the
     // organization and the claimed delivery, none of which is ever deleted), so each
     // check was a lookup per row for nothing, three per delivery. The one row that may
     // refer to something gone is a sync job whose connector was deleted meanwhile; it
     // can only be reached through its connector, so it stays unseen, where a checked
-    // insert would have failed every other write of its group with it. Deletes go
-    // through the store's other connection, which checks them and cascades.
+    // insert would have failed every other write of its group with it. Commands, which
+    // delete, turn them on for their own transaction, so that deletes cascade.
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF; \
          PRAGMA temp_store = MEMORY; PRAGMA cache_size = -32768;",
     )
-    .context("setting up the group commit's connection")?;
+    .context("setting up the writer's connection")?;
     let (queue, writes) = mpsc::channel();
+    let path = path.to_string_lossy().into_owned();
     std::thread::Builder::new()
-        .name("sqlite-group-commit".into())
-        .spawn(move || run(conn, writes))
-        .context("starting the group commit thread")?;
+        .name("sqlite-writer".into())
+        .spawn(move || {
+            let mut writer = Writer { conn, path, health };
+            writer.run(writes)
+        })
+        .context("starting the writer thread")?;
     Ok(queue)
 }
 
-fn run(mut conn: Connection, writes: mpsc::Receiver<GroupWrite>) {
-    let mut group = Vec::with_capacity(GROUP_MAX);
-    while let Ok(first) = writes.recv() {
-        group.push(first);
-        group.extend(writes.try_iter().take(GROUP_MAX - 1));
-        settle(&mut conn, &mut group, commit_group);
+struct Writer {
+    conn: Connection,
+    /// The database file, which names this writer to a test's injected fault.
+    path: String,
+    /// `Some(why)` once the writer stopped writing for good.
+    health: watch::Sender<Option<String>>,
+}
+
+impl Drop for Writer {
+    /// However the thread ends (a panic outside any write included), the store hears it.
+    fn drop(&mut self) {
+        self.health.send_if_modified(|why| {
+            why.get_or_insert_with(|| "the SQLite writer stopped".into());
+            true
+        });
     }
 }
 
-type Commit = fn(&mut Connection, &[GroupWrite]) -> rusqlite::Result<Vec<Answer>>;
+impl Writer {
+    fn run(&mut self, writes: mpsc::Receiver<GroupWrite>) {
+        let mut group = Vec::with_capacity(GROUP_MAX);
+        while let Ok(first) = writes.recv() {
+            if let Some(why) = self.health.borrow().clone() {
+                first.fail(StoreError::Unavailable(why));
+                continue;
+            }
+            let mut commands = Vec::new();
+            for write in std::iter::once(first).chain(writes.try_iter().take(GROUP_MAX - 1)) {
+                match write {
+                    GroupWrite::Command(command) => commands.push(command),
+                    write => group.push(write),
+                }
+            }
+            if !group.is_empty() {
+                let fault = injected_fault(&self.path);
+                let failure = settle(&mut self.conn, &mut group, |conn, group| {
+                    commit_group(conn, group, fault)
+                });
+                self.stop_if_broken(failure);
+            }
+            for command in commands {
+                match self.health.borrow().clone() {
+                    Some(why) => command.answer(Some(StoreError::Unavailable(why))),
+                    None => {
+                        let failure = run_command(&mut self.conn, command);
+                        self.stop_if_broken(failure);
+                    }
+                }
+            }
+        }
+    }
+
+    fn stop_if_broken(&self, failure: Option<String>) {
+        if let Some(why) = failure {
+            tracing::error!(error = %why, "the SQLite writer stopped: no write is possible until a restart");
+            self.health.send_replace(Some(why));
+        }
+    }
+}
+
+/// A fault a test injects into the writer of the database at `path`, with
+/// `fail::cfg("sqlite-writer", "return(<panic|io>:<path>)")`; nothing in a build without
+/// the `failpoints` feature of `fail`.
+fn injected_fault(path: &str) -> Option<Fault> {
+    fail::fail_point!("sqlite-writer", |arg: Option<String>| {
+        let arg = arg.unwrap_or_default();
+        let (kind, at) = arg.split_once(':')?;
+        (at == path).then_some(if kind == "panic" {
+            Fault::Panic
+        } else {
+            Fault::Io
+        })
+    });
+    let _ = path;
+    None
+}
+
+/// A fault injected just before a group commits.
+#[derive(Debug, Clone, Copy)]
+#[allow(dead_code)] // made only where the tests' fail points are compiled in
+enum Fault {
+    Panic,
+    Io,
+}
 
 /// Commits `group` with `commit` and answers each of its writes. A panic fails the
-/// group's writes (its transaction rolls back as the panic unwinds) instead of ending
-/// the thread, which every later write of the store waits on.
-fn settle(conn: &mut Connection, group: &mut Vec<GroupWrite>, commit: Commit) {
-    let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commit(conn, group)));
-    let failed = match committed {
+/// group's writes (its transaction rolls back as the panic unwinds), and so does an
+/// error; answers why when the writer can no longer write (a panic, or [`broken`]).
+fn settle(
+    conn: &mut Connection,
+    group: &mut Vec<GroupWrite>,
+    commit: impl FnOnce(&mut Connection, &[GroupWrite]) -> rusqlite::Result<Vec<Answer>>,
+) -> Option<String> {
+    let committed = catch_unwind(AssertUnwindSafe(|| commit(conn, group)));
+    let (failed, broke) = match committed {
         Ok(Ok(answers)) => {
             for (write, answer) in group.drain(..).zip(answers) {
                 write.answer(answer);
             }
-            return;
+            return None;
         }
-        Ok(Err(e)) => e.to_string(),
-        Err(panic) => {
-            let why = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            format!("the group commit panicked: {why}")
-        }
+        Ok(Err(e)) => (e.to_string(), broken(&e)),
+        Err(panic) => (
+            format!("the writer panicked: {}", panic_message(&*panic)),
+            true,
+        ),
     };
     tracing::error!(error = %failed, writes = group.len(), "group commit failed");
     for write in group.drain(..) {
-        let _ = write.fail(&failed);
+        write.fail(match broke {
+            true => StoreError::Unavailable(failed.clone()),
+            false => StoreError::Corrupt(format!("write failed: {failed}")),
+        });
     }
+    broke.then_some(failed)
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
+/// Runs a command in a transaction of its own, foreign keys checked; answers why when the
+/// writer can no longer write.
+fn run_command(conn: &mut Connection, mut command: Box<dyn Command>) -> Option<String> {
+    let ran = catch_unwind(AssertUnwindSafe(|| -> rusqlite::Result<Ran> {
+        conn.execute_batch("PRAGMA foreign_keys = ON")?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let ran = command.run(&tx);
+        if let Ran::Done = ran {
+            tx.commit()?;
+        }
+        Ok(ran)
+    }));
+    let reset = conn.execute_batch("PRAGMA foreign_keys = OFF");
+    let (failure, broke) = match (ran, reset) {
+        (Ok(Ok(Ran::Done | Ran::Refused)), Ok(())) => {
+            command.answer(None);
+            return None;
+        }
+        (Ok(Ok(Ran::Broken(why))), _) => (why, true),
+        (Ok(Err(e)), _) | (_, Err(e)) => (e.to_string(), broken(&e)),
+        (Err(panic), _) => (
+            format!("the writer panicked: {}", panic_message(&*panic)),
+            true,
+        ),
+    };
+    command.answer(Some(match broke {
+        true => StoreError::Unavailable(failure.clone()),
+        false => StoreError::Corrupt(format!("write failed: {failure}")),
+    }));
+    broke.then_some(failure)
 }
 
 /// One transaction for the group, its writes in the order they came. Sync changes go
 /// first: a refused one (the job had already finished) writes nothing, and its write's
 /// events are then left out, so each write is all or nothing while the group shares a
 /// commit.
-fn commit_group(conn: &mut Connection, group: &[GroupWrite]) -> rusqlite::Result<Vec<Answer>> {
+fn commit_group(
+    conn: &mut Connection,
+    group: &[GroupWrite],
+    fault: Option<Fault>,
+) -> rusqlite::Result<Vec<Answer>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut synced = Vec::with_capacity(group.len());
     for write in group {
@@ -197,7 +423,18 @@ fn commit_group(conn: &mut Connection, group: &[GroupWrite]) -> rusqlite::Result
                 Answer::Done(Ok(()))
             }
             GroupWrite::Renew { ids, until, .. } => Answer::Count(renew(&tx, ids, until)?),
+            GroupWrite::Command(_) => unreachable!("commands run apart from the group"),
         });
+    }
+    match fault {
+        Some(Fault::Panic) => panic!("a fault injected into the group commit"),
+        Some(Fault::Io) => {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+                Some("an I/O error injected into the group commit".into()),
+            ))
+        }
+        None => {}
     }
     tx.commit()?;
     Ok(answers)
@@ -422,43 +659,18 @@ fn renew(conn: &Connection, ids: &[DeliveryId], until: &Timestamp) -> rusqlite::
 }
 
 fn apply_sync_change(conn: &Connection, sync: &SyncChange) -> rusqlite::Result<StoreResult<()>> {
-    match sync {
-        SyncChange::None => {}
-        SyncChange::Started(job) => {
-            conn.prepare_cached(
-                "INSERT INTO sync_jobs (id, connector_id, initial_sync, sync_type, display_status, \
-                 last_sync_start_time) VALUES (?, ?, ?, ?, ?, ?)",
-            )?
-            .execute(params![
-                job.id.to_string(),
-                job.connector_id.to_string(),
-                job.initial_sync,
-                job.sync_type.as_str(),
-                job.display_status.as_str(),
-                to_micros(&job.last_sync_start_time),
-            ])?;
-        }
-        SyncChange::Finished(job) => {
-            let updated = conn
-                .prepare_cached(
-                    "UPDATE sync_jobs SET display_status = ?, finished_at = ?, error_message = ?, \
-                     error_detail = ? WHERE id = ? AND display_status = 'Syncing'",
-                )?
-                .execute(params![
-                    job.display_status.as_str(),
-                    job.finished_at.as_ref().map(to_micros),
-                    job.error.as_ref().map(|e| e.message.as_str()),
-                    job.error.as_ref().map(|e| e.detail.to_string()),
-                    job.id.to_string(),
-                ])?;
-            if updated == 0 {
-                return Ok(Err(StoreError::Conflict(
-                    "the sync job has already finished".into(),
-                )));
-            }
-        }
-    }
-    Ok(Ok(()))
+    let Some(change) = records::sync_change(Dialect::Sqlite, sync) else {
+        return Ok(Ok(()));
+    };
+    let changed = conn
+        .prepare_cached(change.text())?
+        .execute(rusqlite::params_from_iter(change.args()))?;
+    Ok(match changed {
+        0 => Err(StoreError::Conflict(
+            "the sync job has already finished".into(),
+        )),
+        _ => Ok(()),
+    })
 }
 
 /// Inserts events and their deliveries.
@@ -687,12 +899,8 @@ mod tests {
         claim_due(conn, &claim).unwrap().unwrap()
     }
 
-    #[tokio::test]
-    async fn a_panic_fails_its_group_and_the_writer_goes_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let webhook = WebhookId::new();
-        let mut conn = queued(dir.path(), &[(webhook, 3)]).await;
-        let claim_all = |done| GroupWrite::Claim {
+    fn claim_all(done: Done<Vec<DeliveryJob>>) -> GroupWrite {
+        GroupWrite::Claim {
             claim: Claim {
                 now: time::now(),
                 lease_until: time::now() + chrono::Duration::seconds(10),
@@ -703,23 +911,61 @@ mod tests {
                 },
             },
             done,
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_fails_its_group_rolls_it_back_and_says_the_writer_is_broken() {
+        let dir = tempfile::tempdir().unwrap();
+        let webhook = WebhookId::new();
+        let mut conn = queued(dir.path(), &[(webhook, 3)]).await;
         let (done, answer) = oneshot::channel();
         let mut group = vec![claim_all(done)];
-        settle(&mut conn, &mut group, |conn, group| {
+        let broken = settle(&mut conn, &mut group, |conn, group| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             if let GroupWrite::Claim { claim, .. } = &group[0] {
                 assert_eq!(claim_due(&tx, claim)?.unwrap().len(), 3);
             }
             panic!("in the middle of the transaction");
         });
+        assert!(broken.unwrap().contains("panicked"));
         let failed = answer.await.unwrap().unwrap_err();
-        assert!(failed.to_string().contains("panicked"), "{failed}");
-        // Nothing of the failed group stayed, and the next group commits.
+        assert!(matches!(failed, StoreError::Unavailable(_)), "{failed}");
+        // Nothing of the failed group stayed.
         let (done, answer) = oneshot::channel();
         let mut group = vec![claim_all(done)];
-        settle(&mut conn, &mut group, commit_group);
+        assert!(settle(&mut conn, &mut group, |conn, group| commit_group(
+            conn, group, None
+        ))
+        .is_none());
         assert_eq!(answer.await.unwrap().unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_refused_command_is_rolled_back_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = queued(dir.path(), &[(WebhookId::new(), 1)]).await;
+        let (done, answer) = oneshot::channel::<StoreResult<()>>();
+        let refused = Work::new(
+            |conn: &Connection| {
+                conn.execute("DELETE FROM deliveries", [])?;
+                // A webhook of an organization that does not exist: its key is checked.
+                conn.execute(
+                    "INSERT INTO webhooks (id, org_id, name, url, type, events, is_enabled, \
+                     created_at) VALUES ('w', 'no such org', 'h', 'http://x/', 'production', \
+                     '[]', 1, 0)",
+                    [],
+                )?;
+                Ok(())
+            },
+            done,
+        );
+        assert!(run_command(&mut conn, Box::new(refused)).is_none());
+        assert!(answer.await.unwrap().is_err());
+        let left: i64 = conn
+            .query_row("SELECT count(*) FROM deliveries", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(left, 1);
     }
 
     fn count(jobs: &[DeliveryJob], webhook: WebhookId) -> usize {

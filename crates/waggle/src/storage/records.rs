@@ -1,0 +1,594 @@
+//! The records both backends read and write alike (organizations, keys, users, sessions,
+//! webhooks, connectors, sync jobs, logs), implemented once: [`Records`] is implemented
+//! for every [`Db`], which only runs statements. A backend implements [`Db`] and the
+//! rest of [`Store`](super::Store) (claims, outcomes, events: where its SQL differs).
+
+use async_trait::async_trait;
+
+use super::rows::{self, Row, Value};
+use super::sql::{self, Dialect, Sql};
+use super::*;
+
+/// Turns one row into a value.
+pub(super) type RowMap<T> = fn(&dyn Row) -> StoreResult<T>;
+
+/// What a record write changed, for a backend that keeps reads in memory.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Change {
+    Webhooks(OrgId),
+    Connector(ConnectorId),
+}
+
+/// A database the shared records are kept in: it runs statements, reads on whatever
+/// connections it reads with, writes on its one write path.
+#[async_trait]
+pub(super) trait Db: Send + Sync + 'static {
+    const DIALECT: Dialect;
+    /// The deliveries `d` with where their event's log fields are, and that place's alias.
+    const LOGS: &'static str;
+    const LOG_EVENT: &'static str;
+    /// Selects `shared_body`, the event's shared part of a delivery `d`'s body.
+    const SHARED_BODY: &'static str;
+
+    async fn read<T: Send + 'static>(&self, sql: Sql, map: RowMap<T>) -> StoreResult<Vec<T>>;
+    /// Runs the statements in one transaction: all or none. Answers the rows each changed.
+    async fn write(&self, statements: Vec<Sql>) -> StoreResult<Vec<u64>>;
+    /// Runs one write and answers the rows it returns.
+    async fn write_returning<T: Send + 'static>(
+        &self,
+        sql: Sql,
+        map: RowMap<T>,
+    ) -> StoreResult<Vec<T>>;
+    /// Called once a write that changes what `change` names has committed.
+    fn changed(&self, _change: Change) {}
+
+    fn sql(text: impl Into<String>) -> Sql {
+        Sql::new(Self::DIALECT, text)
+    }
+
+    async fn read_one<T: Send + 'static>(
+        &self,
+        sql: Sql,
+        map: RowMap<T>,
+    ) -> StoreResult<Option<T>> {
+        Ok(self.read(sql, map).await?.into_iter().next())
+    }
+}
+
+#[async_trait]
+pub trait Records: Send + Sync {
+    async fn create_organization(
+        &self,
+        org: &Organization,
+        api_key: &NewApiKey,
+        admin: Option<&DashboardUser>,
+    ) -> StoreResult<()>;
+    async fn organization_count(&self) -> StoreResult<u64>;
+    async fn organization(&self, org: OrgId) -> StoreResult<Option<Organization>>;
+    /// The key's id and organization, by the SHA-256 of the presented key.
+    async fn api_key_by_hash(&self, hash: &str) -> StoreResult<Option<(ApiKeyId, OrgId)>>;
+    async fn touch_api_key(&self, key: ApiKeyId, at: Timestamp) -> StoreResult<()>;
+    /// The new key signs every attempt that starts after this returns, on every node
+    /// (each reads the key per attempt, see `delivery::keys`).
+    async fn set_signature_key(&self, org: OrgId, key: &SignatureKey) -> StoreResult<()>;
+    async fn dashboard_user_by_email(&self, email: &str) -> StoreResult<Option<DashboardUser>>;
+    async fn create_session(&self, session: &DashboardSession) -> StoreResult<()>;
+    /// The session with this token hash, unless it has expired.
+    async fn session(
+        &self,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<DashboardSession>>;
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()>;
+
+    async fn create_webhook(&self, org: OrgId, webhook: &NewWebhook) -> StoreResult<Webhook>;
+    async fn webhook(&self, org: OrgId, id: WebhookId) -> StoreResult<Option<Webhook>>;
+    /// Oldest first, after the cursor.
+    async fn list_webhooks(
+        &self,
+        org: OrgId,
+        is_enabled: Option<bool>,
+        after: Option<WebhookId>,
+        limit: u32,
+    ) -> StoreResult<Vec<Webhook>>;
+    async fn update_webhook(
+        &self,
+        org: OrgId,
+        id: WebhookId,
+        changes: &WebhookChanges,
+    ) -> StoreResult<Option<Webhook>>;
+
+    async fn create_connector(&self, connector: &Connector) -> StoreResult<()>;
+    async fn list_connectors(
+        &self,
+        org: OrgId,
+        after: Option<ConnectorId>,
+        limit: u32,
+    ) -> StoreResult<Vec<Connector>>;
+    async fn update_connector(
+        &self,
+        org: OrgId,
+        id: ConnectorId,
+        changes: &ConnectorChanges,
+    ) -> StoreResult<Option<Connector>>;
+    async fn delete_connector(&self, org: OrgId, id: ConnectorId) -> StoreResult<bool>;
+    async fn sync_job(
+        &self,
+        org: OrgId,
+        connector: ConnectorId,
+        id: SyncId,
+    ) -> StoreResult<Option<SyncJob>>;
+
+    async fn list_logs(&self, org: OrgId, filter: &LogFilter) -> StoreResult<Vec<LogEntry>>;
+    async fn log(&self, org: OrgId, id: DeliveryId) -> StoreResult<Option<LogDetail>>;
+}
+
+/// The webhooks an event of `environment` goes to, oldest first.
+pub(super) fn webhooks_for<D: Db>(org: OrgId, environment: Environment) -> Sql {
+    let mut sql = D::sql(format!(
+        "SELECT {} FROM webhooks WHERE org_id = ",
+        rows::WEBHOOK_COLUMNS
+    ));
+    sql.bind(org)
+        .push(" AND type = ")
+        .bind(environment.as_str());
+    sql.push(" AND is_enabled = ")
+        .bind(true)
+        .push(" ORDER BY id");
+    sql
+}
+
+pub(super) fn connector<D: Db>(org: OrgId, id: ConnectorId) -> Sql {
+    let mut sql = D::sql(format!(
+        "SELECT {} FROM connectors WHERE id = ",
+        rows::CONNECTOR_COLUMNS
+    ));
+    sql.bind(id).push(" AND org_id = ").bind(org);
+    sql
+}
+
+/// The write a sync change makes, if any: it changes one row, or none when a job to
+/// finish is no longer `Syncing` (the change is then refused).
+pub(super) fn sync_change(dialect: Dialect, sync: &SyncChange) -> Option<Sql> {
+    match sync {
+        SyncChange::None => None,
+        SyncChange::Started(job) => Some(sql::insert(
+            dialect,
+            "sync_jobs",
+            rows::SYNC_JOB_COLUMNS,
+            rows::sync_job_values(job),
+        )),
+        SyncChange::Finished(job) => {
+            let mut sql = Sql::new(dialect, "UPDATE sync_jobs SET display_status = ");
+            sql.bind(job.display_status.as_str());
+            sql.push(", finished_at = ").bind(job.finished_at);
+            sql.push(", error_message = ")
+                .bind(job.error.as_ref().map(|e| e.message.as_str()));
+            sql.push(", error_detail = ").bind(Value::Text(
+                job.error.as_ref().map(|e| e.detail.to_string()),
+            ));
+            sql.push(" WHERE id = ").bind(job.id);
+            sql.push(" AND display_status = 'Syncing'");
+            Some(sql)
+        }
+    }
+}
+
+/// A page of an organization's rows of `table`, oldest first, after the cursor.
+fn page<D: Db>(
+    table: &str,
+    columns: &str,
+    org: OrgId,
+    filter: Option<(&str, Value)>,
+    after: Option<Value>,
+    limit: u32,
+) -> Sql {
+    let mut sql = D::sql(format!("SELECT {columns} FROM {table} WHERE org_id = "));
+    sql.bind(org);
+    if let Some((column, value)) = filter {
+        sql.push(" AND ").push(column).push(" = ").bind(value);
+    }
+    if let Some(after) = after {
+        sql.push(" AND id > ").bind(after);
+    }
+    sql.push(" ORDER BY id LIMIT ").bind(limit as i64);
+    sql
+}
+
+fn conflict_on_unique(e: StoreError, what: &str) -> StoreError {
+    if e.is_unique_violation() {
+        StoreError::Conflict(what.into())
+    } else {
+        e
+    }
+}
+
+#[async_trait]
+impl<D: Db> Records for D {
+    async fn create_organization(
+        &self,
+        org: &Organization,
+        api_key: &NewApiKey,
+        admin: Option<&DashboardUser>,
+    ) -> StoreResult<()> {
+        let now = time::now();
+        let mut statements = vec![
+            sql::insert(
+                D::DIALECT,
+                "organizations",
+                "id, name, signature_key, created_at",
+                vec![
+                    org.id.into(),
+                    (&org.name).into(),
+                    org.signature_key.expose().into(),
+                    now.into(),
+                ],
+            ),
+            sql::insert(
+                D::DIALECT,
+                "api_keys",
+                "id, org_id, prefix, hash, created_at",
+                vec![
+                    api_key.id.into(),
+                    org.id.into(),
+                    (&api_key.prefix).into(),
+                    (&api_key.hash).into(),
+                    now.into(),
+                ],
+            ),
+        ];
+        if let Some(user) = admin {
+            statements.push(sql::insert(
+                D::DIALECT,
+                "dashboard_users",
+                "id, org_id, email, password_hash, created_at",
+                vec![
+                    user.id.into(),
+                    org.id.into(),
+                    (&user.email).into(),
+                    (&user.password_hash).into(),
+                    now.into(),
+                ],
+            ));
+        }
+        self.write(statements).await.map_err(|e| {
+            conflict_on_unique(e, "a dashboard user with this email already exists")
+        })?;
+        Ok(())
+    }
+
+    async fn organization_count(&self) -> StoreResult<u64> {
+        let sql = D::sql("SELECT COUNT(*) AS n FROM organizations");
+        let counts = self
+            .read(sql, |row| Ok(row.opt_int("n")?.unwrap_or(0)))
+            .await?;
+        Ok(counts.first().copied().unwrap_or(0) as u64)
+    }
+
+    async fn organization(&self, org: OrgId) -> StoreResult<Option<Organization>> {
+        let mut sql = D::sql(format!(
+            "SELECT {} FROM organizations WHERE id = ",
+            rows::ORGANIZATION_COLUMNS
+        ));
+        sql.bind(org);
+        self.read_one(sql, rows::organization).await
+    }
+
+    async fn api_key_by_hash(&self, hash: &str) -> StoreResult<Option<(ApiKeyId, OrgId)>> {
+        let mut sql = D::sql("SELECT id, org_id FROM api_keys WHERE hash = ");
+        sql.bind(hash);
+        self.read_one(sql, rows::api_key).await
+    }
+
+    async fn touch_api_key(&self, key: ApiKeyId, at: Timestamp) -> StoreResult<()> {
+        let mut sql = D::sql("UPDATE api_keys SET last_used_at = ");
+        sql.bind(at).push(" WHERE id = ").bind(key);
+        self.write(vec![sql]).await?;
+        Ok(())
+    }
+
+    async fn set_signature_key(&self, org: OrgId, key: &SignatureKey) -> StoreResult<()> {
+        let mut sql = D::sql("UPDATE organizations SET signature_key = ");
+        sql.bind(key.expose()).push(" WHERE id = ").bind(org);
+        self.write(vec![sql]).await?;
+        Ok(())
+    }
+
+    async fn dashboard_user_by_email(&self, email: &str) -> StoreResult<Option<DashboardUser>> {
+        let mut sql = D::sql(format!(
+            "SELECT {} FROM dashboard_users WHERE lower(email) = lower(",
+            rows::USER_COLUMNS
+        ));
+        sql.bind(email.trim()).push(")");
+        self.read_one(sql, rows::dashboard_user).await
+    }
+
+    async fn create_session(&self, session: &DashboardSession) -> StoreResult<()> {
+        let now = time::now();
+        let mut expired = D::sql("DELETE FROM dashboard_sessions WHERE expires_at <= ");
+        expired.bind(now);
+        let insert = sql::insert(
+            D::DIALECT,
+            "dashboard_sessions",
+            "token_hash, user_id, org_id, csrf_token, created_at, expires_at",
+            vec![
+                (&session.token_hash).into(),
+                session.user_id.into(),
+                session.org_id.into(),
+                (&session.csrf_token).into(),
+                now.into(),
+                session.expires_at.into(),
+            ],
+        );
+        self.write(vec![expired, insert]).await?;
+        Ok(())
+    }
+
+    async fn session(
+        &self,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<DashboardSession>> {
+        let mut sql = D::sql(format!(
+            "SELECT {} FROM dashboard_sessions WHERE token_hash = ",
+            rows::SESSION_COLUMNS
+        ));
+        sql.bind(token_hash).push(" AND expires_at > ").bind(now);
+        self.read_one(sql, rows::session).await
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
+        let mut sql = D::sql("DELETE FROM dashboard_sessions WHERE token_hash = ");
+        sql.bind(token_hash);
+        self.write(vec![sql]).await?;
+        Ok(())
+    }
+
+    async fn create_webhook(&self, org: OrgId, new: &NewWebhook) -> StoreResult<Webhook> {
+        let webhook = Webhook {
+            webhook_id: WebhookId::new(),
+            org_id: org,
+            name: new.name.clone(),
+            url: new.url.as_str().to_owned(),
+            is_enabled: new.is_enabled,
+            // Stored with microseconds: keep the answer equal to what a read gives.
+            created_at: time::from_micros(time::to_micros(&time::now())),
+            last_triggered_at: None,
+            environment: new.environment,
+            events: new.events.clone(),
+        };
+        let insert = sql::insert(
+            D::DIALECT,
+            "webhooks",
+            rows::WEBHOOK_COLUMNS,
+            rows::webhook_values(&webhook),
+        );
+        self.write(vec![insert]).await?;
+        self.changed(Change::Webhooks(org));
+        Ok(webhook)
+    }
+
+    async fn webhook(&self, org: OrgId, id: WebhookId) -> StoreResult<Option<Webhook>> {
+        let mut sql = D::sql(format!(
+            "SELECT {} FROM webhooks WHERE id = ",
+            rows::WEBHOOK_COLUMNS
+        ));
+        sql.bind(id).push(" AND org_id = ").bind(org);
+        self.read_one(sql, rows::webhook).await
+    }
+
+    async fn list_webhooks(
+        &self,
+        org: OrgId,
+        is_enabled: Option<bool>,
+        after: Option<WebhookId>,
+        limit: u32,
+    ) -> StoreResult<Vec<Webhook>> {
+        let sql = page::<D>(
+            "webhooks",
+            rows::WEBHOOK_COLUMNS,
+            org,
+            is_enabled.map(|e| ("is_enabled", e.into())),
+            after.map(Value::from),
+            limit,
+        );
+        self.read(sql, rows::webhook).await
+    }
+
+    async fn update_webhook(
+        &self,
+        org: OrgId,
+        id: WebhookId,
+        changes: &WebhookChanges,
+    ) -> StoreResult<Option<Webhook>> {
+        let mut set: Vec<(&str, Value)> = Vec::new();
+        if let Some(name) = &changes.name {
+            set.push(("name", name.into()));
+        }
+        if let Some(url) = &changes.url {
+            set.push(("url", url.as_str().into()));
+        }
+        if let Some(environment) = changes.environment {
+            set.push(("type", environment.as_str().into()));
+        }
+        if let Some(events) = &changes.events {
+            set.push(("events", rows::json_text(events).into()));
+        }
+        if let Some(enabled) = changes.is_enabled {
+            set.push(("is_enabled", enabled.into()));
+        }
+        let update = sql::update(
+            D::DIALECT,
+            "webhooks",
+            set,
+            id.into(),
+            org.into(),
+            rows::WEBHOOK_COLUMNS,
+        );
+        let updated = self.write_returning(update, rows::webhook).await?;
+        self.changed(Change::Webhooks(org));
+        Ok(updated.into_iter().next())
+    }
+
+    async fn create_connector(&self, c: &Connector) -> StoreResult<()> {
+        let insert = sql::insert(
+            D::DIALECT,
+            "connectors",
+            rows::CONNECTOR_COLUMNS,
+            rows::connector_values(c),
+        );
+        self.write(vec![insert]).await?;
+        Ok(())
+    }
+
+    async fn list_connectors(
+        &self,
+        org: OrgId,
+        after: Option<ConnectorId>,
+        limit: u32,
+    ) -> StoreResult<Vec<Connector>> {
+        let sql = page::<D>(
+            "connectors",
+            rows::CONNECTOR_COLUMNS,
+            org,
+            None,
+            after.map(Value::from),
+            limit,
+        );
+        self.read(sql, rows::connector).await
+    }
+
+    async fn update_connector(
+        &self,
+        org: OrgId,
+        id: ConnectorId,
+        changes: &ConnectorChanges,
+    ) -> StoreResult<Option<Connector>> {
+        let texts = [
+            ("display_name", &changes.display_name),
+            ("integration_slug", &changes.integration_slug),
+            ("origin_id", &changes.origin_id),
+            ("end_user_name", &changes.end_user_name),
+            ("end_user_email", &changes.end_user_email),
+        ];
+        let mut set: Vec<(&str, Value)> = texts
+            .into_iter()
+            .filter_map(|(column, value)| Some((column, value.as_ref()?.into())))
+            .collect();
+        if let Some(categories) = &changes.categories {
+            set.push(("categories", rows::json_text(categories).into()));
+        }
+        if let Some(status) = changes.connector_status {
+            set.push(("connector_status", status.as_str().into()));
+        }
+        let update = sql::update(
+            D::DIALECT,
+            "connectors",
+            set,
+            id.into(),
+            org.into(),
+            rows::CONNECTOR_COLUMNS,
+        );
+        let updated = self.write_returning(update, rows::connector).await?;
+        self.changed(Change::Connector(id));
+        Ok(updated.into_iter().next())
+    }
+
+    async fn delete_connector(&self, org: OrgId, id: ConnectorId) -> StoreResult<bool> {
+        let mut sql = D::sql("DELETE FROM connectors WHERE id = ");
+        sql.bind(id).push(" AND org_id = ").bind(org);
+        let deleted = self.write(vec![sql]).await?;
+        self.changed(Change::Connector(id));
+        Ok(deleted.first().is_some_and(|n| *n > 0))
+    }
+
+    async fn sync_job(
+        &self,
+        org: OrgId,
+        connector: ConnectorId,
+        id: SyncId,
+    ) -> StoreResult<Option<SyncJob>> {
+        let mut sql = D::sql(
+            "SELECT s.* FROM sync_jobs s JOIN connectors c ON c.id = s.connector_id WHERE s.id = ",
+        );
+        sql.bind(id).push(" AND s.connector_id = ").bind(connector);
+        sql.push(" AND c.org_id = ").bind(org);
+        self.read_one(sql, rows::sync_job).await
+    }
+
+    async fn list_logs(&self, org: OrgId, f: &LogFilter) -> StoreResult<Vec<LogEntry>> {
+        let e = D::LOG_EVENT;
+        let mut q = D::sql(format!(
+            "SELECT {} FROM {} WHERE d.org_id = ",
+            log_columns(e),
+            D::LOGS
+        ));
+        q.bind(org);
+        if let Some(webhook) = f.webhook_id {
+            q.push(" AND d.webhook_id = ").bind(webhook);
+        }
+        if let Some(connector) = f.connector_id {
+            q.push(&format!(" AND {e}.connector_id = ")).bind(connector);
+        }
+        if !f.event_types.is_empty() {
+            q.push(&format!(" AND {e}.event_type IN "));
+            q.bind_list(f.event_types.iter().map(|t| t.as_str().into()));
+        }
+        if !f.response_codes.is_empty() {
+            q.push(" AND d.response_code IN ");
+            q.bind_list(f.response_codes.iter().map(|c| (*c as i64).into()));
+        }
+        if let Some(from) = f.created_from {
+            q.push(" AND d.created_at >= ").bind(from);
+        }
+        if let Some(to) = f.created_to {
+            q.push(" AND d.created_at <= ").bind(to);
+        }
+        if f.errors_only {
+            q.push(
+                " AND (d.response_code >= 400 OR (d.response_code IS NULL AND d.last_error IS NOT NULL))",
+            );
+        }
+        if let Some(before) = f.before {
+            q.push(" AND d.id < ").bind(before);
+        }
+        q.push(" ORDER BY d.id DESC LIMIT ").bind(f.limit as i64);
+        self.read(q, rows::log_entry).await
+    }
+
+    async fn log(&self, org: OrgId, id: DeliveryId) -> StoreResult<Option<LogDetail>> {
+        let mut q = D::sql(format!(
+            "SELECT {}, d.body, {} FROM {} WHERE d.id = ",
+            log_columns(D::LOG_EVENT),
+            D::SHARED_BODY,
+            D::LOGS
+        ));
+        q.bind(id).push(" AND d.org_id = ").bind(org);
+        let found = self
+            .read_one(q, |row| Ok((rows::log_entry(row)?, rows::body(row)?)))
+            .await?;
+        let Some((entry, body)) = found else {
+            return Ok(None);
+        };
+        let mut q = D::sql(format!(
+            "SELECT {} FROM attempts WHERE delivery_id = ",
+            rows::ATTEMPT_COLUMNS
+        ));
+        q.bind(id).push(" ORDER BY number");
+        let attempts = self.read(q, rows::attempt).await?;
+        Ok(Some(LogDetail {
+            entry,
+            body,
+            attempts,
+        }))
+    }
+}
+
+/// What [`rows::log_entry`] reads, of a delivery `d` whose event's fields are in `e`.
+fn log_columns(e: &str) -> String {
+    format!(
+        "d.id, d.webhook_id, d.webhook_name, {e}.connector_id, {e}.event_type, d.url, d.status, \
+         d.response_code, d.attempt_count, d.last_error, {e}.integration_name, \
+         {e}.end_user_name, {e}.origin_id, d.created_at, d.next_attempt_at"
+    )
+}
