@@ -2,63 +2,13 @@
 //! included, as checkboxes send them) and parsing the webhook form with the domain's
 //! parsers, keeping what was typed and each field's error for the page.
 
-use axum::extract::{FromRequest, Request};
-use bytes::Bytes;
 use serde_json::Value;
 
+use super::extract::FormData;
 use super::views::{Choice, TestResultView, WebhookFormView};
-use super::PageError;
 use crate::domain::destination::WebhookUrl;
 use crate::domain::event::{Environment, EventType};
 use crate::domain::webhook::{self, NewWebhook, Webhook, WebhookChanges};
-
-/// Largest form body accepted.
-const MAX_FORM_BYTES: usize = 64 * 1024;
-
-/// A submitted form's fields, in order, repeated names kept.
-#[derive(Debug, Default)]
-pub struct FormData(Vec<(String, String)>);
-
-impl FormData {
-    pub fn parse(body: &[u8]) -> Self {
-        Self(
-            url::form_urlencoded::parse(body)
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect(),
-        )
-    }
-
-    /// The first value of a field.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Every value of a field (checkboxes).
-    pub fn all(&self, name: &str) -> Vec<String> {
-        self.0
-            .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .collect()
-    }
-}
-
-impl<S: Send + Sync> FromRequest<S> for FormData {
-    type Rejection = PageError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let body = Bytes::from_request(req, state)
-            .await
-            .map_err(|_| PageError::Forbidden)?;
-        if body.len() > MAX_FORM_BYTES {
-            return Err(PageError::Forbidden);
-        }
-        Ok(Self::parse(&body))
-    }
-}
 
 /// The webhook form as typed: kept to show again when it does not parse.
 #[derive(Debug, Clone, Default)]

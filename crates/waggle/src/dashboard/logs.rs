@@ -3,15 +3,16 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::forms::FormData;
+use super::error::{render, see_other, PageError};
+use super::extract::PathId;
+use super::session::{Posted, Session};
 use super::views::{
-    self, AttemptView, FilterOption, Layout, LogFilters, LogList, LogPage, LogRow, LogsPage,
+    self, AttemptView, FilterOption, LogFilters, LogList, LogPage, LogRow, LogsPage,
 };
-use super::{render, see_other, PageError, Session};
 use crate::api::error::ApiError;
 use crate::api::{self, AppState};
 use crate::domain::event::EventType;
@@ -68,7 +69,7 @@ pub async fn list_page(
         StatusCode::UNPROCESSABLE_ENTITY
     };
     let page = LogsPage {
-        layout: Layout::signed_in("Logs", &session, "logs", None),
+        layout: session.layout("Logs", "logs", None),
         filters,
         logs,
     };
@@ -148,10 +149,9 @@ async fn filter_form(
 pub async fn detail_page(
     State(state): State<AppState>,
     session: Session,
-    Path(id): Path<String>,
+    PathId(id): PathId<DeliveryId>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, PageError> {
-    let id: DeliveryId = id.parse().map_err(|_| PageError::NotFound)?;
     let detail = state
         .store
         .log(session.org_id, id)
@@ -159,9 +159,8 @@ pub async fn detail_page(
         .ok_or(PageError::NotFound)?;
     let entry = &detail.entry;
     let page = LogPage {
-        layout: Layout::signed_in(
+        layout: session.layout(
             format!("Delivery {}", entry.event_type.label()),
-            &session,
             "logs",
             query.get("notice").map(String::as_str),
         ),
@@ -178,12 +177,9 @@ pub async fn detail_page(
 
 pub async fn resend(
     State(state): State<AppState>,
-    session: Session,
-    Path(id): Path<String>,
-    form: FormData,
+    PathId(id): PathId<DeliveryId>,
+    Posted { session, form: _ }: Posted,
 ) -> Result<Response, PageError> {
-    session.check_csrf(&form)?;
-    let id: DeliveryId = id.parse().map_err(|_| PageError::NotFound)?;
     let new_id = state.resend(session.org_id, id).await?;
     tracing::info!(org_id = %session.org_id, resent_from = %id, delivery_id = %new_id, "delivery resent from the dashboard");
     Ok(see_other(&format!("/logs/{new_id}?notice=resent")))

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use argon2::password_hash::PasswordHash;
 use argon2::{Argon2, PasswordVerifier};
-use axum::extract::{FromRequestParts, Query, State};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -18,9 +18,9 @@ use base64::Engine;
 use rand::RngCore;
 use subtle::ConstantTimeEq;
 
-use super::forms::FormData;
+use super::error::{render, PageError};
+use super::extract::FormData;
 use super::views::{Layout, LoginPage};
-use super::{render, PageError};
 use crate::api::auth::hash_key;
 use crate::api::AppState;
 use crate::domain::ids::OrgId;
@@ -43,8 +43,18 @@ pub struct Session {
 }
 
 impl Session {
+    /// The frame of a page of this session's: the sidebar with its organization.
+    pub fn layout(
+        &self,
+        title: impl Into<String>,
+        active: &'static str,
+        notice: Option<&str>,
+    ) -> Layout {
+        Layout::signed_in(title, &self.org_name, &self.csrf_token, active, notice)
+    }
+
     /// Refuses a form that does not carry this session's CSRF token.
-    pub fn check_csrf(&self, form: &FormData) -> Result<(), PageError> {
+    fn check_csrf(&self, form: &FormData) -> Result<(), PageError> {
         let sent = form.get("csrf_token").unwrap_or("");
         if same_secret(sent, &self.csrf_token) {
             Ok(())
@@ -89,6 +99,29 @@ impl FromRequestParts<AppState> for Session {
             csrf_token: found.csrf_token,
             token_hash: found.token_hash,
         })
+    }
+}
+
+/// A form posted by a signed-in user, which carries the session's CSRF token: the only
+/// way a page handler gets a POST's fields.
+pub struct Posted {
+    pub session: Session,
+    pub form: FormData,
+}
+
+impl FromRequest<AppState> for Posted {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = req.into_parts();
+        let session = Session::from_request_parts(&mut parts, state).await?;
+        let form = FormData::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        session
+            .check_csrf(&form)
+            .map_err(IntoResponse::into_response)?;
+        Ok(Posted { session, form })
     }
 }
 
@@ -265,10 +298,8 @@ fn unknown_user_hash() -> &'static str {
 
 pub async fn logout(
     State(state): State<AppState>,
-    session: Session,
-    form: FormData,
+    Posted { session, .. }: Posted,
 ) -> Result<Response, PageError> {
-    session.check_csrf(&form)?;
     state.store.delete_session(&session.token_hash).await?;
     let mut response = Redirect::to("/login").into_response();
     response

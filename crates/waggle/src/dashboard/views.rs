@@ -4,7 +4,6 @@
 
 use askama::Template;
 
-use super::session::Session;
 use crate::api::pagination;
 use crate::domain::attempt::{Attempt, AttemptResult};
 use crate::domain::time::Timestamp;
@@ -39,15 +38,16 @@ impl Layout {
 
     pub fn signed_in(
         title: impl Into<String>,
-        session: &Session,
+        org_name: &str,
+        csrf: &str,
         active: &'static str,
         notice: Option<&str>,
     ) -> Self {
         Self {
             title: title.into(),
             nav: Some(Nav {
-                org_name: session.org_name.clone(),
-                csrf: session.csrf_token.clone(),
+                org_name: org_name.to_owned(),
+                csrf: csrf.to_owned(),
                 active,
             }),
             notice: notice.and_then(notice_text),

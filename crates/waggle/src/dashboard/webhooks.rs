@@ -3,17 +3,17 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::forms::{test_result, FormData, WebhookErrors, WebhookInput};
-use super::views::{
-    ConfirmPage, Layout, LogList, WebhookFormView, WebhookPage, WebhookRow, WebhooksPage,
-};
-use super::{render, see_other, PageError, Session};
+use super::error::{render, see_other, PageError};
+use super::extract::{FormData, PathId};
+use super::forms::{test_result, WebhookErrors, WebhookInput};
+use super::session::{Posted, Session};
+use super::views::{ConfirmPage, LogList, WebhookFormView, WebhookPage, WebhookRow, WebhooksPage};
 use crate::api::{self, AppState};
 use crate::domain::destination::WebhookUrl;
 use crate::domain::ids::WebhookId;
@@ -69,7 +69,7 @@ async fn webhooks_page(
     let key = state.keys.get(session.org_id).await?;
     let notice = query.get("notice").map(String::as_str);
     let page = WebhooksPage {
-        layout: Layout::signed_in("Webhooks", session, "webhooks", notice),
+        layout: session.layout("Webhooks", "webhooks", notice),
         csrf: session.csrf_token.clone(),
         webhooks: page.items.iter().map(WebhookRow::from).collect(),
         next_page: page.cursor.map(|c| format!("/webhooks?after={c}")),
@@ -91,10 +91,8 @@ pub async fn list_page(
 
 pub async fn create(
     State(state): State<AppState>,
-    session: Session,
-    form: FormData,
+    Posted { session, form }: Posted,
 ) -> Result<Response, PageError> {
-    session.check_csrf(&form)?;
     let input = WebhookInput::from_form(&form);
     match input.parse(state.allow_private_destinations) {
         Ok(new) => {
@@ -117,7 +115,7 @@ fn wants_json(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.contains("application/json"))
 }
 
-/// Sends the signed sample event to the form's URL. Without JavaScript the answer is the
+/// Sends the signed sample event to the form's URL (its CSRF token checked by [`Posted`]). Without JavaScript the answer is the
 /// page again, with the typed values and the result under the URL field.
 async fn run_test(
     state: &AppState,
@@ -125,7 +123,6 @@ async fn run_test(
     form: &FormData,
     headers: &HeaderMap,
 ) -> Result<Result<serde_json::Value, String>, PageError> {
-    session.check_csrf(form)?;
     let url = form.get("url").unwrap_or("");
     Ok(
         match WebhookUrl::parse(url, state.allow_private_destinations) {
@@ -172,9 +169,8 @@ fn with_test_result(
 
 pub async fn test_url(
     State(state): State<AppState>,
-    session: Session,
     headers: HeaderMap,
-    form: FormData,
+    Posted { session, form }: Posted,
 ) -> Result<Response, PageError> {
     let result = run_test(&state, &session, &form, &headers).await?;
     if wants_json(&headers) {
@@ -187,12 +183,11 @@ pub async fn test_url(
 
 pub async fn test_url_for_webhook(
     State(state): State<AppState>,
-    session: Session,
-    Path(id): Path<String>,
+    PathId(id): PathId<WebhookId>,
     headers: HeaderMap,
-    form: FormData,
+    Posted { session, form }: Posted,
 ) -> Result<Response, PageError> {
-    let webhook = find(&state, &session, &id).await?;
+    let webhook = find(&state, &session, id).await?;
     let result = run_test(&state, &session, &form, &headers).await?;
     if wants_json(&headers) {
         return Ok(test_json(result));
@@ -206,8 +201,7 @@ pub async fn test_url_for_webhook(
 }
 
 /// The session's organization's webhook, or 404 (also for another organization's).
-async fn find(state: &AppState, session: &Session, id: &str) -> Result<Webhook, PageError> {
-    let id: WebhookId = id.parse().map_err(|_| PageError::NotFound)?;
+async fn find(state: &AppState, session: &Session, id: WebhookId) -> Result<Webhook, PageError> {
     state
         .store
         .webhook(session.org_id, id)
@@ -244,9 +238,8 @@ async fn webhook_page(
         "No deliveries to this webhook yet.",
     );
     let page = WebhookPage {
-        layout: Layout::signed_in(
+        layout: session.layout(
             webhook.name.clone(),
-            session,
             "webhooks",
             query.get("notice").map(String::as_str),
         ),
@@ -261,10 +254,10 @@ async fn webhook_page(
 pub async fn detail_page(
     State(state): State<AppState>,
     session: Session,
-    Path(id): Path<String>,
+    PathId(id): PathId<WebhookId>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, PageError> {
-    let webhook = find(&state, &session, &id).await?;
+    let webhook = find(&state, &session, id).await?;
     let form = edit_form(
         webhook.webhook_id,
         &WebhookInput::from_webhook(&webhook),
@@ -275,12 +268,10 @@ pub async fn detail_page(
 
 pub async fn update(
     State(state): State<AppState>,
-    session: Session,
-    Path(id): Path<String>,
-    form: FormData,
+    PathId(id): PathId<WebhookId>,
+    Posted { session, form }: Posted,
 ) -> Result<Response, PageError> {
-    session.check_csrf(&form)?;
-    let webhook = find(&state, &session, &id).await?;
+    let webhook = find(&state, &session, id).await?;
     let input = WebhookInput::from_form(&form);
     match input.parse_changes(state.allow_private_destinations) {
         Ok(changes) => {
@@ -303,12 +294,9 @@ pub async fn update(
 
 pub async fn set_enabled(
     State(state): State<AppState>,
-    session: Session,
-    Path(id): Path<String>,
-    form: FormData,
+    PathId(id): PathId<WebhookId>,
+    Posted { session, form }: Posted,
 ) -> Result<Response, PageError> {
-    session.check_csrf(&form)?;
-    let id: WebhookId = id.parse().map_err(|_| PageError::NotFound)?;
     let enable = form.get("is_enabled").and_then(api::parse_bool);
     let Some(enable) = enable else {
         return Err(PageError::Forbidden);
@@ -329,11 +317,11 @@ pub async fn set_enabled(
 pub async fn delete_confirm(
     State(state): State<AppState>,
     session: Session,
-    Path(id): Path<String>,
+    PathId(id): PathId<WebhookId>,
 ) -> Result<Response, PageError> {
-    let webhook = find(&state, &session, &id).await?;
+    let webhook = find(&state, &session, id).await?;
     let page = ConfirmPage {
-        layout: Layout::signed_in("Delete webhook", &session, "webhooks", None),
+        layout: session.layout("Delete webhook", "webhooks", None),
         csrf: session.csrf_token.clone(),
         heading: format!("Delete the webhook “{}”?", webhook.name),
         paragraphs: vec![
@@ -352,12 +340,9 @@ pub async fn delete_confirm(
 
 pub async fn delete(
     State(state): State<AppState>,
-    session: Session,
-    Path(id): Path<String>,
-    form: FormData,
+    PathId(id): PathId<WebhookId>,
+    Posted { session, form: _ }: Posted,
 ) -> Result<Response, PageError> {
-    session.check_csrf(&form)?;
-    let id: WebhookId = id.parse().map_err(|_| PageError::NotFound)?;
     if !state.store.delete_webhook(session.org_id, id).await? {
         return Err(PageError::NotFound);
     }
@@ -367,7 +352,7 @@ pub async fn delete(
 
 pub async fn regenerate_confirm(session: Session) -> Result<Response, PageError> {
     let page = ConfirmPage {
-        layout: Layout::signed_in("Regenerate signature key", &session, "webhooks", None),
+        layout: session.layout("Regenerate signature key", "webhooks", None),
         csrf: session.csrf_token.clone(),
         heading: "Regenerate the signature key?".to_owned(),
         paragraphs: vec![
@@ -383,10 +368,8 @@ pub async fn regenerate_confirm(session: Session) -> Result<Response, PageError>
 
 pub async fn regenerate(
     State(state): State<AppState>,
-    session: Session,
-    form: FormData,
+    Posted { session, form: _ }: Posted,
 ) -> Result<Response, PageError> {
-    session.check_csrf(&form)?;
     state
         .keys
         .replace(session.org_id, SignatureKey::generate())
