@@ -6,23 +6,18 @@
 //! `WAGGLE_TEST_POSTGRES_URL`, default postgres://postgres@127.0.0.1:5432/test, dropped
 //! when the test ends). Every test runs against either.
 
-use std::future::Future;
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
-use axum::Router;
+use axum::http::StatusCode;
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use waggle::config::Config;
 use waggle::orgs;
 use waggle::startup::App;
+
+pub use crate::support::{wait_for, Received, Receiver};
 
 pub struct TestApp {
     pub address: String,
@@ -381,110 +376,6 @@ pub async fn decode(r: reqwest::Response) -> (StatusCode, Value) {
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
-}
-
-/// Polls `check` until it yields a value, failing the test after `limit`.
-pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// One request a receiver got.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub path: String,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl Received {
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).expect("JSON body")
-    }
-
-    pub fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-}
-
-#[derive(Clone)]
-struct ReceiverState {
-    requests: Arc<Mutex<Vec<Received>>>,
-    status: Arc<Mutex<u16>>,
-}
-
-/// An HTTP receiver on loopback that records every request and answers a set status.
-pub struct Receiver {
-    pub addr: SocketAddr,
-    state: ReceiverState,
-}
-
-impl Receiver {
-    pub async fn start(status: u16) -> Self {
-        Self::from_listener(TcpListener::bind("127.0.0.1:0").await.unwrap(), status).await
-    }
-
-    pub async fn from_listener(listener: TcpListener, status: u16) -> Self {
-        let state = ReceiverState {
-            requests: Arc::default(),
-            status: Arc::new(Mutex::new(status)),
-        };
-        let app = Router::new().fallback(record).with_state(state.clone());
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { addr, state }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    pub fn requests(&self) -> Vec<Received> {
-        self.state.requests.lock().unwrap().clone()
-    }
-
-    pub async fn wait_for(&self, n: usize) -> Vec<Received> {
-        wait_for(
-            &format!("{n} requests at the receiver"),
-            Duration::from_secs(20),
-            || async {
-                let got = self.requests();
-                (got.len() >= n).then_some(got)
-            },
-        )
-        .await
-    }
-}
-
-async fn record(
-    State(state): State<ReceiverState>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> impl IntoResponse {
-    state.requests.lock().unwrap().push(Received {
-        path: uri.path().to_owned(),
-        headers,
-        body,
-    });
-    let status = *state.status.lock().unwrap();
-    (StatusCode::from_u16(status).unwrap(), "ok")
 }
 
 /// The signature computed independently of waggle: HMAC-SHA256, URL-safe base64.

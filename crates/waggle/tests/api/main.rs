@@ -9,4 +9,6 @@ mod helpers;
 mod logs;
 mod multinode;
 mod storage;
+#[path = "../support/mod.rs"]
+mod support;
 mod webhooks;

@@ -2,20 +2,14 @@
 //! users, receivers on loopback, a cookie-keeping HTTP client for the dashboard, and
 //! waiting on conditions with deadlines.
 
-use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::Router;
+use axum::http::StatusCode;
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use waggle::config::Config;
 use waggle::orgs::{self, Admin};
 use waggle::startup::App;
+
+pub use crate::support::{wait_for, Receiver};
 
 pub const PASSWORD: &str = "correct horse battery";
 
@@ -167,71 +161,6 @@ impl TestApp {
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body["signature_key"].as_str().expect("key").to_owned()
-    }
-}
-
-/// One request a receiver got.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-/// A destination on loopback that answers 200 with a small JSON body and keeps every request.
-pub struct Receiver {
-    pub url: String,
-    pub requests: Arc<Mutex<Vec<Received>>>,
-}
-
-impl Receiver {
-    pub async fn start() -> Self {
-        let requests: Arc<Mutex<Vec<Received>>> = Arc::default();
-        let router = Router::new()
-            .fallback(
-                |State(requests): State<Arc<Mutex<Vec<Received>>>>,
-                 headers: HeaderMap,
-                 body: Bytes| async move {
-                    requests
-                        .lock()
-                        .expect("receiver lock")
-                        .push(Received { headers, body });
-                    axum::Json(json!({"received": true}))
-                },
-            )
-            .with_state(requests.clone());
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("receiver binds");
-        let url = format!("http://{}/hooks", listener.local_addr().expect("address"));
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        Self { url, requests }
-    }
-
-    pub fn count(&self) -> usize {
-        self.requests.lock().expect("receiver lock").len()
-    }
-
-    pub fn all(&self) -> Vec<Received> {
-        self.requests.lock().expect("receiver lock").clone()
-    }
-}
-
-/// Polls `check` until it yields a value, failing the test after `limit`.
-pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

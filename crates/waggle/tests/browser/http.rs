@@ -95,21 +95,22 @@ async fn a_wrong_password_and_an_unknown_email_get_the_same_answer() {
 #[tokio::test]
 async fn forms_without_the_sessions_csrf_token_are_refused_and_change_nothing() {
     let app = spawn_app().await;
-    let receiver = Receiver::start().await;
-    let webhook_id = app.create_webhook(&app.first, "Kept", &receiver.url).await;
+    let receiver = Receiver::answering(200, "application/json", r#"{"received":true}"#).await;
+    let hook_url = receiver.url("/hooks");
+    let webhook_id = app.create_webhook(&app.first, "Kept", &hook_url).await;
     let key = app.signature_key(&app.first).await;
     let mut visitor = Visitor::new(&app);
     visitor.sign_in(&app.first.email, PASSWORD).await;
     let csrf = visitor.get("/webhooks").await.csrf();
 
     let create = [
-        ("url", receiver.url.as_str()),
+        ("url", hook_url.as_str()),
         ("name", "Forged"),
         ("type", "production"),
         ("events", "connector_synced"),
     ];
     let edit = [
-        ("url", receiver.url.as_str()),
+        ("url", hook_url.as_str()),
         ("name", "Renamed"),
         ("type", "production"),
         ("events", "connector_synced"),
@@ -125,7 +126,7 @@ async fn forms_without_the_sessions_csrf_token_are_refused_and_change_nothing() 
         ("/webhooks/signature-key/regenerate".into(), vec![]),
         (
             "/webhooks/test-url".into(),
-            vec![("url", receiver.url.as_str())],
+            vec![("url", hook_url.as_str())],
         ),
         ("/logout".into(), vec![]),
     ];
@@ -164,7 +165,8 @@ async fn forms_without_the_sessions_csrf_token_are_refused_and_change_nothing() 
 #[tokio::test]
 async fn test_url_without_javascript_answers_the_page_with_the_result_and_the_typed_values() {
     let app = spawn_app().await;
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::answering(200, "application/json", r#"{"received":true}"#).await;
+    let hook_url = receiver.url("/hooks");
     let mut visitor = Visitor::new(&app);
     visitor.sign_in(&app.first.email, PASSWORD).await;
     let csrf = visitor.get("/webhooks").await.csrf();
@@ -173,7 +175,7 @@ async fn test_url_without_javascript_answers_the_page_with_the_result_and_the_ty
             "/webhooks/test-url",
             &[
                 ("csrf_token", &csrf),
-                ("url", &receiver.url),
+                ("url", &hook_url),
                 ("name", "Typed name"),
                 ("type", "development"),
                 ("events", "connector_sync_error"),
@@ -183,7 +185,7 @@ async fn test_url_without_javascript_answers_the_page_with_the_result_and_the_ty
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains("Response 200 OK in"), "{}", page.body);
     assert!(page.body.contains("value=\"Typed name\""));
-    assert!(page.body.contains(&format!("value=\"{}\"", receiver.url)));
+    assert!(page.body.contains(&format!("value=\"{}\"", hook_url)));
     assert!(page.body.contains("value=\"connector_sync_error\" checked"));
     assert!(page.body.contains("value=\"development\" checked"));
     assert_eq!(receiver.count(), 1);
@@ -203,9 +205,10 @@ async fn test_url_without_javascript_answers_the_page_with_the_result_and_the_ty
 #[tokio::test]
 async fn another_organizations_ids_answer_404_and_stay_untouched() {
     let app = spawn_app().await;
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::answering(200, "application/json", r#"{"received":true}"#).await;
+    let hook_url = receiver.url("/hooks");
     let webhook_id = app
-        .create_webhook(&app.first, "First's hook", &receiver.url)
+        .create_webhook(&app.first, "First's hook", &hook_url)
         .await;
     app.start_sync(&app.first).await;
     let log_id = wait_for(

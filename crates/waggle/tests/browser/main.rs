@@ -9,6 +9,8 @@
 mod driver;
 mod helpers;
 mod http;
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
@@ -45,7 +47,8 @@ async fn a_webhook_is_created_tested_edited_and_deleted_in_the_browser() {
     }
     let _one = ONE_BROWSER.lock().await;
     let app = spawn_app().await;
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::answering(200, "application/json", r#"{"received":true}"#).await;
+    let hook_url = receiver.url("/hooks");
     signed_in(&app, &app.first.email, async |browser| {
         // Sidebar: Configure → Webhooks, and Logs.
         assert_eq!(browser.text(".nav-group").await.to_lowercase(), "configure");
@@ -75,7 +78,7 @@ async fn a_webhook_is_created_tested_edited_and_deleted_in_the_browser() {
         );
 
         // Test URL against a live receiver: the 200 shows inline, without leaving the form.
-        browser.fill("#url", &receiver.url).await;
+        browser.fill("#url", &hook_url).await;
         browser.click("#test-url").await;
         wait_for("the test result", driver::PATIENCE, || async {
             let text = browser.text("#test-url-result").await;
@@ -85,7 +88,7 @@ async fn a_webhook_is_created_tested_edited_and_deleted_in_the_browser() {
         assert!(browser.text("#test-url-result").await.contains(" ms"));
         assert_eq!(browser.path().await, "/webhooks", "no page load");
         assert_eq!(browser.value("#name").await, "Employee data");
-        let test = &receiver.all()[0];
+        let test = &receiver.requests()[0];
         assert!(test.headers.contains_key("x-bindbee-webhook-signature"));
         assert_eq!(receiver.count(), 1);
 
@@ -101,7 +104,7 @@ async fn a_webhook_is_created_tested_edited_and_deleted_in_the_browser() {
         let row = rows[0].text().await.expect("row text");
         for expected in [
             "Employee data",
-            receiver.url.as_str(),
+            hook_url.as_str(),
             "Production",
             "Sync start",
             "Sync completed",
@@ -165,8 +168,9 @@ async fn a_delivery_shows_in_the_logs_with_its_request_and_response() {
     }
     let _one = ONE_BROWSER.lock().await;
     let app = spawn_app().await;
-    let receiver = Receiver::start().await;
-    let webhook_id = app.create_webhook(&app.first, "Syncs", &receiver.url).await;
+    let receiver = Receiver::answering(200, "application/json", r#"{"received":true}"#).await;
+    let hook_url = receiver.url("/hooks");
+    let webhook_id = app.create_webhook(&app.first, "Syncs", &hook_url).await;
     signed_in(&app, &app.first.email, async |browser| {
         let sync = app.start_sync(&app.first).await;
         let sync_id = sync["id"].as_str().expect("sync id").to_owned();
@@ -244,7 +248,7 @@ async fn a_delivery_shows_in_the_logs_with_its_request_and_response() {
             (receiver.count() == 2).then_some(())
         })
         .await;
-        let received = receiver.all();
+        let received = receiver.requests();
         assert_eq!(received[0].body, received[1].body);
         assert_ne!(browser.path().await, format!("/logs/{log_id}"));
     })
@@ -313,9 +317,10 @@ async fn another_organization_sees_none_of_the_first_ones_webhooks_or_logs() {
     }
     let _one = ONE_BROWSER.lock().await;
     let app = spawn_app().await;
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::answering(200, "application/json", r#"{"received":true}"#).await;
+    let hook_url = receiver.url("/hooks");
     let webhook_id = app
-        .create_webhook(&app.first, "First's hook", &receiver.url)
+        .create_webhook(&app.first, "First's hook", &hook_url)
         .await;
     app.start_sync(&app.first).await;
     let log_id = wait_for("the first org's log", Duration::from_secs(20), || async {
