@@ -36,7 +36,7 @@ pub async fn create(
         signature_key: SignatureKey::generate(),
     };
     let user = admin.map(|a| dashboard_user(org.id, a)).transpose()?;
-    let key = issue_key();
+    let key = issue_key("First key");
     store
         .create_organization(&org, &key.stored, user.as_ref())
         .await?;

@@ -1,6 +1,7 @@
 //! Bearer API keys. A key is 256 random bits shown once; the store keeps its SHA-256 (a
 //! slow password hash buys nothing for keys that cannot be guessed, and would cost every
-//! call). A valid key scopes the call to its organization.
+//! call). A valid key scopes the call to its organization; a deleted key is refused at
+//! once, on every node.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -31,7 +32,8 @@ pub struct IssuedKey {
     pub stored: NewApiKey,
 }
 
-pub fn issue_key() -> IssuedKey {
+/// A new key named `name` (already parsed).
+pub fn issue_key(name: &str) -> IssuedKey {
     let random: String = rand::thread_rng()
         .sample_iter(&Alphanumeric)
         .take(43)
@@ -41,6 +43,7 @@ pub fn issue_key() -> IssuedKey {
     IssuedKey {
         stored: NewApiKey {
             id: ApiKeyId::new(),
+            name: name.to_owned(),
             prefix: secret[..12].to_owned(),
             hash: hash_key(&secret),
         },
@@ -82,6 +85,14 @@ impl KeyUsage {
         known.insert(hash, found);
     }
 
+    /// Forgets a deleted key, so that this node refuses it from now on.
+    pub fn forget(&self, key: ApiKeyId) {
+        self.known
+            .lock()
+            .expect("key usage lock")
+            .retain(|_, (id, _)| *id != key);
+    }
+
     fn due(&self, key: ApiKeyId) -> bool {
         let mut written = self.written.lock().expect("key usage lock");
         let now = Instant::now();
@@ -121,7 +132,13 @@ impl FromRequestParts<AppState> for ApiAuth {
                 "malformed Authorization header; use 'Bearer <API key>'",
             ))?;
         let hash = hash_key(token);
-        let (key_id, org_id) = match state.key_usage.known(&hash) {
+        // Keys are remembered only where this node sees every delete: with several nodes,
+        // a key another node deleted must be refused here at once, so each call asks.
+        let remembered = match state.store.shared() {
+            true => None,
+            false => state.key_usage.known(&hash),
+        };
+        let (key_id, org_id) = match remembered {
             Some(found) => found,
             None => {
                 let found = state
@@ -151,8 +168,8 @@ mod tests {
 
     #[test]
     fn issued_keys_are_unique_and_stored_only_as_hashes() {
-        let a = issue_key();
-        let b = issue_key();
+        let a = issue_key("a");
+        let b = issue_key("b");
         assert_ne!(a.secret, b.secret);
         assert_eq!(a.stored.hash, hash_key(&a.secret));
         assert!(!a.stored.hash.contains(&a.secret));

@@ -15,6 +15,7 @@ use crate::delivery::{Dispatcher, KeyCache, Sender};
 use crate::domain::ids::{DeliveryId, OrgId};
 use crate::storage::Store;
 
+pub mod api_keys;
 pub mod auth;
 pub mod connectors;
 pub mod error;
@@ -62,6 +63,7 @@ pub fn router() -> Router<AppState> {
         .merge(webhooks::router())
         .merge(logs::router())
         .merge(connectors::router())
+        .merge(api_keys::router())
         .fallback(|| async { ApiError::NotFound("resource") });
     Router::new()
         .nest("/api/v1", v1)

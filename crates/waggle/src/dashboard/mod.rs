@@ -56,6 +56,8 @@ pub fn router() -> Router<AppState> {
             "/webhooks/{webhook_id}/delete",
             get(webhooks::delete_confirm).post(webhooks::delete),
         )
+        .route("/api-keys", post(webhooks::create_api_key))
+        .route("/api-keys/{key_id}/delete", post(webhooks::delete_api_key))
         .route("/logs", get(logs::list_page))
         .route("/logs/{log_id}", get(logs::detail_page))
         .route("/logs/{log_id}/resend", post(logs::resend))

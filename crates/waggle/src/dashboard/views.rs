@@ -8,7 +8,7 @@ use crate::api::pagination;
 use crate::domain::attempt::{Attempt, AttemptResult};
 use crate::domain::time::Timestamp;
 use crate::domain::webhook::Webhook;
-use crate::storage::LogEntry;
+use crate::storage::{ApiKey, LogEntry};
 
 /// What every page's frame needs.
 pub struct Layout {
@@ -67,6 +67,11 @@ fn notice_text(key: &str) -> Option<&'static str> {
             "Signature key regenerated. Every delivery from now on is signed with the new key."
         }
         "resent" => "Resent: this is the new delivery of the same body.",
+        "api-key-name" => "The key was not created: give it a name of at most 255 characters.",
+        "api-key-deleted" => "API key deleted: calls with it are refused from now on.",
+        "last-api-key" => {
+            "That is the organization's last API key: create another one before deleting it."
+        }
         _ => return None,
     })
 }
@@ -100,6 +105,42 @@ pub struct WebhooksPage {
     pub signature_key: String,
     /// Shows the key at once (right after regenerating it).
     pub key_open: bool,
+    pub api_keys: Vec<ApiKeyRow>,
+}
+
+/// An API key as the Security page lists it.
+pub struct ApiKeyRow {
+    pub id: String,
+    pub name: String,
+    pub prefix: String,
+    pub created: String,
+    pub last_used: String,
+}
+
+impl From<&ApiKey> for ApiKeyRow {
+    fn from(k: &ApiKey) -> Self {
+        Self {
+            id: k.id.to_string(),
+            name: k.name.clone(),
+            prefix: k.prefix.clone(),
+            created: when(&k.created_at),
+            last_used: k
+                .last_used_at
+                .as_ref()
+                .map(when)
+                .unwrap_or_else(|| "Never".into()),
+        }
+    }
+}
+
+/// A new API key, shown this once.
+#[derive(Template)]
+#[template(path = "dashboard/api_key.html")]
+pub struct ApiKeyPage {
+    pub layout: Layout,
+    pub name: String,
+    pub prefix: String,
+    pub key: String,
 }
 
 #[derive(Template)]

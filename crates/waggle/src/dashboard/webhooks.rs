@@ -1,5 +1,5 @@
-//! The Webhooks page (the list, "New webhook" and "Security") and each webhook's own page
-//! (edit, enable/disable, delete, its logs).
+//! The Webhooks page (the list, "New webhook", "Security" and "API keys") and each
+//! webhook's own page (edit, enable/disable, delete, its logs).
 
 use std::collections::HashMap;
 
@@ -13,10 +13,14 @@ use super::error::{render, see_other, PageError};
 use super::extract::{FormData, PathId};
 use super::forms::{test_result, WebhookErrors, WebhookInput};
 use super::session::{Posted, Session};
-use super::views::{ConfirmPage, LogList, WebhookFormView, WebhookPage, WebhookRow, WebhooksPage};
+use super::views::{
+    ApiKeyPage, ApiKeyRow, ConfirmPage, LogList, WebhookFormView, WebhookPage, WebhookRow,
+    WebhooksPage,
+};
+use crate::api::error::ApiError;
 use crate::api::{self, AppState};
 use crate::domain::destination::WebhookUrl;
-use crate::domain::ids::WebhookId;
+use crate::domain::ids::{ApiKeyId, WebhookId};
 use crate::domain::signature::SignatureKey;
 use crate::domain::webhook::{Webhook, WebhookChanges};
 use crate::storage::LogFilter;
@@ -67,6 +71,7 @@ async fn webhooks_page(
         .await?;
     let page = api::pagination::Page::from_fetched(fetched, WEBHOOKS_PER_PAGE, |w| w.webhook_id);
     let key = state.keys.get(session.org_id).await?;
+    let api_keys = state.store.api_keys(session.org_id).await?;
     let notice = query.get("notice").map(String::as_str);
     let page = WebhooksPage {
         layout: session.layout("Webhooks", "webhooks", notice),
@@ -76,6 +81,7 @@ async fn webhooks_page(
         signature_key: key.expose().to_owned(),
         key_open: notice == Some("key-regenerated"),
         form,
+        api_keys: api_keys.iter().map(ApiKeyRow::from).collect(),
     };
     render(status_for(&page.form), &page)
 }
@@ -376,4 +382,38 @@ pub async fn regenerate(
         .await?;
     tracing::info!(org_id = %session.org_id, "signature key regenerated in the dashboard");
     Ok(see_other("/webhooks?notice=key-regenerated#security"))
+}
+
+/// Makes an API key and shows it, this once.
+pub async fn create_api_key(
+    State(state): State<AppState>,
+    Posted { session, form }: Posted,
+) -> Result<Response, PageError> {
+    let name = form.get("name").unwrap_or("");
+    let (key, secret) = match api::api_keys::make(&state, session.org_id, name).await {
+        Ok(made) => made,
+        Err(ApiError::Validation(_)) => {
+            return Ok(see_other("/webhooks?notice=api-key-name#api-keys"))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let page = ApiKeyPage {
+        layout: session.layout("API key created", "webhooks", None),
+        name: key.name,
+        prefix: key.prefix,
+        key: secret,
+    };
+    render(StatusCode::CREATED, &page)
+}
+
+pub async fn delete_api_key(
+    State(state): State<AppState>,
+    PathId(id): PathId<ApiKeyId>,
+    Posted { session, .. }: Posted,
+) -> Result<Response, PageError> {
+    match api::api_keys::revoke(&state, session.org_id, id).await {
+        Ok(()) => Ok(see_other("/webhooks?notice=api-key-deleted#api-keys")),
+        Err(ApiError::Conflict(_)) => Ok(see_other("/webhooks?notice=last-api-key#api-keys")),
+        Err(e) => Err(e.into()),
+    }
 }

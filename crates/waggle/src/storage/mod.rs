@@ -95,8 +95,20 @@ pub struct Organization {
 #[derive(Debug, Clone)]
 pub struct NewApiKey {
     pub id: ApiKeyId,
+    pub name: String,
     pub prefix: String,
     pub hash: String,
+}
+
+/// An API key as its organization sees it: never the secret nor its hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKey {
+    pub id: ApiKeyId,
+    pub name: String,
+    /// The key's first characters, to recognize it by.
+    pub prefix: String,
+    pub created_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone)]

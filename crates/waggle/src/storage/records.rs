@@ -68,6 +68,13 @@ pub trait Records: Send + Sync {
     /// The key's id and organization, by the SHA-256 of the presented key.
     async fn api_key_by_hash(&self, hash: &str) -> StoreResult<Option<(ApiKeyId, OrgId)>>;
     async fn touch_api_key(&self, key: ApiKeyId, at: Timestamp) -> StoreResult<()>;
+    /// The organization's keys, oldest first.
+    async fn api_keys(&self, org: OrgId) -> StoreResult<Vec<ApiKey>>;
+    async fn create_api_key(&self, org: OrgId, key: &NewApiKey) -> StoreResult<ApiKey>;
+    /// Deletes one of the organization's keys: `false` when it has no such key, and
+    /// `Conflict` when it is the organization's last one (nobody could call the API any
+    /// more). Two deletes at once cannot both pass that check.
+    async fn delete_api_key(&self, org: OrgId, id: ApiKeyId) -> StoreResult<bool>;
     /// The new key signs every attempt that starts after this returns, on every node
     /// (each reads the key per attempt, see `delivery::keys`).
     async fn set_signature_key(&self, org: OrgId, key: &SignatureKey) -> StoreResult<()>;
@@ -227,14 +234,8 @@ impl<D: Db> Records for D {
             sql::insert(
                 D::DIALECT,
                 "api_keys",
-                "id, org_id, prefix, hash, created_at",
-                vec![
-                    api_key.id.into(),
-                    org.id.into(),
-                    (&api_key.prefix).into(),
-                    (&api_key.hash).into(),
-                    now.into(),
-                ],
+                rows::NEW_API_KEY_COLUMNS,
+                rows::new_api_key_values(org.id, api_key, now),
             ),
         ];
         if let Some(user) = admin {
@@ -277,7 +278,7 @@ impl<D: Db> Records for D {
     async fn api_key_by_hash(&self, hash: &str) -> StoreResult<Option<(ApiKeyId, OrgId)>> {
         let mut sql = D::sql("SELECT id, org_id FROM api_keys WHERE hash = ");
         sql.bind(hash);
-        self.read_one(sql, rows::api_key).await
+        self.read_one(sql, rows::api_key_owner).await
     }
 
     async fn touch_api_key(&self, key: ApiKeyId, at: Timestamp) -> StoreResult<()> {
@@ -285,6 +286,59 @@ impl<D: Db> Records for D {
         sql.bind(at).push(" WHERE id = ").bind(key);
         self.write(vec![sql]).await?;
         Ok(())
+    }
+
+    async fn api_keys(&self, org: OrgId) -> StoreResult<Vec<ApiKey>> {
+        let mut sql = D::sql(format!(
+            "SELECT {} FROM api_keys WHERE org_id = ",
+            rows::API_KEY_COLUMNS
+        ));
+        sql.bind(org).push(" ORDER BY id");
+        self.read(sql, rows::api_key).await
+    }
+
+    async fn create_api_key(&self, org: OrgId, key: &NewApiKey) -> StoreResult<ApiKey> {
+        // Stored with microseconds: keep the answer equal to what a read gives.
+        let now = time::from_micros(time::to_micros(&time::now()));
+        let insert = sql::insert(
+            D::DIALECT,
+            "api_keys",
+            rows::NEW_API_KEY_COLUMNS,
+            rows::new_api_key_values(org, key, now),
+        );
+        self.write(vec![insert]).await?;
+        Ok(ApiKey {
+            id: key.id,
+            name: key.name.clone(),
+            prefix: key.prefix.clone(),
+            created_at: now,
+            last_used_at: None,
+        })
+    }
+
+    async fn delete_api_key(&self, org: OrgId, id: ApiKeyId) -> StoreResult<bool> {
+        // The organization's row, written to no effect, orders deletes of its keys (a row
+        // lock on PostgreSQL; SQLite has one writer): each counts what the last left.
+        let mut lock = D::sql("UPDATE organizations SET id = id WHERE id = ");
+        lock.bind(org);
+        let mut delete = D::sql("DELETE FROM api_keys WHERE id = ");
+        delete.bind(id).push(" AND org_id = ").bind(org);
+        delete
+            .push(" AND (SELECT count(*) FROM api_keys WHERE org_id = ")
+            .bind(org)
+            .push(") > 1");
+        let changed = self.write(vec![lock, delete]).await?;
+        if changed.get(1).is_some_and(|n| *n > 0) {
+            return Ok(true);
+        }
+        let exists = self.api_keys(org).await?.iter().any(|k| k.id == id);
+        match exists {
+            true => Err(StoreError::Conflict(
+                "this is the organization's last API key: create another one before deleting it"
+                    .into(),
+            )),
+            false => Ok(false),
+        }
     }
 
     async fn set_signature_key(&self, org: OrgId, key: &SignatureKey) -> StoreResult<()> {

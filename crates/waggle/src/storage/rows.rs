@@ -13,7 +13,7 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use super::{
-    delivery_body, DashboardSession, DashboardUser, DeliveryJob, LogEntry, Organization,
+    delivery_body, ApiKey, DashboardSession, DashboardUser, DeliveryJob, LogEntry, Organization,
     StoreError, StoreResult,
 };
 use crate::domain::attempt::{Attempt, AttemptResult, FailureCategory};
@@ -181,8 +181,34 @@ pub(super) fn organization(row: &dyn Row) -> StoreResult<Organization> {
     })
 }
 
-pub(super) fn api_key(row: &dyn Row) -> StoreResult<(ApiKeyId, OrgId)> {
+pub(super) fn api_key_owner(row: &dyn Row) -> StoreResult<(ApiKeyId, OrgId)> {
     Ok((id(row, "id")?, id(row, "org_id")?))
+}
+
+pub(super) const API_KEY_COLUMNS: &str = "id, name, prefix, created_at, last_used_at";
+
+pub(super) fn api_key(row: &dyn Row) -> StoreResult<ApiKey> {
+    Ok(ApiKey {
+        id: id(row, "id")?,
+        name: text(row, "name")?,
+        prefix: text(row, "prefix")?,
+        created_at: time(row, "created_at")?,
+        last_used_at: row.opt_time("last_used_at")?,
+    })
+}
+
+/// The columns a new key of `org` is written with, created `now`.
+pub(super) const NEW_API_KEY_COLUMNS: &str = "id, org_id, name, prefix, hash, created_at";
+
+pub(super) fn new_api_key_values(org: OrgId, key: &super::NewApiKey, now: Timestamp) -> Vec<Value> {
+    vec![
+        key.id.into(),
+        org.into(),
+        (&key.name).into(),
+        (&key.prefix).into(),
+        (&key.hash).into(),
+        now.into(),
+    ]
 }
 
 pub(super) const USER_COLUMNS: &str = "id, org_id, email, password_hash";

@@ -276,6 +276,20 @@ impl TestApp {
         decode(r).await
     }
 
+    /// The same app and organization, calling with another of its keys.
+    pub fn with_key(&self, key: &str) -> TestApp {
+        TestApp {
+            address: self.address.clone(),
+            api_key: key.to_owned(),
+            signature_key: self.signature_key.clone(),
+            client: self.client.clone(),
+            db_url: self.db_url.clone(),
+            cancel: self.cancel.clone(),
+            store: self.store.clone(),
+            _database: self._database.clone(),
+        }
+    }
+
     /// Another organization on the same app.
     pub async fn other_org(&self) -> TestApp {
         let created = orgs::create(self.store.as_ref(), "Other Org", None)

@@ -1,6 +1,7 @@
 //! Integration tests: the real app over real sockets, real receivers, a real database
 //! (SQLite files, or PostgreSQL with `WAGGLE_TEST_BACKEND=postgres`).
 
+mod api_keys;
 mod cli;
 mod crash;
 mod delivery;

@@ -309,3 +309,88 @@ async fn pages_are_not_cached_or_framed_and_assets_are_served() {
         Some("/webhooks")
     );
 }
+
+#[tokio::test]
+async fn api_keys_are_made_shown_once_and_deleted_from_the_security_page() {
+    let app = spawn_app().await;
+    let mut visitor = Visitor::new(&app);
+    visitor.sign_in(&app.first.email, PASSWORD).await;
+    let page = visitor.get("/webhooks").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("id=\"api-keys\""));
+    assert_eq!(page.body.matches("class=\"api-key-row\"").count(), 1);
+    // The only key has no Delete button: it is the last one.
+    assert!(!page.body.contains("action=\"/api-keys/"));
+    let csrf = page.csrf();
+
+    // Without the session's CSRF token nothing is made.
+    let refused = visitor.post("/api-keys", &[("name", "Backend")]).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let (_, listed) = app.api(&app.first, "GET", "/api/v1/api-keys", None).await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+
+    let made = visitor
+        .post("/api-keys", &[("csrf_token", &csrf), ("name", "Backend")])
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED);
+    let secret = made
+        .body
+        .split("id=\"new-api-key-value\" class=\"secret-value\">")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .expect("the new key on the page")
+        .to_owned();
+    assert!(secret.starts_with("wgl_"));
+    let with_new = crate::helpers::Org {
+        api_key: secret.clone(),
+        email: app.first.email.clone(),
+    };
+    let (status, listed) = app.api(&with_new, "GET", "/api/v1/api-keys", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let items = listed["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    // Shown once: the list page has its prefix, never the key.
+    let page = visitor.get("/webhooks").await;
+    assert_eq!(page.body.matches("class=\"api-key-row\"").count(), 2);
+    assert_eq!(page.body.matches("action=\"/api-keys/").count(), 2);
+    assert!(!page.body.contains(&secret));
+
+    // Another organization's key is not found from here, and stays.
+    let (_, theirs) = app.api(&app.second, "GET", "/api/v1/api-keys", None).await;
+    let their_id = theirs["items"][0]["id"].as_str().unwrap();
+    let gone = visitor
+        .post(
+            &format!("/api-keys/{their_id}/delete"),
+            &[("csrf_token", &csrf)],
+        )
+        .await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    let (status, _) = app.api(&app.second, "GET", "/api/v1/webhooks", None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let new_id = items[1]["id"].as_str().unwrap();
+    let deleted = visitor
+        .post(
+            &format!("/api-keys/{new_id}/delete"),
+            &[("csrf_token", &csrf)],
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::SEE_OTHER);
+    let (status, _) = app.api(&with_new, "GET", "/api/v1/webhooks", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // The last one is kept, with a word why.
+    let (_, listed) = app.api(&app.first, "GET", "/api/v1/api-keys", None).await;
+    let last_id = listed["items"][0]["id"].as_str().unwrap();
+    let kept = visitor
+        .post(
+            &format!("/api-keys/{last_id}/delete"),
+            &[("csrf_token", &csrf)],
+        )
+        .await;
+    assert_eq!(
+        kept.location.as_deref(),
+        Some("/webhooks?notice=last-api-key#api-keys")
+    );
+    let (status, _) = app.api(&app.first, "GET", "/api/v1/webhooks", None).await;
+    assert_eq!(status, StatusCode::OK);
+}
