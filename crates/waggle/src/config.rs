@@ -71,6 +71,11 @@ pub struct Config {
     #[arg(long, env = "WAGGLE_NO_DISPATCHER", default_value_t = false)]
     pub no_dispatcher: bool,
 
+    /// Requests per second each API key may make, on this node (bursts of twice that);
+    /// past it the API answers 429 with Retry-After. 0: no limit.
+    #[arg(long, env = "WAGGLE_RATE_LIMIT", default_value_t = 2000)]
+    pub rate_limit: u32,
+
     /// Log as JSON lines instead of text.
     #[arg(long, env = "WAGGLE_LOG_JSON", default_value_t = false)]
     pub log_json: bool,

@@ -67,6 +67,7 @@ impl App {
             dispatcher: dispatcher.clone(),
             allow_private_destinations: config.allow_private_destinations,
             key_usage: Default::default(),
+            limits: Arc::new(crate::api::limits::RateLimits::new(config.rate_limit)),
         };
         Ok(Self {
             listener,
@@ -132,7 +133,7 @@ impl App {
             }
         });
         let dispatching = self.dispatcher.map(|d| tokio::spawn(d.run(dispatch)));
-        let router = api::router()
+        let router = api::router(&self.state)
             .merge(crate::dashboard::router())
             .with_state(self.state);
         axum::serve(self.listener, router)

@@ -7,9 +7,12 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use sha2::{Digest, Sha256};
@@ -20,10 +23,11 @@ use crate::domain::ids::{ApiKeyId, OrgId};
 use crate::domain::time;
 use crate::storage::NewApiKey;
 
-/// The organization an authenticated call acts for.
+/// The organization an authenticated call acts for, and the key it called with.
 #[derive(Debug, Clone, Copy)]
 pub struct ApiAuth {
     pub org_id: OrgId,
+    pub key_id: ApiKeyId,
 }
 
 /// A freshly made key: the secret to show once, and what the store keeps.
@@ -109,57 +113,94 @@ impl KeyUsage {
 impl FromRequestParts<AppState> for ApiAuth {
     type Rejection = ApiError;
 
+    /// The call's key as [`limit`] found it, or (outside it) as found now.
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or(ApiError::Unauthorized(
-                "missing Authorization header; use 'Bearer <API key>'",
-            ))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty() && t.len() <= 128)
-            .ok_or(ApiError::Unauthorized(
-                "malformed Authorization header; use 'Bearer <API key>'",
-            ))?;
-        let hash = hash_key(token);
-        // Keys are remembered only where this node sees every delete: with several nodes,
-        // a key another node deleted must be refused here at once, so each call asks.
-        let remembered = match state.store.shared() {
-            true => None,
-            false => state.key_usage.known(&hash),
-        };
-        let (key_id, org_id) = match remembered {
-            Some(found) => found,
-            None => {
-                let found = state
-                    .store
-                    .api_key_by_hash(&hash)
-                    .await?
-                    .ok_or(ApiError::Unauthorized("invalid API key"))?;
-                state.key_usage.remember(hash, found);
-                found
-            }
-        };
-        if state.key_usage.due(key_id) {
-            let store = state.store.clone();
-            tokio::spawn(async move {
-                if let Err(e) = store.touch_api_key(key_id, time::now()).await {
-                    tracing::warn!(error = %e, "could not record API key use");
-                }
-            });
+        if let Some(auth) = parts.extensions.get::<ApiAuth>() {
+            return Ok(*auth);
         }
-        Ok(ApiAuth { org_id })
+        authenticate(state, &parts.headers).await
     }
+}
+
+/// The organization of the call's bearer key.
+async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<ApiAuth, ApiError> {
+    let header = headers.get(AUTHORIZATION).ok_or(ApiError::Unauthorized(
+        "missing Authorization header; use 'Bearer <API key>'",
+    ))?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && t.len() <= 128)
+        .ok_or(ApiError::Unauthorized(
+            "malformed Authorization header; use 'Bearer <API key>'",
+        ))?;
+    let hash = hash_key(token);
+    // Keys are remembered only where this node sees every delete: with several nodes,
+    // a key another node deleted must be refused here at once, so each call asks.
+    let remembered = match state.store.shared() {
+        true => None,
+        false => state.key_usage.known(&hash),
+    };
+    let (key_id, org_id) = match remembered {
+        Some(found) => found,
+        None => {
+            let found = state
+                .store
+                .api_key_by_hash(&hash)
+                .await?
+                .ok_or(ApiError::Unauthorized("invalid API key"))?;
+            state.key_usage.remember(hash, found);
+            found
+        }
+    };
+    if state.key_usage.due(key_id) {
+        let store = state.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_api_key(key_id, time::now()).await {
+                tracing::warn!(error = %e, "could not record API key use");
+            }
+        });
+    }
+    Ok(ApiAuth { org_id, key_id })
+}
+
+/// Around every API call that carries a key: finds the key once, holds it to its rate
+/// limit (a 429 past it), and says where it stands in the answer's headers. A call
+/// without a valid key goes on to its handler, which answers 401 (or 404 for a path
+/// that is none of the API's).
+pub async fn limit(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    if !request.headers().contains_key(AUTHORIZATION) {
+        return next.run(request).await;
+    }
+    let Ok(auth) = authenticate(&state, request.headers()).await else {
+        return next.run(request).await;
+    };
+    let standing = match state.limits.check(auth.key_id) {
+        Ok(standing) => standing,
+        Err(refused) => {
+            let mut response = ApiError::TooManyRequests {
+                per_second: refused.standing.limit,
+                retry_after: refused.retry_after,
+            }
+            .into_response();
+            refused.standing.write(response.headers_mut());
+            return response;
+        }
+    };
+    request.extensions_mut().insert(auth);
+    let mut response = next.run(request).await;
+    if let Some(standing) = standing {
+        standing.write(response.headers_mut());
+    }
+    response
 }
 
 #[cfg(test)]

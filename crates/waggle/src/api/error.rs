@@ -47,6 +47,8 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     #[error("request body too large")]
     PayloadTooLarge,
+    #[error("rate limit exceeded: at most {per_second} requests per second per API key; retry in {retry_after} s")]
+    TooManyRequests { per_second: u32, retry_after: u64 },
     /// The store can no longer write (see `Store::health`); the process is stopping.
     #[error("storage unavailable")]
     Unavailable,
@@ -82,10 +84,12 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_)
             | ApiError::Conflict(_)
             | ApiError::PayloadTooLarge
+            | ApiError::TooManyRequests { .. }
             | ApiError::Unavailable => {
                 let status = match self {
                     ApiError::NotFound(_) => StatusCode::NOT_FOUND,
                     ApiError::Conflict(_) => StatusCode::CONFLICT,
+                    ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
                     ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
                     _ => StatusCode::PAYLOAD_TOO_LARGE,
                 };
@@ -104,6 +108,11 @@ impl IntoResponse for ApiError {
             }
         };
         let mut response = (status, Json(body)).into_response();
+        if let ApiError::TooManyRequests { retry_after, .. } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

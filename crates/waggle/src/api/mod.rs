@@ -19,6 +19,7 @@ pub mod api_keys;
 pub mod auth;
 pub mod connectors;
 pub mod error;
+pub mod limits;
 pub mod logs;
 pub mod pagination;
 pub mod webhooks;
@@ -39,6 +40,7 @@ pub struct AppState {
     pub dispatcher: Option<Dispatcher>,
     pub allow_private_destinations: bool,
     pub key_usage: Arc<auth::KeyUsage>,
+    pub limits: Arc<limits::RateLimits>,
 }
 
 impl AppState {
@@ -58,13 +60,17 @@ impl AppState {
     }
 }
 
-pub fn router() -> Router<AppState> {
+pub fn router(state: &AppState) -> Router<AppState> {
     let v1 = Router::new()
         .merge(webhooks::router())
         .merge(logs::router())
         .merge(connectors::router())
         .merge(api_keys::router())
-        .fallback(|| async { ApiError::NotFound("resource") });
+        .fallback(|| async { ApiError::NotFound("resource") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::limit,
+        ));
     Router::new()
         .nest("/api/v1", v1)
         .route("/healthz", get(health))

@@ -7,6 +7,7 @@ mod crash;
 mod delivery;
 mod failures;
 mod helpers;
+mod limits;
 mod logs;
 mod multinode;
 mod storage;
