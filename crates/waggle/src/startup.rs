@@ -136,7 +136,9 @@ impl App {
         let router = api::router(&self.state)
             .merge(crate::dashboard::router())
             .with_state(self.state);
-        axum::serve(self.listener, router)
+        // The peer's address: the dashboard counts failed sign-ins by client address.
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, service)
             .with_graceful_shutdown(cancel.clone().cancelled_owned())
             .await
             .context("serving HTTP")?;

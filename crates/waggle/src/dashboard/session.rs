@@ -3,13 +3,19 @@
 //! The session cookie holds 256 random bits; the store keeps only their SHA-256, with the
 //! session's CSRF token. The login form has its own double-submit token (a short-lived
 //! cookie and a hidden field), so another site cannot sign a browser in either.
+//!
+//! A session ends after 12 h without use, and 7 days after sign-in whatever its use;
+//! signing out ends it on the server. Failed sign-ins are counted in the store (so on
+//! every node alike): after 5 for one email, or 20 from one client address, within
+//! 15 minutes, sign-in answers 429, even with the right password, until they age out.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 use argon2::password_hash::PasswordHash;
 use argon2::{Argon2, PasswordVerifier};
-use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -24,13 +30,22 @@ use super::views::{Layout, LoginPage};
 use crate::api::auth::hash_key;
 use crate::api::AppState;
 use crate::domain::ids::OrgId;
-use crate::domain::time;
+use crate::domain::time::{self, Timestamp};
 use crate::storage::DashboardSession;
 
 pub const SESSION_COOKIE: &str = "waggle_session";
 /// The login form's double-submit token.
 const LOGIN_COOKIE: &str = "waggle_login";
-const SESSION_HOURS: i64 = 12;
+/// A session unused this long has ended.
+const IDLE: chrono::Duration = chrono::Duration::hours(12);
+/// A session ends this long after its sign-in, used or not.
+const LIFETIME: chrono::Duration = chrono::Duration::days(7);
+/// Its expiry moves on at most this often, not on every page.
+const EXTEND_EVERY: chrono::Duration = chrono::Duration::minutes(1);
+/// Failed sign-ins count for this long.
+const FAILURE_WINDOW: chrono::Duration = chrono::Duration::minutes(15);
+const FAILURES_PER_EMAIL: u32 = 5;
+const FAILURES_PER_ADDRESS: u32 = 20;
 
 /// The signed-in user's session: which organization every page is scoped to.
 #[derive(Debug, Clone)]
@@ -88,6 +103,13 @@ impl FromRequestParts<AppState> for Session {
         let Some(found) = found else {
             return Err(to_login(parts));
         };
+        if let Some(until) = extended(time::now(), found.created_at, found.expires_at) {
+            state
+                .store
+                .extend_session(&found.token_hash, until)
+                .await
+                .map_err(|e| PageError::from(e).into_response())?;
+        }
         let org = state
             .keys
             .organization(found.org_id)
@@ -123,6 +145,13 @@ impl FromRequest<AppState> for Posted {
             .map_err(IntoResponse::into_response)?;
         Ok(Posted { session, form })
     }
+}
+
+/// A session's new expiry when it is used at `now`: 12 h on, but never past 7 days from
+/// its sign-in, and only once it moves by a minute or more.
+fn extended(now: Timestamp, created_at: Timestamp, expires_at: Timestamp) -> Option<Timestamp> {
+    let until = (now + IDLE).min(created_at + LIFETIME);
+    (until - expires_at >= EXTEND_EVERY).then_some(until)
 }
 
 /// 303 to the login page, coming back to the page asked for when it was a GET.
@@ -220,6 +249,7 @@ pub async fn login_page(
 
 pub async fn login(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     form: FormData,
 ) -> Result<Response, PageError> {
@@ -233,6 +263,21 @@ pub async fn login(
             &email,
             &next,
             Some("This sign-in form had expired. Please sign in again."),
+        );
+    }
+    let now = time::now();
+    let (counted, address) = (email.to_lowercase(), peer.ip().to_string());
+    let (by_email, by_address) = state
+        .store
+        .login_failures(&counted, &address, now - FAILURE_WINDOW)
+        .await?;
+    if by_email >= FAILURES_PER_EMAIL || by_address >= FAILURES_PER_ADDRESS {
+        tracing::warn!(address = %address, "dashboard sign-in refused: too many failures");
+        return login_form(
+            StatusCode::TOO_MANY_REQUESTS,
+            &email,
+            &next,
+            Some("Too many failed sign-ins. Wait 15 minutes, then try again."),
         );
     }
     let user = if email.is_empty() || email.len() > 320 {
@@ -250,6 +295,10 @@ pub async fn login(
         .map_err(|e| PageError::Internal(e.into()))?;
     let Some(user) = user.filter(|_| verified) else {
         tracing::info!("dashboard sign-in refused");
+        state
+            .store
+            .record_login_failure(&counted, &address, now, now - FAILURE_WINDOW)
+            .await?;
         return login_form(
             StatusCode::OK,
             &email,
@@ -257,13 +306,15 @@ pub async fn login(
             Some("Incorrect email or password."),
         );
     };
+    state.store.clear_login_failures(&counted).await?;
     let token = random_token();
     let session = DashboardSession {
         token_hash: hash_key(&token),
         user_id: user.id,
         org_id: user.org_id,
         csrf_token: random_token(),
-        expires_at: time::now() + chrono::Duration::hours(SESSION_HOURS),
+        created_at: now,
+        expires_at: now + IDLE,
     };
     state.store.create_session(&session).await?;
     tracing::info!(org_id = %user.org_id, user_id = %user.id, "dashboard sign-in");
@@ -271,7 +322,7 @@ pub async fn login(
     let headers = response.headers_mut();
     headers.append(
         header::SET_COOKIE,
-        set_cookie(SESSION_COOKIE, &token, "/", SESSION_HOURS * 3600),
+        set_cookie(SESSION_COOKIE, &token, "/", LIFETIME.num_seconds()),
     );
     headers.append(
         header::SET_COOKIE,
@@ -311,6 +362,31 @@ pub async fn logout(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_used_session_lasts_12_hours_more_but_never_past_7_days() {
+        let signed_in = time::now();
+        let expires = signed_in + IDLE;
+        // Used within the minute: left as it is.
+        assert_eq!(
+            extended(
+                signed_in + chrono::Duration::seconds(30),
+                signed_in,
+                expires
+            ),
+            None
+        );
+        // Used an hour later: 12 h from then.
+        let later = signed_in + chrono::Duration::hours(1);
+        assert_eq!(extended(later, signed_in, expires), Some(later + IDLE));
+        // Near its seventh day: its absolute end, and nothing after.
+        let near_end = signed_in + LIFETIME - chrono::Duration::hours(2);
+        assert_eq!(
+            extended(near_end, signed_in, near_end),
+            Some(signed_in + LIFETIME)
+        );
+        assert_eq!(extended(near_end, signed_in, signed_in + LIFETIME), None);
+    }
 
     #[test]
     fn only_local_paths_are_followed_after_login() {

@@ -126,6 +126,8 @@ pub struct DashboardSession {
     pub user_id: UserId,
     pub org_id: OrgId,
     pub csrf_token: String,
+    pub created_at: Timestamp,
+    /// Moved later while the session is used, never past its absolute end.
     pub expires_at: Timestamp,
 }
 

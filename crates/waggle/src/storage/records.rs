@@ -87,6 +87,25 @@ pub trait Records: Send + Sync {
         now: Timestamp,
     ) -> StoreResult<Option<DashboardSession>>;
     async fn delete_session(&self, token_hash: &str) -> StoreResult<()>;
+    /// Moves a session's expiry to `until`.
+    async fn extend_session(&self, token_hash: &str, until: Timestamp) -> StoreResult<()>;
+    /// Records a failed sign-in, and forgets those before `forget_before`.
+    async fn record_login_failure(
+        &self,
+        email: &str,
+        address: &str,
+        at: Timestamp,
+        forget_before: Timestamp,
+    ) -> StoreResult<()>;
+    /// Failed sign-ins after `since`: for this email, and from this address.
+    async fn login_failures(
+        &self,
+        email: &str,
+        address: &str,
+        since: Timestamp,
+    ) -> StoreResult<(u32, u32)>;
+    /// Forgets an email's failed sign-ins (after it signed in).
+    async fn clear_login_failures(&self, email: &str) -> StoreResult<()>;
 
     async fn create_webhook(&self, org: OrgId, webhook: &NewWebhook) -> StoreResult<Webhook>;
     async fn webhook(&self, org: OrgId, id: WebhookId) -> StoreResult<Option<Webhook>>;
@@ -358,9 +377,8 @@ impl<D: Db> Records for D {
     }
 
     async fn create_session(&self, session: &DashboardSession) -> StoreResult<()> {
-        let now = time::now();
         let mut expired = D::sql("DELETE FROM dashboard_sessions WHERE expires_at <= ");
-        expired.bind(now);
+        expired.bind(session.created_at);
         let insert = sql::insert(
             D::DIALECT,
             "dashboard_sessions",
@@ -370,7 +388,7 @@ impl<D: Db> Records for D {
                 session.user_id.into(),
                 session.org_id.into(),
                 (&session.csrf_token).into(),
-                now.into(),
+                session.created_at.into(),
                 session.expires_at.into(),
             ],
         );
@@ -394,6 +412,63 @@ impl<D: Db> Records for D {
     async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
         let mut sql = D::sql("DELETE FROM dashboard_sessions WHERE token_hash = ");
         sql.bind(token_hash);
+        self.write(vec![sql]).await?;
+        Ok(())
+    }
+
+    async fn extend_session(&self, token_hash: &str, until: Timestamp) -> StoreResult<()> {
+        let mut sql = D::sql("UPDATE dashboard_sessions SET expires_at = ");
+        sql.bind(until)
+            .push(" WHERE token_hash = ")
+            .bind(token_hash);
+        self.write(vec![sql]).await?;
+        Ok(())
+    }
+
+    async fn record_login_failure(
+        &self,
+        email: &str,
+        address: &str,
+        at: Timestamp,
+        forget_before: Timestamp,
+    ) -> StoreResult<()> {
+        let mut old = D::sql("DELETE FROM login_failures WHERE failed_at < ");
+        old.bind(forget_before);
+        let failure = sql::insert(
+            D::DIALECT,
+            "login_failures",
+            "email, address, failed_at",
+            vec![email.into(), address.into(), at.into()],
+        );
+        self.write(vec![old, failure]).await?;
+        Ok(())
+    }
+
+    async fn login_failures(
+        &self,
+        email: &str,
+        address: &str,
+        since: Timestamp,
+    ) -> StoreResult<(u32, u32)> {
+        let mut sql = D::sql("SELECT (SELECT count(*) FROM login_failures WHERE email = ");
+        sql.bind(email).push(" AND failed_at > ").bind(since);
+        sql.push(") AS by_email, (SELECT count(*) FROM login_failures WHERE address = ");
+        sql.bind(address).push(" AND failed_at > ").bind(since);
+        sql.push(") AS by_address");
+        let counts = self
+            .read_one(sql, |row| {
+                let n = |column| -> StoreResult<u32> {
+                    Ok(row.opt_int(column)?.unwrap_or(0).clamp(0, 1 << 20) as u32)
+                };
+                Ok((n("by_email")?, n("by_address")?))
+            })
+            .await?;
+        Ok(counts.unwrap_or((0, 0)))
+    }
+
+    async fn clear_login_failures(&self, email: &str) -> StoreResult<()> {
+        let mut sql = D::sql("DELETE FROM login_failures WHERE email = ");
+        sql.bind(email);
         self.write(vec![sql]).await?;
         Ok(())
     }

@@ -222,7 +222,8 @@ pub(super) fn dashboard_user(row: &dyn Row) -> StoreResult<DashboardUser> {
     })
 }
 
-pub(super) const SESSION_COLUMNS: &str = "token_hash, user_id, org_id, csrf_token, expires_at";
+pub(super) const SESSION_COLUMNS: &str =
+    "token_hash, user_id, org_id, csrf_token, created_at, expires_at";
 
 pub(super) fn session(row: &dyn Row) -> StoreResult<DashboardSession> {
     Ok(DashboardSession {
@@ -230,6 +231,7 @@ pub(super) fn session(row: &dyn Row) -> StoreResult<DashboardSession> {
         user_id: id(row, "user_id")?,
         org_id: id(row, "org_id")?,
         csrf_token: text(row, "csrf_token")?,
+        created_at: time(row, "created_at")?,
         expires_at: time(row, "expires_at")?,
     })
 }

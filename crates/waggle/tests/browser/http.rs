@@ -394,3 +394,61 @@ async fn api_keys_are_made_shown_once_and_deleted_from_the_security_page() {
     let (status, _) = app.api(&app.first, "GET", "/api/v1/webhooks", None).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn five_failed_sign_ins_for_an_email_hold_it_even_with_the_right_password() {
+    let app = spawn_app().await;
+    for _ in 0..5 {
+        let page = Visitor::new(&app)
+            .sign_in(&app.first.email, "not the password")
+            .await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(page.body.contains("Incorrect email or password."));
+    }
+    // Counted whatever the case of the email.
+    let mut visitor = Visitor::new(&app);
+    let page = visitor
+        .sign_in(&app.first.email.to_uppercase(), PASSWORD)
+        .await;
+    assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        page.body.contains("Too many failed sign-ins"),
+        "{}",
+        page.body
+    );
+    assert!(!visitor.has_session());
+    // Another email from the same client is not held by the first one's failures.
+    let mut other = Visitor::new(&app);
+    let page = other.sign_in(&app.second.email, PASSWORD).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert!(other.has_session());
+}
+
+#[tokio::test]
+async fn twenty_failed_sign_ins_from_one_client_hold_every_email_from_it() {
+    let app = spawn_app().await;
+    for n in 0..20 {
+        let page = Visitor::new(&app)
+            .sign_in(&format!("nobody{n}@example.com"), "guess")
+            .await;
+        assert_eq!(page.status, StatusCode::OK, "attempt {n}");
+    }
+    let mut visitor = Visitor::new(&app);
+    let page = visitor.sign_in(&app.first.email, PASSWORD).await;
+    assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(!visitor.has_session());
+}
+
+#[tokio::test]
+async fn a_sign_in_forgets_the_emails_earlier_failures() {
+    let app = spawn_app().await;
+    for round in 0..2 {
+        for _ in 0..4 {
+            Visitor::new(&app).sign_in(&app.first.email, "typo").await;
+        }
+        let mut visitor = Visitor::new(&app);
+        let page = visitor.sign_in(&app.first.email, PASSWORD).await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "round {round}");
+        assert!(visitor.has_session());
+    }
+}
