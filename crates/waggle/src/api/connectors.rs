@@ -48,6 +48,7 @@ pub fn router() -> Router<AppState> {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ConnectorIn {
     environment: String,
     display_name: String,
@@ -212,6 +213,7 @@ async fn remove(
 }
 
 #[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct SyncIn {
     initial_sync: Option<bool>,
     sync_type: Option<String>,
@@ -302,6 +304,7 @@ async fn complete_sync(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FailIn {
     message: String,
     detail: Option<Value>,
@@ -378,6 +381,7 @@ async fn emit_sync(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ChangesIn {
     model: String,
     ids: Vec<String>,

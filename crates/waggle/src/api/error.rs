@@ -141,8 +141,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
-/// Parses a JSON document into `T`, naming the failing field.
+/// Parses a JSON document into `T`, naming the failing field. Before any field is read,
+/// the document must be well formed, nest at most [`MAX_JSON_DEPTH`] deep, and name no
+/// key twice in one object (serde_json alone keeps the last of two).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    check_shape(bytes)?;
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let mut loc = vec!["body".to_owned()];
@@ -164,14 +167,24 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 
 fn json_problem(mut loc: Vec<String>, error: &serde_json::Error) -> ApiError {
     let message = error.to_string();
+    // The field named in the message, unless the path already ends with it.
+    let named = |prefix: &str| {
+        message
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split('`').next())
+            .map(|field| (loc.last().map(String::as_str) != Some(field)).then(|| field.to_owned()))
+    };
     let kind = if error.is_syntax() || error.is_eof() {
         "value_error.jsondecode"
-    } else if let Some(field) = message
-        .strip_prefix("missing field `")
-        .and_then(|rest| rest.split('`').next())
-    {
-        loc.push(field.to_owned());
+    } else if let Some(field) = named("missing field `") {
+        loc.extend(field);
         "value_error.missing"
+    } else if let Some(field) = named("unknown field `") {
+        loc.extend(field);
+        "value_error.extra"
+    } else if let Some(field) = named("duplicate field `") {
+        loc.extend(field);
+        "value_error.duplicate"
     } else {
         "type_error"
     };
@@ -186,6 +199,119 @@ fn strip_position(message: &str) -> String {
     match message.find(" at line ") {
         Some(i) => message[..i].to_owned(),
         None => message.to_owned(),
+    }
+}
+
+/// How deep a request's JSON may nest: objects and arrays within one another.
+pub const MAX_JSON_DEPTH: usize = 32;
+
+/// Reads a JSON document through, refusing one nested deeper than [`MAX_JSON_DEPTH`] or
+/// with a key twice in one object, where it is.
+fn check_shape(bytes: &[u8]) -> Result<(), ApiError> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let mut path = Vec::new();
+    let checked = Shape { path: &mut path }.deserialize(&mut de);
+    match checked {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_data() => {
+            let mut loc = vec!["body".to_owned()];
+            loc.extend(path);
+            let kind = match e.to_string().starts_with("duplicate key") {
+                true => "value_error.duplicate",
+                false => "value_error.depth",
+            };
+            Err(ApiError::Validation(vec![FieldError {
+                loc,
+                msg: strip_position(&e.to_string()),
+                kind: kind.to_owned(),
+            }]))
+        }
+        Err(e) => Err(json_problem(vec!["body".to_owned()], &e)),
+    }
+}
+
+/// A JSON value read for its shape only; `path` is where the reading is.
+struct Shape<'p> {
+    path: &'p mut Vec<String>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Shape<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Shape<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.deeper::<A::Error>()?;
+        let mut index = 0usize;
+        loop {
+            self.path.push(index.to_string());
+            if seq.next_element_seed(Shape { path: self.path })?.is_none() {
+                self.path.pop();
+                break;
+            }
+            self.path.pop();
+            index += 1;
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.deeper::<A::Error>()?;
+        let mut keys = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !keys.insert(key.clone()) {
+                self.path.push(key.clone());
+                return Err(serde::de::Error::custom(format!(
+                    "duplicate key `{key}` in one object"
+                )));
+            }
+            self.path.push(key);
+            map.next_value_seed(Shape { path: self.path })?;
+            self.path.pop();
+        }
+        Ok(())
+    }
+}
+
+impl Shape<'_> {
+    /// Refuses to go past [`MAX_JSON_DEPTH`] (the path holds one entry per level above).
+    fn deeper<E: serde::de::Error>(&self) -> Result<(), E> {
+        match self.path.len() >= MAX_JSON_DEPTH {
+            true => Err(E::custom(format!(
+                "the JSON nests deeper than {MAX_JSON_DEPTH} levels"
+            ))),
+            false => Ok(()),
+        }
     }
 }
 

@@ -38,6 +38,7 @@ pub fn router() -> Router<AppState> {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WebhookIn {
     url: String,
     name: String,
@@ -187,6 +188,7 @@ async fn remove(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct TestUrlIn {
     url: String,
 }

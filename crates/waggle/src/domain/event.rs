@@ -76,12 +76,19 @@ impl EventType {
             })
     }
 
-    /// Parses a list of event types: at least one, duplicates removed, catalog order kept.
+    /// Parses a list of event types: at least one, at most [`MAX_EVENTS_LISTED`] entries,
+    /// duplicates removed, catalog order kept.
     pub fn parse_set(values: &[String]) -> Result<Vec<Self>, Invalid> {
         if values.is_empty() {
             return Err(Invalid::new(
                 "value_error.list.min_items",
                 "subscribe to at least one event type",
+            ));
+        }
+        if values.len() > MAX_EVENTS_LISTED {
+            return Err(Invalid::new(
+                "value_error.list.max_items",
+                format!("list at most {MAX_EVENTS_LISTED} event types"),
             ));
         }
         let parsed = values
@@ -100,6 +107,10 @@ impl fmt::Display for EventType {
         f.write_str(self.as_str())
     }
 }
+
+/// The most entries an `events` list may have (the catalog has five; repeats are allowed
+/// up to this).
+pub const MAX_EVENTS_LISTED: usize = 50;
 
 /// Production or development: a webhook's `type`, a connector's `environment`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

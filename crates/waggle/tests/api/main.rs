@@ -7,6 +7,7 @@ mod crash;
 mod delivery;
 mod failures;
 mod helpers;
+mod input;
 mod limits;
 mod logs;
 mod multinode;
