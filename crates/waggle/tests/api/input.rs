@@ -80,6 +80,10 @@ async fn send(app: &TestApp, method: &str, path: &str, body: Vec<u8>) -> (Status
     decode(response).await
 }
 
+/// A bad call: method, path, body, the status expected, where the answer should point
+/// (`null`: anywhere) and the kind of problem (empty: any).
+type Case<'a> = (&'a str, &'a str, Vec<u8>, u16, Value, &'a str);
+
 fn nested(depth: usize) -> String {
     format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
 }
@@ -114,7 +118,7 @@ async fn every_limit_answers_a_clear_4xx_and_changes_nothing() {
     let patch = format!("/api/v1/webhooks/{webhook}");
     let many_ids: Vec<String> = (0..10_001).map(|i| i.to_string()).collect();
     // (method, path, body, status, where the answer points, the kind of problem)
-    let cases: Vec<(&str, &str, Vec<u8>, u16, Value, &str)> = vec![
+    let cases: Vec<Case> = vec![
         ("POST", "/api/v1/webhooks", vec![b' '; 1024 * 1024 + 1], 413, json!(null), ""),
         ("POST", "/api/v1/webhooks", good_hook(json!({"name": "n".repeat(256)})), 422,
             json!(["body", "name"]), "value_error.any_str.max_length"),
