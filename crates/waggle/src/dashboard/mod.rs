@@ -34,6 +34,10 @@ pub fn router() -> Router<AppState> {
         .route("/", get(|| async { Redirect::to("/webhooks") }))
         .route("/login", get(session::login_page).post(session::login))
         .route("/logout", post(session::logout))
+        .route(
+            "/account/password",
+            get(session::password_page).post(session::change_password),
+        )
         .route("/webhooks", get(webhooks::list_page).post(webhooks::create))
         .route("/webhooks/test-url", post(webhooks::test_url))
         .route(

@@ -26,10 +26,10 @@ use subtle::ConstantTimeEq;
 
 use super::error::{render, PageError};
 use super::extract::FormData;
-use super::views::{Layout, LoginPage};
+use super::views::{Layout, LoginPage, PasswordPage};
 use crate::api::auth::hash_key;
 use crate::api::AppState;
-use crate::domain::ids::OrgId;
+use crate::domain::ids::{OrgId, UserId};
 use crate::domain::time::{self, Timestamp};
 use crate::storage::DashboardSession;
 
@@ -51,6 +51,7 @@ const FAILURES_PER_ADDRESS: u32 = 20;
 #[derive(Debug, Clone)]
 pub struct Session {
     pub org_id: OrgId,
+    pub user_id: UserId,
     pub org_name: String,
     /// Every form of this session carries it; every POST checks it.
     pub csrf_token: String,
@@ -117,6 +118,7 @@ impl FromRequestParts<AppState> for Session {
             .map_err(|e| PageError::from(e).into_response())?;
         Ok(Session {
             org_id: found.org_id,
+            user_id: found.user_id,
             org_name: org.name,
             csrf_token: found.csrf_token,
             token_hash: found.token_hash,
@@ -357,6 +359,63 @@ pub async fn logout(
         .headers_mut()
         .append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, "", "/", 0));
     Ok(response)
+}
+
+pub async fn password_page(session: Session) -> Result<Response, PageError> {
+    password_form(&session, StatusCode::OK, None)
+}
+
+fn password_form(
+    session: &Session,
+    status: StatusCode,
+    error: Option<&'static str>,
+) -> Result<Response, PageError> {
+    let page = PasswordPage {
+        layout: session.layout("Change password", "", None),
+        csrf: session.csrf_token.clone(),
+        error,
+    };
+    render(status, &page)
+}
+
+/// Changes the signed-in user's password, once the current one is given, and ends their
+/// other sessions.
+pub async fn change_password(
+    State(state): State<AppState>,
+    Posted { session, form }: Posted,
+) -> Result<Response, PageError> {
+    let current = form.get("current").unwrap_or("").to_owned();
+    let new = form.get("new").unwrap_or("").to_owned();
+    if new != form.get("confirm").unwrap_or("") {
+        let error = Some("The two new passwords differ.");
+        return password_form(&session, StatusCode::UNPROCESSABLE_ENTITY, error);
+    }
+    if new.chars().count() < 8 {
+        let error = Some("The new password must have at least 8 characters.");
+        return password_form(&session, StatusCode::UNPROCESSABLE_ENTITY, error);
+    }
+    let user = state
+        .store
+        .dashboard_user(session.user_id)
+        .await?
+        .ok_or(PageError::NotFound)?;
+    let hash = user.password_hash;
+    let verified = tokio::task::spawn_blocking(move || verify_password(&current, &hash))
+        .await
+        .map_err(|e| PageError::Internal(e.into()))?;
+    if !verified {
+        let error = Some("The current password is not right.");
+        return password_form(&session, StatusCode::UNPROCESSABLE_ENTITY, error);
+    }
+    let hash = tokio::task::spawn_blocking(move || crate::orgs::hash_password(&new))
+        .await
+        .map_err(|e| PageError::Internal(e.into()))?;
+    state
+        .store
+        .set_password(session.user_id, &hash, &session.token_hash)
+        .await?;
+    tracing::info!(org_id = %session.org_id, user_id = %session.user_id, "dashboard password changed; other sessions ended");
+    Ok(Redirect::to("/webhooks?notice=password-changed").into_response())
 }
 
 #[cfg(test)]

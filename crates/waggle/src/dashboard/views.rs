@@ -67,6 +67,7 @@ fn notice_text(key: &str) -> Option<&'static str> {
             "Signature key regenerated. Every delivery from now on is signed with the new key."
         }
         "resent" => "Resent: this is the new delivery of the same body.",
+        "password-changed" => "Password changed. Your other sessions have ended.",
         "api-key-name" => "The key was not created: give it a name of at most 255 characters.",
         "api-key-deleted" => "API key deleted: calls with it are refused from now on.",
         "last-api-key" => {
@@ -84,6 +85,14 @@ pub struct LoginPage {
     pub next: String,
     pub error: Option<&'static str>,
     pub csrf: String,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/password.html")]
+pub struct PasswordPage {
+    pub layout: Layout,
+    pub csrf: String,
+    pub error: Option<&'static str>,
 }
 
 #[derive(Template)]

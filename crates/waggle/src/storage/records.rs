@@ -79,6 +79,9 @@ pub trait Records: Send + Sync {
     /// (each reads the key per attempt, see `delivery::keys`).
     async fn set_signature_key(&self, org: OrgId, key: &SignatureKey) -> StoreResult<()>;
     async fn dashboard_user_by_email(&self, email: &str) -> StoreResult<Option<DashboardUser>>;
+    async fn dashboard_user(&self, id: UserId) -> StoreResult<Option<DashboardUser>>;
+    /// Sets a user's password hash and ends every session of theirs but `keep`.
+    async fn set_password(&self, id: UserId, hash: &str, keep: &str) -> StoreResult<()>;
     async fn create_session(&self, session: &DashboardSession) -> StoreResult<()>;
     /// The session with this token hash, unless it has expired.
     async fn session(
@@ -374,6 +377,24 @@ impl<D: Db> Records for D {
         ));
         sql.bind(email.trim()).push(")");
         self.read_one(sql, rows::dashboard_user).await
+    }
+
+    async fn dashboard_user(&self, id: UserId) -> StoreResult<Option<DashboardUser>> {
+        let mut sql = D::sql(format!(
+            "SELECT {} FROM dashboard_users WHERE id = ",
+            rows::USER_COLUMNS
+        ));
+        sql.bind(id);
+        self.read_one(sql, rows::dashboard_user).await
+    }
+
+    async fn set_password(&self, id: UserId, hash: &str, keep: &str) -> StoreResult<()> {
+        let mut set = D::sql("UPDATE dashboard_users SET password_hash = ");
+        set.bind(hash).push(" WHERE id = ").bind(id);
+        let mut others = D::sql("DELETE FROM dashboard_sessions WHERE user_id = ");
+        others.bind(id).push(" AND token_hash <> ").bind(keep);
+        self.write(vec![set, others]).await?;
+        Ok(())
     }
 
     async fn create_session(&self, session: &DashboardSession) -> StoreResult<()> {

@@ -452,3 +452,71 @@ async fn a_sign_in_forgets_the_emails_earlier_failures() {
         assert!(visitor.has_session());
     }
 }
+
+#[tokio::test]
+async fn a_password_change_ends_the_other_sessions_and_keeps_this_one() {
+    let app = spawn_app().await;
+    let (mut here, mut elsewhere) = (Visitor::new(&app), Visitor::new(&app));
+    here.sign_in(&app.first.email, PASSWORD).await;
+    elsewhere.sign_in(&app.first.email, PASSWORD).await;
+    let form = here.get("/account/password").await;
+    assert_eq!(form.status, StatusCode::OK);
+    let csrf = form.csrf();
+    let new = "a new long secret";
+
+    // Refused, changing nothing: without the CSRF token, with a wrong current password,
+    // with two new ones that differ, with one too short.
+    let refused = here
+        .post(
+            "/account/password",
+            &[("current", PASSWORD), ("new", new), ("confirm", new)],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    for (current, new, confirm, says) in [
+        ("wrong", new, new, "current password is not right"),
+        (PASSWORD, new, "another one", "differ"),
+        (PASSWORD, "short", "short", "at least 8"),
+    ] {
+        let page = here
+            .post(
+                "/account/password",
+                &[
+                    ("csrf_token", &csrf),
+                    ("current", current),
+                    ("new", new),
+                    ("confirm", confirm),
+                ],
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(page.body.contains(says), "{}", page.body);
+    }
+    assert_eq!(elsewhere.get("/webhooks").await.status, StatusCode::OK);
+
+    let changed = here
+        .post(
+            "/account/password",
+            &[
+                ("csrf_token", &csrf),
+                ("current", PASSWORD),
+                ("new", new),
+                ("confirm", new),
+            ],
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::SEE_OTHER);
+    assert_eq!(here.get("/webhooks").await.status, StatusCode::OK);
+    let ended = elsewhere.get("/webhooks").await;
+    assert_eq!(ended.status, StatusCode::SEE_OTHER);
+    assert!(ended.location.unwrap().starts_with("/login"));
+    // The old password no longer signs in; the new one does.
+    let old = Visitor::new(&app).sign_in(&app.first.email, PASSWORD).await;
+    assert!(old.body.contains("Incorrect email or password."));
+    let mut again = Visitor::new(&app);
+    assert_eq!(
+        again.sign_in(&app.first.email, new).await.status,
+        StatusCode::SEE_OTHER
+    );
+    assert!(again.has_session());
+}
