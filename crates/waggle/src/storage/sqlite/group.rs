@@ -339,12 +339,18 @@ fn settle(
     };
     tracing::error!(error = %failed, writes = group.len(), "group commit failed");
     for write in group.drain(..) {
-        write.fail(match broke {
-            true => StoreError::Unavailable(failed.clone()),
-            false => StoreError::Corrupt(format!("write failed: {failed}")),
-        });
+        write.fail(failure(&failed, broke));
     }
     broke.then_some(failed)
+}
+
+/// What a write that failed for `why` answers: the store is unavailable when the writer
+/// broke, else this write failed.
+fn failure(why: &str, broke: bool) -> StoreError {
+    match broke {
+        true => StoreError::Unavailable(why.to_owned()),
+        false => StoreError::Corrupt(format!("write failed: {why}")),
+    }
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
@@ -368,7 +374,7 @@ fn run_command(conn: &mut Connection, mut command: Box<dyn Command>) -> Option<S
         Ok(ran)
     }));
     let reset = conn.execute_batch("PRAGMA foreign_keys = OFF");
-    let (failure, broke) = match (ran, reset) {
+    let (why, broke) = match (ran, reset) {
         (Ok(Ok(Ran::Done | Ran::Refused)), Ok(())) => {
             command.answer(None);
             return None;
@@ -380,11 +386,8 @@ fn run_command(conn: &mut Connection, mut command: Box<dyn Command>) -> Option<S
             true,
         ),
     };
-    command.answer(Some(match broke {
-        true => StoreError::Unavailable(failure.clone()),
-        false => StoreError::Corrupt(format!("write failed: {failure}")),
-    }));
-    broke.then_some(failure)
+    command.answer(Some(failure(&why, broke)));
+    broke.then_some(why)
 }
 
 /// One transaction for the group, its writes in the order they came. Sync changes go
