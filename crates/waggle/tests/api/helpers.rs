@@ -296,14 +296,8 @@ impl TestApp {
             .await
             .expect("org");
         TestApp {
-            address: self.address.clone(),
-            api_key: created.api_key,
             signature_key: created.signature_key,
-            client: self.client.clone(),
-            db_url: self.db_url.clone(),
-            cancel: self.cancel.clone(),
-            store: self.store.clone(),
-            _database: self._database.clone(),
+            ..self.with_key(&created.api_key)
         }
     }
 

@@ -11,6 +11,11 @@ use waggle::startup::App;
 
 pub use crate::support::{wait_for, Receiver};
 
+/// A destination on loopback that answers every request 200 with a small JSON body.
+pub async fn receiver() -> Receiver {
+    Receiver::answering(200, "application/json", r#"{"received":true}"#).await
+}
+
 pub const PASSWORD: &str = "correct horse battery";
 
 /// An organization with its API key and dashboard login.

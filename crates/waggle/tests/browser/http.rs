@@ -5,7 +5,7 @@
 use axum::http::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{spawn_app, wait_for, Receiver, Visitor, PASSWORD};
+use crate::helpers::{receiver, spawn_app, wait_for, Visitor, PASSWORD};
 
 #[tokio::test]
 async fn pages_send_visitors_without_a_session_to_the_login() {
@@ -95,7 +95,7 @@ async fn a_wrong_password_and_an_unknown_email_get_the_same_answer() {
 #[tokio::test]
 async fn forms_without_the_sessions_csrf_token_are_refused_and_change_nothing() {
     let app = spawn_app().await;
-    let receiver = Receiver::answering(200, "application/json", r#"{"received":true}"#).await;
+    let receiver = receiver().await;
     let hook_url = receiver.url("/hooks");
     let webhook_id = app.create_webhook(&app.first, "Kept", &hook_url).await;
     let key = app.signature_key(&app.first).await;
@@ -165,7 +165,7 @@ async fn forms_without_the_sessions_csrf_token_are_refused_and_change_nothing() 
 #[tokio::test]
 async fn test_url_without_javascript_answers_the_page_with_the_result_and_the_typed_values() {
     let app = spawn_app().await;
-    let receiver = Receiver::answering(200, "application/json", r#"{"received":true}"#).await;
+    let receiver = receiver().await;
     let hook_url = receiver.url("/hooks");
     let mut visitor = Visitor::new(&app);
     visitor.sign_in(&app.first.email, PASSWORD).await;
@@ -205,7 +205,7 @@ async fn test_url_without_javascript_answers_the_page_with_the_result_and_the_ty
 #[tokio::test]
 async fn another_organizations_ids_answer_404_and_stay_untouched() {
     let app = spawn_app().await;
-    let receiver = Receiver::answering(200, "application/json", r#"{"received":true}"#).await;
+    let receiver = receiver().await;
     let hook_url = receiver.url("/hooks");
     let webhook_id = app
         .create_webhook(&app.first, "First's hook", &hook_url)

@@ -19,7 +19,7 @@ use futures::FutureExt;
 
 use axum::http::StatusCode;
 use driver::Browser;
-use helpers::{spawn_app, wait_for, Receiver, TestApp, PASSWORD};
+use helpers::{receiver, spawn_app, wait_for, TestApp, PASSWORD};
 
 /// One browser at a time: the machine is small and each Chromium is heavy.
 static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -47,7 +47,7 @@ async fn a_webhook_is_created_tested_edited_and_deleted_in_the_browser() {
     }
     let _one = ONE_BROWSER.lock().await;
     let app = spawn_app().await;
-    let receiver = Receiver::answering(200, "application/json", r#"{"received":true}"#).await;
+    let receiver = receiver().await;
     let hook_url = receiver.url("/hooks");
     signed_in(&app, &app.first.email, async |browser| {
         // Sidebar: Configure → Webhooks, and Logs.
@@ -168,7 +168,7 @@ async fn a_delivery_shows_in_the_logs_with_its_request_and_response() {
     }
     let _one = ONE_BROWSER.lock().await;
     let app = spawn_app().await;
-    let receiver = Receiver::answering(200, "application/json", r#"{"received":true}"#).await;
+    let receiver = receiver().await;
     let hook_url = receiver.url("/hooks");
     let webhook_id = app.create_webhook(&app.first, "Syncs", &hook_url).await;
     signed_in(&app, &app.first.email, async |browser| {
@@ -317,7 +317,7 @@ async fn another_organization_sees_none_of_the_first_ones_webhooks_or_logs() {
     }
     let _one = ONE_BROWSER.lock().await;
     let app = spawn_app().await;
-    let receiver = Receiver::answering(200, "application/json", r#"{"received":true}"#).await;
+    let receiver = receiver().await;
     let hook_url = receiver.url("/hooks");
     let webhook_id = app
         .create_webhook(&app.first, "First's hook", &hook_url)
