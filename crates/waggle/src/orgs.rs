@@ -49,10 +49,10 @@ pub async fn create(
 
 fn dashboard_user(org_id: OrgId, admin: Admin<'_>) -> Result<DashboardUser, Invalid> {
     let email = crate::domain::connector::parse_email(admin.email)?;
-    if admin.password.chars().count() < 8 {
+    if admin.password.chars().count() < MIN_PASSWORD_CHARS {
         return Err(Invalid::new(
             "value_error.password",
-            "the password must have at least 8 characters",
+            format!("the password must have at least {MIN_PASSWORD_CHARS} characters"),
         ));
     }
     Ok(DashboardUser {
@@ -62,6 +62,9 @@ fn dashboard_user(org_id: OrgId, admin: Admin<'_>) -> Result<DashboardUser, Inva
         password_hash: hash_password(admin.password),
     })
 }
+
+/// The shortest dashboard password accepted, at creation and at every change.
+pub const MIN_PASSWORD_CHARS: usize = 8;
 
 /// An argon2id hash in PHC string form.
 pub fn hash_password(password: &str) -> String {

@@ -216,7 +216,7 @@ fn check_shape(bytes: &[u8]) -> Result<(), ApiError> {
         Ok(()) => Ok(()),
         Err(e) if e.is_data() => {
             let mut loc = vec!["body".to_owned()];
-            loc.extend(path);
+            loc.extend(path.iter().map(Step::to_string));
             let kind = match e.to_string().starts_with("duplicate key") {
                 true => "value_error.duplicate",
                 false => "value_error.depth",
@@ -233,7 +233,22 @@ fn check_shape(bytes: &[u8]) -> Result<(), ApiError> {
 
 /// A JSON value read for its shape only; `path` is where the reading is.
 struct Shape<'p> {
-    path: &'p mut Vec<String>,
+    path: &'p mut Vec<Step>,
+}
+
+/// One step of a path into a JSON document; an index is only made text if it is shown.
+enum Step {
+    Index(usize),
+    Key(String),
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::Index(i) => i.fmt(f),
+            Step::Key(k) => f.write_str(k),
+        }
+    }
 }
 
 impl<'de> serde::de::DeserializeSeed<'de> for Shape<'_> {
@@ -274,7 +289,7 @@ impl<'de> serde::de::Visitor<'de> for Shape<'_> {
         self.deeper::<A::Error>()?;
         let mut index = 0usize;
         loop {
-            self.path.push(index.to_string());
+            self.path.push(Step::Index(index));
             if seq.next_element_seed(Shape { path: self.path })?.is_none() {
                 self.path.pop();
                 break;
@@ -290,12 +305,12 @@ impl<'de> serde::de::Visitor<'de> for Shape<'_> {
         let mut keys = std::collections::HashSet::new();
         while let Some(key) = map.next_key::<String>()? {
             if !keys.insert(key.clone()) {
-                self.path.push(key.clone());
+                self.path.push(Step::Key(key.clone()));
                 return Err(serde::de::Error::custom(format!(
                     "duplicate key `{key}` in one object"
                 )));
             }
-            self.path.push(key);
+            self.path.push(Step::Key(key));
             map.next_value_seed(Shape { path: self.path })?;
             self.path.pop();
         }

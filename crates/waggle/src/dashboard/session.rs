@@ -308,7 +308,9 @@ pub async fn login(
             Some("Incorrect email or password."),
         );
     };
-    state.store.clear_login_failures(&counted).await?;
+    if by_email > 0 {
+        state.store.clear_login_failures(&counted).await?;
+    }
     let token = random_token();
     let session = DashboardSession {
         token_hash: hash_key(&token),
@@ -390,7 +392,7 @@ pub async fn change_password(
         let error = Some("The two new passwords differ.");
         return password_form(&session, StatusCode::UNPROCESSABLE_ENTITY, error);
     }
-    if new.chars().count() < 8 {
+    if new.chars().count() < crate::orgs::MIN_PASSWORD_CHARS {
         let error = Some("The new password must have at least 8 characters.");
         return password_form(&session, StatusCode::UNPROCESSABLE_ENTITY, error);
     }
