@@ -4,38 +4,45 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::{issue_key, ApiAuth};
-use super::error::{ApiError, JsonBody, Problems};
+use super::error::{ApiError, ErrorOut, JsonBody, Problems};
 use super::{parse_path_id, AppState};
 use crate::domain::ids::{ApiKeyId, OrgId};
 use crate::domain::parse_text;
 use crate::domain::time::{self, Timestamp};
 use crate::storage::ApiKey;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api-keys", get(list).post(create))
-        .route("/api-keys/{key_id}", delete(remove))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(remove))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "CI deploys"}))]
 pub struct ApiKeyIn {
+    #[schema(min_length = 1, max_length = 255)]
     name: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ApiKeyOut {
     id: ApiKeyId,
     name: String,
+    /// The key's first characters, to tell keys apart.
+    #[schema(example = "wgl_AbCdEfGh")]
     prefix: String,
     #[serde(with = "time::serde_format")]
+    #[schema(value_type = String, format = DateTime)]
     created_at: Timestamp,
     #[serde(with = "time::serde_format::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     last_used_at: Option<Timestamp>,
     /// Only in the answer that made the key.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -55,11 +62,18 @@ impl From<ApiKey> for ApiKeyOut {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ApiKeyList {
     items: Vec<ApiKeyOut>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api-keys",
+    tag = "api-keys",
+    operation_id = "list_api_keys",
+    responses((status = 200, description = "The organization's keys, oldest first; never a secret", body = ApiKeyList))
+)]
 async fn list(State(state): State<AppState>, auth: ApiAuth) -> Result<Json<ApiKeyList>, ApiError> {
     let keys = state.store.api_keys(auth.org_id).await?;
     Ok(Json(ApiKeyList {
@@ -78,6 +92,14 @@ pub async fn make(state: &AppState, org: OrgId, name: &str) -> Result<(ApiKey, S
     Ok((key, issued.secret))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api-keys",
+    tag = "api-keys",
+    operation_id = "create_api_key",
+    request_body = ApiKeyIn,
+    responses((status = 201, description = "The key made, with its secret `key`, shown this once", body = ApiKeyOut))
+)]
 async fn create(
     State(state): State<AppState>,
     auth: ApiAuth,
@@ -99,6 +121,17 @@ pub async fn revoke(state: &AppState, org: OrgId, id: ApiKeyId) -> Result<(), Ap
     Ok(())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api-keys/{key_id}",
+    tag = "api-keys",
+    operation_id = "delete_api_key",
+    params(("key_id" = String, Path, format = Uuid)),
+    responses(
+        (status = 204, description = "Deleted; the key is refused from now on, on every node"),
+        (status = 409, description = "The organization's last key cannot be deleted", body = ErrorOut),
+    )
+)]
 async fn remove(
     State(state): State<AppState>,
     auth: ApiAuth,

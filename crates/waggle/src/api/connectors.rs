@@ -5,13 +5,14 @@ use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
+use axum::Json;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::ApiAuth;
-use super::error::{ApiError, JsonBody, Problems};
+use super::error::{ApiError, ErrorOut, JsonBody, Problems};
 use super::pagination::{self, Page};
 use super::{parse_path_id, AppState};
 use crate::delivery::fanout;
@@ -19,7 +20,7 @@ use crate::domain::connector::{
     self, Connector, ConnectorStatus, DisplayStatus, SyncError, SyncJob, SyncType,
 };
 use crate::domain::event::{Environment, EventType};
-use crate::domain::ids::{ConnectorId, SyncId};
+use crate::domain::ids::{ConnectorId, EventId, SyncId};
 use crate::domain::payload::EventData;
 use crate::domain::{time, Invalid};
 use crate::storage::{ConnectorChanges, SyncChange};
@@ -27,51 +28,79 @@ use crate::storage::{ConnectorChanges, SyncChange};
 /// The most record ids one data-change call may carry.
 pub const MAX_CHANGED_IDS: usize = 10_000;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/connectors", get(list).post(create))
-        .route(
-            "/connectors/{connector_id}",
-            get(read).patch(update).delete(remove),
-        )
-        .route("/connectors/{connector_id}/syncs", post(start_sync))
-        .route("/connectors/{connector_id}/syncs/{sync_id}", get(read_sync))
-        .route(
-            "/connectors/{connector_id}/syncs/{sync_id}/complete",
-            post(complete_sync),
-        )
-        .route(
-            "/connectors/{connector_id}/syncs/{sync_id}/fail",
-            post(fail_sync),
-        )
-        .route("/connectors/{connector_id}/changes", post(data_changed))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(read, update, remove))
+        .routes(routes!(start_sync))
+        .routes(routes!(read_sync))
+        .routes(routes!(complete_sync))
+        .routes(routes!(fail_sync))
+        .routes(routes!(data_changed))
 }
 
-#[derive(Deserialize)]
+/// A new connector, linked to one end user's HR system in one environment.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "environment": "production", "display_name": "BreatheHR", "integration_slug": "breathehr",
+    "categories": ["HRIS"], "origin_id": "user_123", "end_user_name": "John Doe",
+    "end_user_email": "abc@xyz.com"
+}))]
 struct ConnectorIn {
+    #[schema(value_type = Environment)]
     environment: String,
+    #[schema(min_length = 1, max_length = 255)]
     display_name: String,
+    #[schema(min_length = 1, max_length = 255)]
     integration_slug: String,
+    #[schema(max_items = 20)]
     categories: Vec<String>,
+    #[schema(min_length = 1, max_length = 255)]
     origin_id: String,
+    #[schema(min_length = 1, max_length = 255)]
     end_user_name: String,
+    #[schema(format = Email, max_length = 254)]
     end_user_email: String,
+    /// Defaults to `COMPLETE`.
+    #[schema(value_type = Option<ConnectorStatus>)]
     connector_status: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// Changes to a connector: any of its fields but its environment.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"connector_status": "RELINK_NEEDED"}))]
 struct ConnectorPatch {
+    #[schema(min_length = 1, max_length = 255)]
     display_name: Option<String>,
+    #[schema(min_length = 1, max_length = 255)]
     integration_slug: Option<String>,
+    #[schema(max_items = 20)]
     categories: Option<Vec<String>>,
+    #[schema(min_length = 1, max_length = 255)]
     origin_id: Option<String>,
+    #[schema(min_length = 1, max_length = 255)]
     end_user_name: Option<String>,
+    #[schema(format = Email, max_length = 254)]
     end_user_email: Option<String>,
+    #[schema(value_type = Option<ConnectorStatus>)]
     connector_status: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/connectors",
+    tag = "connectors",
+    operation_id = "list_connectors",
+    params(
+        ("page_size" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Default 20"),
+        ("cursor" = Option<String>, Query, description = "The `cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "One page of connectors, oldest first", body = Page<Connector>)
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     auth: ApiAuth,
@@ -86,6 +115,16 @@ async fn list(
     Ok(Json(Page::from_fetched(items, page_size, |c| c.id)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/connectors",
+    tag = "connectors",
+    operation_id = "create_connector",
+    request_body = ConnectorIn,
+    responses(
+        (status = 201, description = "The connector made", body = Connector)
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     auth: ApiAuth,
@@ -151,6 +190,16 @@ async fn find(state: &AppState, auth: ApiAuth, id: &str) -> Result<Connector, Ap
         .ok_or(ApiError::NotFound("connector"))
 }
 
+#[utoipa::path(
+    get,
+    path = "/connectors/{connector_id}",
+    tag = "connectors",
+    operation_id = "get_connector",
+    params(("connector_id" = String, Path, format = Uuid)),
+    responses(
+        (status = 200, description = "The connector", body = Connector)
+    )
+)]
 async fn read(
     State(state): State<AppState>,
     auth: ApiAuth,
@@ -159,6 +208,17 @@ async fn read(
     Ok(Json(find(&state, auth, &id).await?))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/connectors/{connector_id}",
+    tag = "connectors",
+    operation_id = "update_connector",
+    params(("connector_id" = String, Path, format = Uuid)),
+    request_body = ConnectorPatch,
+    responses(
+        (status = 200, description = "The connector as changed", body = Connector)
+    )
+)]
 async fn update(
     State(state): State<AppState>,
     auth: ApiAuth,
@@ -199,6 +259,16 @@ async fn update(
     Ok(Json(connector))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/connectors/{connector_id}",
+    tag = "connectors",
+    operation_id = "delete_connector",
+    params(("connector_id" = String, Path, format = Uuid)),
+    responses(
+        (status = 204, description = "Deleted, with its sync jobs")
+    )
+)]
 async fn remove(
     State(state): State<AppState>,
     auth: ApiAuth,
@@ -212,13 +282,29 @@ async fn remove(
     }
 }
 
-#[derive(Deserialize, Default)]
+/// How a sync starts.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"initial_sync": true, "sync_type": "AUTOMATED"}))]
 struct SyncIn {
+    /// Defaults to false.
     initial_sync: Option<bool>,
+    /// Defaults to `MANUAL`.
+    #[schema(value_type = Option<SyncType>)]
     sync_type: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/connectors/{connector_id}/syncs",
+    tag = "connectors",
+    operation_id = "start_sync",
+    params(("connector_id" = String, Path, format = Uuid)),
+    request_body(content = Option<SyncIn>, description = "Optional: an empty body (or `null`) starts a manual sync that is not the first"),
+    responses(
+        (status = 201, description = "The sync job; `connector_sync_started` is emitted", body = SyncJob)
+    )
+)]
 async fn start_sync(
     State(state): State<AppState>,
     auth: ApiAuth,
@@ -226,8 +312,8 @@ async fn start_sync(
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<SyncJob>), ApiError> {
     let connector = find(&state, auth, &id).await?;
-    // The body is optional: an empty one starts a manual, non-initial sync.
-    let body: SyncIn = if body.iter().all(u8::is_ascii_whitespace) {
+    // The body is optional: an empty one (or `null`) starts a manual, non-initial sync.
+    let body: SyncIn = if body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null" {
         SyncIn::default()
     } else {
         super::error::parse_json(&body)?
@@ -258,6 +344,16 @@ async fn start_sync(
     Ok((StatusCode::CREATED, Json(job)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/connectors/{connector_id}/syncs/{sync_id}",
+    tag = "connectors",
+    operation_id = "get_sync",
+    params(("connector_id" = String, Path, format = Uuid), ("sync_id" = String, Path, format = Uuid)),
+    responses(
+        (status = 200, description = "The sync job", body = SyncJob)
+    )
+)]
 async fn read_sync(
     State(state): State<AppState>,
     auth: ApiAuth,
@@ -281,6 +377,17 @@ async fn find_sync(
         .ok_or(ApiError::NotFound("sync job"))
 }
 
+#[utoipa::path(
+    post,
+    path = "/connectors/{connector_id}/syncs/{sync_id}/complete",
+    tag = "connectors",
+    operation_id = "complete_sync",
+    params(("connector_id" = String, Path, format = Uuid), ("sync_id" = String, Path, format = Uuid)),
+    responses(
+        (status = 200, description = "The sync job, done; `connector_synced` is emitted", body = SyncJob),
+        (status = 409, description = "The sync job has already finished", body = ErrorOut)
+    )
+)]
 async fn complete_sync(
     State(state): State<AppState>,
     auth: ApiAuth,
@@ -303,13 +410,30 @@ async fn complete_sync(
     Ok(Json(job))
 }
 
-#[derive(Deserialize)]
+/// Why a sync failed.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"message": "The HR system refused the credentials", "detail": {"status": 401}}))]
 struct FailIn {
+    #[schema(min_length = 1, max_length = 2000)]
     message: String,
+    /// Any JSON object; sent as the payload's `error.detail`.
+    #[schema(value_type = Option<Object>)]
     detail: Option<Value>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/connectors/{connector_id}/syncs/{sync_id}/fail",
+    tag = "connectors",
+    operation_id = "fail_sync",
+    params(("connector_id" = String, Path, format = Uuid), ("sync_id" = String, Path, format = Uuid)),
+    request_body = FailIn,
+    responses(
+        (status = 200, description = "The sync job, failed; `connector_sync_error` is emitted", body = SyncJob),
+        (status = 409, description = "The sync job has already finished", body = ErrorOut)
+    )
+)]
 async fn fail_sync(
     State(state): State<AppState>,
     auth: ApiAuth,
@@ -380,19 +504,43 @@ async fn emit_sync(
     Ok(())
 }
 
-#[derive(Deserialize)]
+/// Records of one unified model that were created or modified.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"model": "employee", "ids": ["emp_1", "emp_2"]}))]
 struct ChangesIn {
+    /// The unified model's name: lowercase letters, digits and underscores.
+    #[schema(pattern = "^[a-z0-9_]{1,64}$")]
     model: String,
+    /// The affected records' ids.
+    #[schema(min_items = 1, max_items = 10000)]
     ids: Vec<String>,
 }
 
+/// The events a data change emitted, and how many deliveries they make.
+#[derive(Serialize, utoipa::ToSchema)]
+struct ChangesOut {
+    event_ids: Vec<EventId>,
+    deliveries: usize,
+}
+
+#[utoipa::path(
+    post,
+    path = "/connectors/{connector_id}/changes",
+    tag = "connectors",
+    operation_id = "data_changed",
+    params(("connector_id" = String, Path, format = Uuid)),
+    request_body = ChangesIn,
+    responses(
+        (status = 202, description = "Emitted: `employee_data_changed` for the `employee` model, and `connector_data_modified` for every model", body = ChangesOut)
+    )
+)]
 async fn data_changed(
     State(state): State<AppState>,
     auth: ApiAuth,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<ChangesIn>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<ChangesOut>), ApiError> {
     let connector = find(&state, auth, &id).await?;
     let mut p = Problems::default();
     let model = p.check(&["body", "model"], parse_model(&body.model));
@@ -425,7 +573,10 @@ async fn data_changed(
     .await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "event_ids": emitted.event_ids, "deliveries": emitted.deliveries })),
+        Json(ChangesOut {
+            event_ids: emitted.event_ids,
+            deliveries: emitted.deliveries,
+        }),
     ))
 }
 

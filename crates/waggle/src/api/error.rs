@@ -17,8 +17,10 @@ use crate::domain::Invalid;
 use crate::storage::StoreError;
 
 /// One validation problem: where, what, and its kind.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct FieldError {
+    /// Where: `body` or `query`, then the field's path.
+    #[schema(example = json!(["body", "url"]))]
     pub loc: Vec<String>,
     pub msg: String,
     #[serde(rename = "type")]
@@ -33,6 +35,19 @@ impl FieldError {
             kind: invalid.kind.to_owned(),
         }
     }
+}
+
+/// The answer of every refused call but a validation error.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorOut {
+    /// What went wrong, for a person to read.
+    pub detail: String,
+}
+
+/// The answer of a call whose input is invalid (422): every problem found at once.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ValidationErrorOut {
+    pub detail: Vec<FieldError>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,11 +156,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
-/// Parses a JSON document into `T`, naming the failing field. Before any field is read,
-/// the document must be well formed, nest at most [`MAX_JSON_DEPTH`] deep, and name no
+/// Parses a JSON object into `T`, naming the failing field. Before any field is read,
+/// the document must be well formed, be an object (serde would also read a struct from
+/// an array of its fields in order), nest at most [`MAX_JSON_DEPTH`] deep, and name no
 /// key twice in one object (serde_json alone keeps the last of two).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     check_shape(bytes)?;
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::field(
+            &["body"],
+            Invalid::new("type_error.dict", "the body must be a JSON object"),
+        ));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let mut loc = vec!["body".to_owned()];

@@ -5,10 +5,11 @@ use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::ApiAuth;
 use super::error::{ApiError, Problems};
@@ -21,15 +22,15 @@ use crate::domain::time::{self, Timestamp};
 use crate::domain::Invalid;
 use crate::storage::{LogDetail, LogEntry, LogFilter};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/webhooks/logs", get(list))
-        .route("/webhooks/logs/{log_id}", get(read))
-        .route("/webhooks/logs/{log_id}/resend", post(resend))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(read))
+        .routes(routes!(resend))
 }
 
 /// A log as listed.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LogOut {
     pub id: DeliveryId,
     pub webhook_id: WebhookId,
@@ -39,17 +40,20 @@ pub struct LogOut {
     pub url: String,
     pub response_code: Option<u16>,
     #[serde(with = "time::serde_format")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
     pub integration_name: String,
     pub end_user_name: String,
     pub origin_id: String,
     pub webhook_action: EventType,
     /// `pending`, `delivered`, `failed` or `cancelled`.
+    #[schema(example = "delivered")]
     pub status: String,
     pub attempts: u32,
     /// The failure category of the last attempt, when it got no response.
     pub error: Option<String>,
     #[serde(with = "time::serde_format::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub next_attempt_at: Option<Timestamp>,
 }
 
@@ -166,6 +170,24 @@ fn parse_uuid<T: std::str::FromStr>(value: &str, what: &str) -> Result<T, Invali
         .map_err(|_| Invalid::new("type_error.uuid", format!("{what} must be a UUID")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/webhooks/logs",
+    tag = "logs",
+    operation_id = "list_logs",
+    params(
+        ("webhook_id" = Option<String>, Query, description = "A webhook's id (a UUID); empty for any"),
+        ("connector_id" = Option<String>, Query, description = "A connector's id (a UUID); empty for any"),
+        ("webhook_action" = Option<String>, Query, description = "Event types, comma-separated"),
+        ("response_code" = Option<String>, Query, description = "HTTP statuses, comma-separated"),
+        ("created_at_from" = Option<String>, Query, description = "ISO 8601; UTC when it has no offset"),
+        ("created_at_to" = Option<String>, Query, description = "ISO 8601; UTC when it has no offset"),
+        ("errors_only" = Option<bool>, Query, description = "Only HTTP statuses from 400 and network failures"),
+        ("page_size" = Option<u32>, Query, minimum = 1, maximum = 50, description = "Default 25"),
+        ("cursor" = Option<String>, Query, description = "The `cursor` of the previous page"),
+    ),
+    responses((status = 200, description = "One page of logs, newest first", body = Page<LogOut>))
+)]
 async fn list(
     State(state): State<AppState>,
     auth: ApiAuth,
@@ -180,92 +202,168 @@ async fn list(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/webhooks/logs/{log_id}",
+    tag = "logs",
+    operation_id = "get_log",
+    params(("log_id" = String, Path, format = Uuid)),
+    responses((status = 200, description = "The log with its attempts", body = LogDetailOut))
+)]
 async fn read(
     State(state): State<AppState>,
     auth: ApiAuth,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LogDetailOut>, ApiError> {
     let id = parse_path_id::<DeliveryId>(&id, "log")?;
     let detail = state
         .store
         .log(auth.org_id, id)
         .await?
         .ok_or(ApiError::NotFound("log"))?;
-    Ok(Json(detail_json(detail)))
+    Ok(Json(LogDetailOut::from(detail)))
 }
 
 /// A log with one `request` and one `response` entry per attempt.
-pub fn detail_json(detail: LogDetail) -> Value {
-    let body: Value = serde_json::from_slice(&detail.body)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&detail.body).into_owned()));
-    let request: Vec<Value> = detail
-        .attempts
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct LogDetailOut {
+    #[serde(flatten)]
+    log: LogOut,
+    request: Vec<RequestOut>,
+    response: Vec<ResponseOut>,
+}
+
+/// What one attempt sent.
+#[derive(Serialize, utoipa::ToSchema)]
+struct RequestOut {
+    attempt: u32,
+    #[serde(with = "time::serde_format")]
+    #[schema(value_type = String, format = DateTime)]
+    timestamp: Timestamp,
+    method: &'static str,
+    url: String,
+    #[schema(value_type = HashMap<String, String>)]
+    headers: serde_json::Map<String, Value>,
+    /// The body sent: the event's JSON (text where it is not JSON).
+    body: Value,
+}
+
+/// What one attempt got back: a response, or the failure that stopped it.
+#[derive(Serialize, utoipa::ToSchema)]
+struct ResponseOut {
+    attempt: u32,
+    #[serde(with = "time::serde_format")]
+    #[schema(value_type = String, format = DateTime)]
+    timestamp: Timestamp,
+    status_code: Option<u16>,
+    #[schema(value_type = Option<HashMap<String, String>>)]
+    headers: Option<serde_json::Map<String, Value>>,
+    /// At most the first 64 KiB.
+    body: Option<String>,
+    error: Option<FailureOut>,
+    duration_ms: f64,
+}
+
+/// A network-layer failure: its category (`connect_error`, `read_timeout`, …) and what
+/// happened.
+#[derive(Serialize, utoipa::ToSchema)]
+struct FailureOut {
+    category: &'static str,
+    message: String,
+}
+
+impl From<LogDetail> for LogDetailOut {
+    fn from(detail: LogDetail) -> Self {
+        let body: Value = serde_json::from_slice(&detail.body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&detail.body).into_owned()));
+        let request = detail
+            .attempts
+            .iter()
+            .map(|a| RequestOut {
+                attempt: a.number,
+                timestamp: a.started_at,
+                method: "POST",
+                url: a.request_url.clone(),
+                headers: headers_json(&a.request_headers),
+                body: body.clone(),
+            })
+            .collect();
+        let response = detail.attempts.iter().map(ResponseOut::from).collect();
+        Self {
+            log: LogOut::from(detail.entry),
+            request,
+            response,
+        }
+    }
+}
+
+fn headers_json(headers: &[(String, String)]) -> serde_json::Map<String, Value> {
+    headers
         .iter()
-        .map(|a| request_json(a, &body))
-        .collect();
-    let response: Vec<Value> = detail.attempts.iter().map(response_json).collect();
-    let mut out = serde_json::to_value(LogOut::from(detail.entry)).expect("logs serialize");
-    out["request"] = Value::Array(request);
-    out["response"] = Value::Array(response);
-    out
+        .map(|(name, value)| (name.clone(), Value::String(value.clone())))
+        .collect()
 }
 
-fn headers_json(headers: &[(String, String)]) -> Value {
-    let mut map = serde_json::Map::new();
-    for (name, value) in headers {
-        map.insert(name.clone(), Value::String(value.clone()));
-    }
-    Value::Object(map)
-}
-
-fn request_json(a: &Attempt, body: &Value) -> Value {
-    json!({
-        "attempt": a.number,
-        "timestamp": time::format(&a.started_at),
-        "method": "POST",
-        "url": a.request_url,
-        "headers": headers_json(&a.request_headers),
-        "body": body,
-    })
-}
-
-fn response_json(a: &Attempt) -> Value {
-    let duration_ms = (a.duration.as_secs_f64() * 1e4).round() / 10.0;
-    match &a.result {
-        AttemptResult::Response {
-            status,
-            headers,
-            body,
-        } => json!({
-            "attempt": a.number,
-            "timestamp": time::format(&a.started_at),
-            "status_code": status,
-            "headers": headers_json(headers),
-            "body": String::from_utf8_lossy(body),
-            "error": null,
-            "duration_ms": duration_ms,
-        }),
-        AttemptResult::Failure { category, message } => json!({
-            "attempt": a.number,
-            "timestamp": time::format(&a.started_at),
-            "status_code": null,
-            "headers": null,
-            "body": null,
-            "error": {"category": category.as_str(), "message": message},
-            "duration_ms": duration_ms,
-        }),
+impl From<&Attempt> for ResponseOut {
+    fn from(a: &Attempt) -> Self {
+        let mut out = ResponseOut {
+            attempt: a.number,
+            timestamp: a.started_at,
+            status_code: None,
+            headers: None,
+            body: None,
+            error: None,
+            duration_ms: (a.duration.as_secs_f64() * 1e4).round() / 10.0,
+        };
+        match &a.result {
+            AttemptResult::Response {
+                status,
+                headers,
+                body,
+            } => {
+                out.status_code = Some(*status);
+                out.headers = Some(headers_json(headers));
+                out.body = Some(String::from_utf8_lossy(body).into_owned());
+            }
+            AttemptResult::Failure { category, message } => {
+                out.error = Some(FailureOut {
+                    category: category.as_str(),
+                    message: message.clone(),
+                });
+            }
+        }
+        out
     }
 }
 
+/// The answer of a resend.
+#[derive(Serialize, utoipa::ToSchema)]
+struct ResendOut {
+    /// The new delivery's id, a log of its own.
+    id: DeliveryId,
+    resent_from: DeliveryId,
+}
+
+#[utoipa::path(
+    post,
+    path = "/webhooks/logs/{log_id}/resend",
+    tag = "logs",
+    operation_id = "resend_log",
+    params(("log_id" = String, Path, format = Uuid)),
+    responses((status = 202, description = "A new delivery of the same body, started", body = ResendOut))
+)]
 async fn resend(
     State(state): State<AppState>,
     auth: ApiAuth,
     Path(id): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<ResendOut>), ApiError> {
     let id = parse_path_id::<DeliveryId>(&id, "log")?;
     let new_id = state.resend(auth.org_id, id).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "id": new_id, "resent_from": id })),
+        Json(ResendOut {
+            id: new_id,
+            resent_from: id,
+        }),
     ))
 }

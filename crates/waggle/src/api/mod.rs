@@ -7,9 +7,11 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
+use serde::Serialize;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::delivery::{Dispatcher, KeyCache, Sender};
 use crate::domain::ids::{DeliveryId, OrgId};
@@ -21,6 +23,7 @@ pub mod connectors;
 pub mod error;
 pub mod limits;
 pub mod logs;
+pub mod openapi;
 pub mod pagination;
 pub mod webhooks;
 
@@ -60,31 +63,80 @@ impl AppState {
     }
 }
 
-pub fn router(state: &AppState) -> Router<AppState> {
-    let v1 = Router::new()
+/// The API's routes with their documentation (see [`openapi`]): what both [`router`] and
+/// the document are made of.
+pub fn documented_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .nest("/api/v1", v1_routes())
+        .merge(public_routes())
+}
+
+/// What answers without a key, outside `/api/v1`.
+fn public_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(health))
+}
+
+/// Everything under `/api/v1`.
+fn v1_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .merge(webhooks::router())
         .merge(logs::router())
         .merge(connectors::router())
         .merge(api_keys::router())
+        .routes(routes!(openapi::openapi_json))
+}
+
+pub fn router(state: &AppState) -> Router<AppState> {
+    let (v1, _) = v1_routes().split_for_parts();
+    let v1 = v1
         .fallback(|| async { ApiError::NotFound("resource") })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::limit,
         ));
+    let (public, _) = public_routes().split_for_parts();
     Router::new()
         .nest("/api/v1", v1)
-        .route("/healthz", get(health))
+        .merge(public)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+/// The answer of `/healthz`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct HealthOut {
+    /// `ok`, or `unavailable` once the store cannot write.
+    #[schema(example = "ok")]
+    status: &'static str,
+    /// Why the store cannot write.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 /// 200 while the store can write; 503 with the reason once it cannot (the process is then
 /// stopping, to be restarted).
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "service",
+    security(()),
+    responses(
+        (status = 200, description = "The store can write", body = HealthOut),
+        (status = 503, description = "The store cannot write; the process is stopping", body = HealthOut),
+    )
+)]
 async fn health(State(state): State<AppState>) -> Response {
     match state.store.health().borrow().clone() {
-        None => Json(json!({"status": "ok"})).into_response(),
+        None => Json(HealthOut {
+            status: "ok",
+            reason: None,
+        })
+        .into_response(),
         Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "reason": reason})),
+            Json(HealthOut {
+                status: "unavailable",
+                reason: Some(reason),
+            }),
         )
             .into_response(),
     }

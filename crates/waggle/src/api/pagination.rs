@@ -11,7 +11,7 @@ use super::error::ApiError;
 use crate::domain::Invalid;
 
 /// One page of a list: `{"cursor", "page_size", "items"}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     /// Pass it back to get the next page; `null` on the last page.
     pub cursor: Option<String>,

@@ -4,11 +4,11 @@ use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use bytes::Bytes;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::ApiAuth;
 use super::error::{ApiError, JsonBody, Problems};
@@ -22,39 +22,56 @@ use crate::domain::signature::SignatureKey;
 use crate::domain::webhook::{self, NewWebhook, Webhook, WebhookChanges};
 use crate::domain::Invalid;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/webhooks", get(list).post(create))
-        .route("/webhooks/test-url", post(test_url))
-        .route("/webhooks/signature-key", get(signature_key))
-        .route(
-            "/webhooks/signature-key/regenerate",
-            post(regenerate_signature_key),
-        )
-        .route(
-            "/webhooks/{webhook_id}",
-            get(read).patch(update).delete(remove),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(test_url))
+        .routes(routes!(signature_key))
+        .routes(routes!(regenerate_signature_key))
+        .routes(routes!(read, update, remove))
 }
 
-#[derive(Deserialize)]
+/// A new webhook. Fields are read as text and parsed into the domain's types, so that
+/// every problem is named at once (422).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "url": "https://example.com/hooks",
+    "name": "Employee data",
+    "type": "production",
+    "events": ["connector_sync_started", "connector_synced"]
+}))]
 pub struct WebhookIn {
+    /// An http(s) URL; private, loopback and link-local destinations are refused unless
+    /// the operator allows them.
+    #[schema(format = "uri", max_length = 2048)]
     url: String,
+    #[schema(min_length = 1, max_length = 255)]
     name: String,
+    /// The environment whose connectors' events this webhook receives.
     #[serde(rename = "type")]
+    #[schema(value_type = Environment)]
     environment: String,
+    /// The event types to send, at least one.
+    #[schema(value_type = Vec<EventType>, min_items = 1, max_items = 50)]
     events: Vec<String>,
+    /// Defaults to true.
     is_enabled: Option<bool>,
 }
 
-#[derive(Deserialize, Default)]
+/// Changes to a webhook: any of its fields; those absent stay as they are.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Employee data (v2)", "is_enabled": false}))]
 pub struct WebhookPatch {
+    #[schema(format = "uri", max_length = 2048)]
     url: Option<String>,
+    #[schema(min_length = 1, max_length = 255)]
     name: Option<String>,
     #[serde(rename = "type")]
+    #[schema(value_type = Option<Environment>)]
     environment: Option<String>,
+    #[schema(value_type = Option<Vec<EventType>>, min_items = 1, max_items = 50)]
     events: Option<Vec<String>>,
     is_enabled: Option<bool>,
 }
@@ -107,6 +124,18 @@ impl WebhookPatch {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/webhooks",
+    tag = "webhooks",
+    operation_id = "list_webhooks",
+    params(
+        ("is_active" = Option<bool>, Query, description = "Only enabled (true) or disabled (false) webhooks"),
+        ("page_size" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Default 20"),
+        ("cursor" = Option<String>, Query, description = "The `cursor` of the previous page"),
+    ),
+    responses((status = 200, description = "One page of webhooks, oldest first", body = Page<Webhook>))
+)]
 async fn list(
     State(state): State<AppState>,
     auth: ApiAuth,
@@ -132,6 +161,14 @@ async fn list(
     Ok(Json(Page::from_fetched(items, page_size, |w| w.webhook_id)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/webhooks",
+    tag = "webhooks",
+    operation_id = "create_webhook",
+    request_body = WebhookIn,
+    responses((status = 201, description = "The webhook made", body = Webhook))
+)]
 async fn create(
     State(state): State<AppState>,
     auth: ApiAuth,
@@ -143,6 +180,14 @@ async fn create(
     Ok((StatusCode::CREATED, Json(webhook)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/webhooks/{webhook_id}",
+    tag = "webhooks",
+    operation_id = "get_webhook",
+    params(("webhook_id" = String, Path, format = Uuid)),
+    responses((status = 200, description = "The webhook", body = Webhook))
+)]
 async fn read(
     State(state): State<AppState>,
     auth: ApiAuth,
@@ -157,6 +202,15 @@ async fn read(
     Ok(Json(webhook))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/webhooks/{webhook_id}",
+    tag = "webhooks",
+    operation_id = "update_webhook",
+    params(("webhook_id" = String, Path, format = Uuid)),
+    request_body = WebhookPatch,
+    responses((status = 200, description = "The webhook as changed", body = Webhook))
+)]
 async fn update(
     State(state): State<AppState>,
     auth: ApiAuth,
@@ -173,6 +227,14 @@ async fn update(
     Ok(Json(webhook))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/webhooks/{webhook_id}",
+    tag = "webhooks",
+    operation_id = "delete_webhook",
+    params(("webhook_id" = String, Path, format = Uuid)),
+    responses((status = 204, description = "Deleted; its pending deliveries are cancelled, its logs kept"))
+)]
 async fn remove(
     State(state): State<AppState>,
     auth: ApiAuth,
@@ -187,18 +249,40 @@ async fn remove(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"url": "https://example.com/hooks"}))]
 struct TestUrlIn {
+    #[schema(format = "uri", max_length = 2048)]
     url: String,
 }
 
+/// How a Test URL went: the status the URL answered, or why it could not.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TestUrlOut {
+    pub response_code: Option<u16>,
+    /// The failure category, when no answer came.
+    pub error: Option<&'static str>,
+    /// What failed, in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub duration_ms: f64,
+}
+
 /// Sends one signed sample event to a URL, with no retry, and tells how it went.
+#[utoipa::path(
+    post,
+    path = "/webhooks/test-url",
+    tag = "webhooks",
+    operation_id = "test_url",
+    request_body = TestUrlIn,
+    responses((status = 200, description = "How the URL answered the sample event", body = TestUrlOut))
+)]
 async fn test_url(
     State(state): State<AppState>,
     auth: ApiAuth,
     JsonBody(body): JsonBody<TestUrlIn>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TestUrlOut>, ApiError> {
     let url = WebhookUrl::parse(&body.url, state.allow_private_destinations)
         .map_err(|e| ApiError::field(&["body", "url"], e))?;
     let org = state.keys.organization(auth.org_id).await?;
@@ -207,7 +291,11 @@ async fn test_url(
 
 /// The sample event of the provider's page, addressed to `url` and signed with the
 /// organization's key; shared with the dashboard's Test URL button.
-pub async fn send_test(state: &AppState, org: &crate::storage::Organization, url: &str) -> Value {
+pub async fn send_test(
+    state: &AppState,
+    org: &crate::storage::Organization,
+    url: &str,
+) -> TestUrlOut {
     let body = super::sample_payload(&org.name, url);
     let sent = state
         .sender
@@ -220,29 +308,62 @@ pub async fn send_test(state: &AppState, org: &crate::storage::Organization, url
         .await;
     let duration_ms = (sent.duration.as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
     match sent.result {
-        AttemptResult::Response { status, .. } => {
-            json!({"response_code": status, "error": null, "duration_ms": duration_ms})
-        }
-        AttemptResult::Failure { category, message } => json!({
-            "response_code": null, "error": category.as_str(), "message": message, "duration_ms": duration_ms
-        }),
+        AttemptResult::Response { status, .. } => TestUrlOut {
+            response_code: Some(status),
+            error: None,
+            message: None,
+            duration_ms,
+        },
+        AttemptResult::Failure { category, message } => TestUrlOut {
+            response_code: None,
+            error: Some(category.as_str()),
+            message: Some(message),
+            duration_ms,
+        },
     }
 }
 
+/// The organization's signature key.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SignatureKeyOut {
+    /// Signs every delivery: `X-Bindbee-Webhook-Signature` is the URL-safe base64 of
+    /// HMAC-SHA256(this key as UTF-8, the body).
+    #[schema(example = "whsk_…")]
+    signature_key: String,
+}
+
+#[utoipa::path(
+    get,
+    path = "/webhooks/signature-key",
+    tag = "webhooks",
+    operation_id = "get_signature_key",
+    responses((status = 200, description = "The organization's signature key", body = SignatureKeyOut))
+)]
 async fn signature_key(
     State(state): State<AppState>,
     auth: ApiAuth,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SignatureKeyOut>, ApiError> {
     let key = state.keys.get(auth.org_id).await?;
-    Ok(Json(json!({ "signature_key": key.expose() })))
+    Ok(Json(SignatureKeyOut {
+        signature_key: key.expose().to_owned(),
+    }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/webhooks/signature-key/regenerate",
+    tag = "webhooks",
+    operation_id = "regenerate_signature_key",
+    responses((status = 200, description = "The new key; the old one signs nothing from now on", body = SignatureKeyOut))
+)]
 async fn regenerate_signature_key(
     State(state): State<AppState>,
     auth: ApiAuth,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SignatureKeyOut>, ApiError> {
     let key = SignatureKey::generate();
     state.keys.replace(auth.org_id, key.clone()).await?;
     tracing::info!(org_id = %auth.org_id, "signature key regenerated");
-    Ok(Json(json!({ "signature_key": key.expose() })))
+    Ok(Json(SignatureKeyOut {
+        signature_key: key.expose().to_owned(),
+    }))
 }

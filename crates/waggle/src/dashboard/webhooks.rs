@@ -136,7 +136,7 @@ async fn run_test(
                 let org = state.keys.organization(session.org_id).await?;
                 let sent = api::webhooks::send_test(state, &org, url.as_str()).await;
                 tracing::info!(org_id = %session.org_id, json = wants_json(headers), "test URL sent from the dashboard");
-                Ok(sent)
+                Ok(serde_json::to_value(sent).expect("a test result serializes"))
             }
             Err(invalid) => Err(invalid.message),
         },

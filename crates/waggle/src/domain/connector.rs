@@ -7,7 +7,7 @@ use super::ids::{ConnectorId, OrgId, SyncId};
 use super::time::{self, Timestamp};
 use super::Invalid;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ConnectorStatus {
     Complete,
@@ -38,7 +38,7 @@ impl ConnectorStatus {
 }
 
 /// A connector as stored, and as snapshotted into events.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Connector {
     pub id: ConnectorId,
     #[serde(skip)]
@@ -52,10 +52,11 @@ pub struct Connector {
     pub end_user_name: String,
     pub end_user_email: String,
     #[serde(with = "time::serde_format")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SyncType {
     Manual,
@@ -83,7 +84,7 @@ impl SyncType {
 }
 
 /// Where a sync job stands; `Syncing` until it completes or fails, once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum DisplayStatus {
     Syncing,
     Done,
@@ -110,15 +111,16 @@ impl DisplayStatus {
 }
 
 /// Why a sync failed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SyncError {
     #[serde(with = "time::serde_format")]
+    #[schema(value_type = String, format = DateTime)]
     pub failed_at: Timestamp,
     pub message: String,
     pub detail: serde_json::Value,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SyncJob {
     pub id: SyncId,
     pub connector_id: ConnectorId,
@@ -126,8 +128,10 @@ pub struct SyncJob {
     pub sync_type: SyncType,
     pub display_status: DisplayStatus,
     #[serde(with = "time::serde_format")]
+    #[schema(value_type = String, format = DateTime)]
     pub last_sync_start_time: Timestamp,
     #[serde(with = "time::serde_format::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<Timestamp>,
     pub error: Option<SyncError>,
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::Invalid;
 
 /// What happened; the value of `webhook.event` in payloads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventType {
     ConnectorSyncStarted,
@@ -113,7 +113,7 @@ impl fmt::Display for EventType {
 pub const MAX_EVENTS_LISTED: usize = 50;
 
 /// Production or development: a webhook's `type`, a connector's `environment`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Environment {
     Production,

@@ -8,7 +8,7 @@ use super::ids::{OrgId, WebhookId};
 use super::time::{self, Timestamp};
 use super::Invalid;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Webhook {
     pub webhook_id: WebhookId,
     #[serde(skip)]
@@ -17,8 +17,10 @@ pub struct Webhook {
     pub url: String,
     pub is_enabled: bool,
     #[serde(with = "time::serde_format")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
     #[serde(with = "time::serde_format::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_triggered_at: Option<Timestamp>,
     #[serde(rename = "type")]
     pub environment: Environment,

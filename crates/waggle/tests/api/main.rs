@@ -11,6 +11,7 @@ mod input;
 mod limits;
 mod logs;
 mod multinode;
+mod openapi;
 mod storage;
 #[path = "../support/mod.rs"]
 mod support;
