@@ -3,8 +3,11 @@
 #   1. unit and integration tests on the embedded SQLite backend,
 #   2. the same integration suite on PostgreSQL, when a server answers on 127.0.0.1:5432,
 #   3. the dashboard's browser tests, when Chromium and ChromeDriver are installed
-#      (this script installs them when it runs as root on Debian).
-# Set WAGGLE_REQUIRE_POSTGRES=1 or WAGGLE_REQUIRE_BROWSER=1 to fail instead of skipping.
+#      (this script installs them when it runs as root on Debian),
+#   4. the API fuzzed from its OpenAPI document (scripts/fuzz-api.sh), where the script
+#      can give it a network namespace of its own (as root).
+# Set WAGGLE_REQUIRE_POSTGRES=1, WAGGLE_REQUIRE_BROWSER=1 or WAGGLE_REQUIRE_FUZZ=1 to fail
+# instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,4 +30,13 @@ elif [ "${WAGGLE_REQUIRE_POSTGRES:-}" = 1 ]; then
     exit 1
 else
     loud "SKIPPED: the PostgreSQL suite (no server on 127.0.0.1:5432; trust auth, user postgres, database test)."
+fi
+
+if unshare --net true 2>/dev/null && command -v python3 >/dev/null 2>&1; then
+    scripts/fuzz-api.sh
+elif [ "${WAGGLE_REQUIRE_FUZZ:-}" = 1 ]; then
+    echo "The API fuzzing is required (WAGGLE_REQUIRE_FUZZ=1) but needs python3 and unshare --net (root)" >&2
+    exit 1
+else
+    loud "SKIPPED: the API fuzzing (it needs python3 and a network namespace of its own: run as root)."
 fi
