@@ -4,9 +4,11 @@
 use std::time::Duration;
 
 use clap::Args;
+use ipnet::IpNet;
 
 use crate::delivery::dispatcher::DispatcherConfig;
 use crate::delivery::sender::SenderConfig;
+use crate::domain::destination::DestinationPolicy;
 use crate::domain::retry::{self, RetryPolicy};
 
 #[derive(Debug, Clone, Args)]
@@ -31,6 +33,18 @@ pub struct Config {
         default_value_t = false
     )]
     pub allow_private_destinations: bool,
+
+    /// Allow deliveries to the addresses of this range (CIDR, or one address), though it
+    /// is private, loopback or link-local; repeatable. Checked on the address connected
+    /// to, whatever the URL's spelling.
+    #[arg(
+        long = "allow-destination",
+        env = "WAGGLE_ALLOW_DESTINATIONS",
+        value_name = "CIDR",
+        value_delimiter = ',',
+        value_parser = parse_net
+    )]
+    pub allow_destinations: Vec<IpNet>,
 
     /// Header that carries each delivery's signature.
     #[arg(long, env = "WAGGLE_SIGNATURE_HEADER", default_value = waggle_verify::SIGNATURE_HEADER)]
@@ -89,6 +103,15 @@ fn parse_backoff(value: &str) -> Result<Backoff, String> {
     retry::parse_backoff(value).map(Backoff)
 }
 
+/// A CIDR range (`10.1.0.0/16`, `fd00::/8`), or one address (`127.0.0.1`).
+fn parse_net(value: &str) -> Result<IpNet, String> {
+    let value = value.trim();
+    value
+        .parse::<IpNet>()
+        .or_else(|_| value.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("'{value}' is neither a CIDR range nor an IP address"))
+}
+
 impl Config {
     /// The configuration of a test or embedded instance: a given database, port 0.
     pub fn for_database(database: impl Into<String>) -> Self {
@@ -112,9 +135,17 @@ impl Config {
         }
     }
 
+    /// Which addresses deliveries, Test URL and webhook URLs may name.
+    pub fn destinations(&self) -> DestinationPolicy {
+        DestinationPolicy {
+            allow_private: self.allow_private_destinations,
+            allowed: self.allow_destinations.clone(),
+        }
+    }
+
     pub fn sender(&self) -> anyhow::Result<SenderConfig> {
         Ok(SenderConfig {
-            allow_private_destinations: self.allow_private_destinations,
+            destinations: self.destinations(),
             signature_header: self.signature_header.parse().map_err(|_| {
                 anyhow::anyhow!("invalid signature header name '{}'", self.signature_header)
             })?,

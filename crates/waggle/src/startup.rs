@@ -65,7 +65,7 @@ impl App {
             keys,
             sender,
             dispatcher: dispatcher.clone(),
-            allow_private_destinations: config.allow_private_destinations,
+            destinations: config.destinations(),
             key_usage: Default::default(),
             limits: Arc::new(crate::api::limits::RateLimits::new(config.rate_limit)),
         };

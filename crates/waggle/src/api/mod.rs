@@ -14,6 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::delivery::{Dispatcher, KeyCache, Sender};
+use crate::domain::destination::DestinationPolicy;
 use crate::domain::ids::{DeliveryId, OrgId};
 use crate::storage::Store;
 
@@ -41,7 +42,9 @@ pub struct AppState {
     pub sender: Sender,
     /// This node's dispatcher, when it runs one: new deliveries are handed to it at once.
     pub dispatcher: Option<Dispatcher>,
-    pub allow_private_destinations: bool,
+    /// Which addresses webhook URLs may name (IP literals; names are checked when
+    /// delivering).
+    pub destinations: DestinationPolicy,
     pub key_usage: Arc<auth::KeyUsage>,
     pub limits: Arc<limits::RateLimits>,
 }

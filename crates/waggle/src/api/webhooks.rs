@@ -15,7 +15,7 @@ use super::error::{ApiError, JsonBody, Problems};
 use super::pagination::{self, Page};
 use super::{parse_path_id, AppState};
 use crate::domain::attempt::AttemptResult;
-use crate::domain::destination::WebhookUrl;
+use crate::domain::destination::{DestinationPolicy, WebhookUrl};
 use crate::domain::event::{Environment, EventType};
 use crate::domain::ids::WebhookId;
 use crate::domain::signature::SignatureKey;
@@ -77,12 +77,9 @@ pub struct WebhookPatch {
 }
 
 impl WebhookIn {
-    pub fn parse(&self, allow_private: bool) -> Result<NewWebhook, ApiError> {
+    pub fn parse(&self, destinations: &DestinationPolicy) -> Result<NewWebhook, ApiError> {
         let mut p = Problems::default();
-        let url = p.check(
-            &["body", "url"],
-            WebhookUrl::parse(&self.url, allow_private),
-        );
+        let url = p.check(&["body", "url"], WebhookUrl::parse(&self.url, destinations));
         let name = p.check(&["body", "name"], webhook::parse_name(&self.name));
         let environment = p.check(&["body", "type"], Environment::parse(&self.environment));
         let events = p.check(&["body", "events"], EventType::parse_set(&self.events));
@@ -98,13 +95,13 @@ impl WebhookIn {
 }
 
 impl WebhookPatch {
-    fn parse(&self, allow_private: bool) -> Result<WebhookChanges, ApiError> {
+    fn parse(&self, destinations: &DestinationPolicy) -> Result<WebhookChanges, ApiError> {
         let mut p = Problems::default();
         let changes = WebhookChanges {
             url: self
                 .url
                 .as_deref()
-                .and_then(|u| p.check(&["body", "url"], WebhookUrl::parse(u, allow_private))),
+                .and_then(|u| p.check(&["body", "url"], WebhookUrl::parse(u, destinations))),
             name: self
                 .name
                 .as_deref()
@@ -174,7 +171,7 @@ async fn create(
     auth: ApiAuth,
     JsonBody(body): JsonBody<WebhookIn>,
 ) -> Result<(StatusCode, Json<Webhook>), ApiError> {
-    let new = body.parse(state.allow_private_destinations)?;
+    let new = body.parse(&state.destinations)?;
     let webhook = state.store.create_webhook(auth.org_id, &new).await?;
     tracing::info!(webhook_id = %webhook.webhook_id, org_id = %auth.org_id, "webhook created");
     Ok((StatusCode::CREATED, Json(webhook)))
@@ -218,7 +215,7 @@ async fn update(
     JsonBody(body): JsonBody<WebhookPatch>,
 ) -> Result<Json<Webhook>, ApiError> {
     let id = parse_path_id::<WebhookId>(&id, "webhook")?;
-    let changes = body.parse(state.allow_private_destinations)?;
+    let changes = body.parse(&state.destinations)?;
     let webhook = state
         .store
         .update_webhook(auth.org_id, id, &changes)
@@ -283,8 +280,10 @@ async fn test_url(
     auth: ApiAuth,
     JsonBody(body): JsonBody<TestUrlIn>,
 ) -> Result<Json<TestUrlOut>, ApiError> {
-    let url = WebhookUrl::parse(&body.url, state.allow_private_destinations)
-        .map_err(|e| ApiError::field(&["body", "url"], e))?;
+    // A refused address is the outcome of the test (`destination_refused`), not invalid
+    // input.
+    let url =
+        WebhookUrl::parse_syntax(&body.url).map_err(|e| ApiError::field(&["body", "url"], e))?;
     let org = state.keys.organization(auth.org_id).await?;
     Ok(Json(send_test(&state, &org, url.as_str()).await))
 }

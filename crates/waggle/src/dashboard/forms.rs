@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::extract::FormData;
 use super::views::{Choice, TestResultView, WebhookFormView};
-use crate::domain::destination::WebhookUrl;
+use crate::domain::destination::{DestinationPolicy, WebhookUrl};
 use crate::domain::event::{Environment, EventType};
 use crate::domain::webhook::{self, NewWebhook, Webhook, WebhookChanges};
 
@@ -60,8 +60,8 @@ impl WebhookInput {
     }
 
     /// Parses every field, reporting all problems at once, as the API's `WebhookIn` does.
-    pub fn parse(&self, allow_private: bool) -> Result<NewWebhook, WebhookErrors> {
-        let url = WebhookUrl::parse(&self.url, allow_private);
+    pub fn parse(&self, destinations: &DestinationPolicy) -> Result<NewWebhook, WebhookErrors> {
+        let url = WebhookUrl::parse(&self.url, destinations);
         let name = webhook::parse_name(&self.name);
         let environment = if self.environment.trim().is_empty() {
             Err(crate::domain::Invalid::new(
@@ -89,8 +89,11 @@ impl WebhookInput {
         }
     }
 
-    pub fn parse_changes(&self, allow_private: bool) -> Result<WebhookChanges, WebhookErrors> {
-        let new = self.parse(allow_private)?;
+    pub fn parse_changes(
+        &self,
+        destinations: &DestinationPolicy,
+    ) -> Result<WebhookChanges, WebhookErrors> {
+        let new = self.parse(destinations)?;
         Ok(WebhookChanges {
             name: Some(new.name),
             url: Some(new.url),
@@ -200,7 +203,7 @@ mod tests {
             environment: "staging".into(),
             events: vec![],
         };
-        let errors = input.parse(false).unwrap_err();
+        let errors = input.parse(&DestinationPolicy::default()).unwrap_err();
         assert!(errors.url.is_some());
         assert!(errors.name.is_some());
         assert!(errors.environment.is_some());
@@ -217,7 +220,7 @@ mod tests {
             environment: "development".into(),
             events: vec!["connector_synced".into(), "connector_sync_started".into()],
         };
-        let new = input.parse(false).unwrap();
+        let new = input.parse(&DestinationPolicy::default()).unwrap();
         assert_eq!(new.environment, Environment::Development);
         assert_eq!(
             new.events,

@@ -100,7 +100,7 @@ pub async fn create(
     Posted { session, form }: Posted,
 ) -> Result<Response, PageError> {
     let input = WebhookInput::from_form(&form);
-    match input.parse(state.allow_private_destinations) {
+    match input.parse(&state.destinations) {
         Ok(new) => {
             let webhook = state.store.create_webhook(session.org_id, &new).await?;
             tracing::info!(webhook_id = %webhook.webhook_id, org_id = %session.org_id, "webhook created in the dashboard");
@@ -130,17 +130,15 @@ async fn run_test(
     headers: &HeaderMap,
 ) -> Result<Result<serde_json::Value, String>, PageError> {
     let url = form.get("url").unwrap_or("");
-    Ok(
-        match WebhookUrl::parse(url, state.allow_private_destinations) {
-            Ok(url) => {
-                let org = state.keys.organization(session.org_id).await?;
-                let sent = api::webhooks::send_test(state, &org, url.as_str()).await;
-                tracing::info!(org_id = %session.org_id, json = wants_json(headers), "test URL sent from the dashboard");
-                Ok(serde_json::to_value(sent).expect("a test result serializes"))
-            }
-            Err(invalid) => Err(invalid.message),
-        },
-    )
+    Ok(match WebhookUrl::parse_syntax(url) {
+        Ok(url) => {
+            let org = state.keys.organization(session.org_id).await?;
+            let sent = api::webhooks::send_test(state, &org, url.as_str()).await;
+            tracing::info!(org_id = %session.org_id, json = wants_json(headers), "test URL sent from the dashboard");
+            Ok(serde_json::to_value(sent).expect("a test result serializes"))
+        }
+        Err(invalid) => Err(invalid.message),
+    })
 }
 
 fn test_json(result: Result<serde_json::Value, String>) -> Response {
@@ -279,7 +277,7 @@ pub async fn update(
 ) -> Result<Response, PageError> {
     let webhook = find(&state, &session, id).await?;
     let input = WebhookInput::from_form(&form);
-    match input.parse_changes(state.allow_private_destinations) {
+    match input.parse_changes(&state.destinations) {
         Ok(changes) => {
             state
                 .store

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::future::Future;
 use std::io::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -29,7 +29,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use url::Url;
 
 use crate::domain::attempt::{AttemptResult, FailureCategory, MAX_RESPONSE_BODY};
-use crate::domain::destination::{host_ip, is_public};
+use crate::domain::destination::{host_ip, localhost_addresses, DestinationPolicy};
 use crate::domain::signature::SignatureKey;
 
 /// Redirect hops followed before the attempt fails with "too many redirects".
@@ -37,7 +37,8 @@ pub const MAX_REDIRECTS: usize = 5;
 
 #[derive(Debug, Clone)]
 pub struct SenderConfig {
-    pub allow_private_destinations: bool,
+    /// Which addresses an attempt may connect to, on every hop.
+    pub destinations: DestinationPolicy,
     pub signature_header: HeaderName,
     /// The whole exchange of one attempt, redirects included.
     pub attempt_timeout: Duration,
@@ -97,19 +98,45 @@ const PARSED_URLS: usize = 10_000;
 
 /// A destination that resolved only to addresses the operator refuses.
 #[derive(Debug, thiserror::Error)]
-#[error("destination {0} resolves only to private, loopback or link-local addresses")]
-struct RefusedDestination(String);
+#[error("destination {name} resolves only to refused addresses: {why}")]
+struct RefusedDestination {
+    name: String,
+    why: String,
+}
 
-/// Resolves names and drops the addresses deliveries may not reach, so that the check
-/// holds for the address actually connected to, on every redirect hop.
+/// Looks up the addresses of a host name: the system's resolver, or a test's.
+pub trait Lookup: Send + Sync + 'static {
+    fn lookup(&self, host: String) -> BoxFuture<std::io::Result<Vec<IpAddr>>>;
+}
+
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// The operating system's resolver (getaddrinfo, on a blocking thread).
+struct SystemLookup;
+
+impl Lookup for SystemLookup {
+    fn lookup(&self, host: String) -> BoxFuture<std::io::Result<Vec<IpAddr>>> {
+        Box::pin(async move {
+            Ok(tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .map(|a| a.ip())
+                .collect())
+        })
+    }
+}
+
+/// Resolves names and drops the addresses deliveries may not reach. hyper connects to
+/// the addresses this returns and looks up nothing else, so the check holds for the
+/// address actually connected to (a name that answers differently the next time gains
+/// nothing), on every redirect hop.
 #[derive(Clone)]
 struct GuardedResolver {
-    allow_private: bool,
+    destinations: Arc<DestinationPolicy>,
+    lookup: Arc<dyn Lookup>,
 }
 
 type BoxError = Box<dyn StdError + Send + Sync>;
-type Resolving =
-    Pin<Box<dyn Future<Output = Result<std::vec::IntoIter<SocketAddr>, BoxError>> + Send>>;
+type Resolving = BoxFuture<Result<std::vec::IntoIter<SocketAddr>, BoxError>>;
 
 impl tower_service::Service<Name> for GuardedResolver {
     type Response = std::vec::IntoIter<SocketAddr>;
@@ -121,25 +148,51 @@ impl tower_service::Service<Name> for GuardedResolver {
     }
 
     fn call(&mut self, name: Name) -> Resolving {
-        let allow_private = self.allow_private;
+        let resolver = self.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .filter(|a| allow_private || is_public(a.ip()))
+            let found = match localhost_addresses(&host) {
+                Some(loopback) => loopback.to_vec(),
+                None => resolver.lookup.lookup(host.clone()).await?,
+            };
+            let mut refused = None;
+            let addrs: Vec<SocketAddr> = found
+                .into_iter()
+                .filter(|ip| match resolver.destinations.check(*ip) {
+                    Ok(()) => true,
+                    Err(why) => {
+                        refused.get_or_insert(why);
+                        false
+                    }
+                })
+                .map(|ip| SocketAddr::new(ip, 0))
                 .collect();
-            if addrs.is_empty() {
-                return Err(Box::new(RefusedDestination(host)) as BoxError);
+            match (addrs.is_empty(), refused) {
+                (true, Some(why)) => Err(Box::new(RefusedDestination {
+                    name: host,
+                    why: why.to_string(),
+                }) as BoxError),
+                (true, None) => Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{host} has no address"),
+                )
+                .into()),
+                (false, _) => Ok(addrs.into_iter()),
             }
-            Ok(addrs.into_iter())
         })
     }
 }
 
 impl Sender {
     pub fn new(config: SenderConfig) -> anyhow::Result<Self> {
+        Self::with_lookup(config, Arc::new(SystemLookup))
+    }
+
+    /// A sender that looks names up with `lookup` (tests answer names as they wish).
+    pub fn with_lookup(config: SenderConfig, lookup: Arc<dyn Lookup>) -> anyhow::Result<Self> {
         let mut tcp = HttpConnector::new_with_resolver(GuardedResolver {
-            allow_private: config.allow_private_destinations,
+            destinations: Arc::new(config.destinations.clone()),
+            lookup,
         });
         tcp.enforce_http(false); // https too, through the TLS layer
         tcp.set_nodelay(true);
@@ -343,12 +396,11 @@ impl Sender {
             ));
         }
         let ip = url.host().as_ref().and_then(host_ip)?;
-        (!self.config.allow_private_destinations && !is_public(ip)).then(|| {
-            failure(
-                FailureCategory::DestinationRefused,
-                format!("destination {ip} is a private, loopback or link-local address"),
-            )
-        })
+        let refused = self.config.destinations.check(ip).err()?;
+        Some(failure(
+            FailureCategory::DestinationRefused,
+            refused.to_string(),
+        ))
     }
 }
 
@@ -582,4 +634,124 @@ fn chain(error: &(dyn StdError + 'static)) -> String {
         source = e.source();
     }
     parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// Answers a name with each of `answers` in turn (the last one from then on), and
+    /// counts the lookups: a name whose owner changes what it resolves to.
+    struct Rebinding {
+        answers: Vec<Vec<IpAddr>>,
+        lookups: AtomicUsize,
+    }
+
+    impl Lookup for Rebinding {
+        fn lookup(&self, _host: String) -> BoxFuture<std::io::Result<Vec<IpAddr>>> {
+            let n = self.lookups.fetch_add(1, Ordering::SeqCst);
+            let answer = self.answers[n.min(self.answers.len() - 1)].clone();
+            Box::pin(async move { Ok(answer) })
+        }
+    }
+
+    /// A receiver on `ip:port` that answers 204 and closes each connection, so that
+    /// every attempt connects (and looks the name up) anew; it counts connections.
+    async fn receiver(ip: &str, port: u16) -> (u16, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind((ip, port)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    let _ = socket.read(&mut buf).await;
+                    let _ = socket
+                        .write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+                        .await;
+                });
+            }
+        });
+        (port, connections)
+    }
+
+    fn guarded_sender(lookup: Arc<dyn Lookup>) -> Sender {
+        Sender::with_lookup(
+            SenderConfig {
+                destinations: DestinationPolicy {
+                    allow_private: false,
+                    allowed: vec!["127.0.0.1/32".parse().unwrap()],
+                },
+                signature_header: HeaderName::from_static("x-signature"),
+                attempt_timeout: Duration::from_secs(5),
+                max_idle_per_host: 8,
+            },
+            lookup,
+        )
+        .unwrap()
+    }
+
+    async fn send(sender: &Sender, url: &str) -> SentAttempt {
+        let key = SignatureKey::generate();
+        sender.send(url, "d", Bytes::from_static(b"{}"), &key).await
+    }
+
+    #[tokio::test]
+    async fn the_connection_goes_to_the_address_that_was_checked() {
+        let (port, allowed) = receiver("127.0.0.1", 0).await;
+        let (_, refused) = receiver("127.0.0.2", port).await;
+        let url = format!("http://rebinding.test:{port}/hook");
+        let allowed_ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let refused_ip: IpAddr = "127.0.0.2".parse().unwrap();
+
+        // First an allowed address, then a refused one: the second attempt is refused at
+        // once, and nothing connects to the refused address.
+        let lookup = Arc::new(Rebinding {
+            answers: vec![vec![allowed_ip], vec![refused_ip]],
+            lookups: AtomicUsize::new(0),
+        });
+        let sender = guarded_sender(lookup.clone());
+        let first = send(&sender, &url).await;
+        assert!(
+            matches!(first.result, AttemptResult::Response { status: 204, .. }),
+            "{:?}",
+            first.result
+        );
+        let second = send(&sender, &url).await;
+        match &second.result {
+            AttemptResult::Failure { category, message } => {
+                assert_eq!(*category, FailureCategory::DestinationRefused);
+                assert!(message.contains("127.0.0.2"), "{message}");
+                assert!(message.contains("loopback"), "{message}");
+            }
+            other => panic!("the rebound name was reached: {other:?}"),
+        }
+        assert!(second.duration < Duration::from_secs(1), "refused at once");
+        assert_eq!(lookup.lookups.load(Ordering::SeqCst), 2, "one lookup each");
+        assert_eq!(allowed.load(Ordering::SeqCst), 1);
+        assert_eq!(refused.load(Ordering::SeqCst), 0);
+
+        // A name answering both: only the allowed one is connected to, every time.
+        let both = guarded_sender(Arc::new(Rebinding {
+            answers: vec![vec![refused_ip, allowed_ip]],
+            lookups: AtomicUsize::new(0),
+        }));
+        for _ in 0..3 {
+            let sent = send(&both, &url).await;
+            assert!(
+                matches!(sent.result, AttemptResult::Response { status: 204, .. }),
+                "{:?}",
+                sent.result
+            );
+        }
+        assert_eq!(allowed.load(Ordering::SeqCst), 4);
+        assert_eq!(refused.load(Ordering::SeqCst), 0);
+    }
 }

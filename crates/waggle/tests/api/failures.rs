@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use crate::helpers::*;
 
 /// A raw TCP receiver that reads each request and then does `behave` with the socket.
-async fn misbehaving<F, Fut>(behave: F) -> String
+pub async fn misbehaving<F, Fut>(behave: F) -> String
 where
     F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -38,7 +38,7 @@ async fn hanging() -> String {
 }
 
 /// A receiver that reads each request and answers these exact bytes.
-async fn answering(answer: &'static [u8]) -> String {
+pub async fn answering(answer: &'static [u8]) -> String {
     misbehaving(move |mut socket| async move {
         let _ = socket.write_all(answer).await;
     })

@@ -5,6 +5,7 @@ mod api_keys;
 mod cli;
 mod crash;
 mod delivery;
+mod destinations;
 mod failures;
 mod helpers;
 mod input;
