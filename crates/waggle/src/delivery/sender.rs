@@ -32,6 +32,10 @@ use crate::domain::attempt::{AttemptResult, FailureCategory, MAX_RESPONSE_BODY};
 use crate::domain::destination::{host_ip, localhost_addresses, DestinationPolicy};
 use crate::domain::signature::SignatureKey;
 
+/// The most of an answer's head (status line and headers) one attempt reads; a larger
+/// head is a `remote_protocol_error`.
+pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
 /// Redirect hops followed before the attempt fails with "too many redirects".
 pub const MAX_REDIRECTS: usize = 5;
 
@@ -207,6 +211,10 @@ impl Sender {
             // A delivery's head and body are a few hundred bytes each: copied into one
             // buffer and written at once, they cost less than a vectored write of two.
             .http1_writev(false)
+            // What one connection may buffer of an answer's head: a receiver sending
+            // megabytes of headers is refused once this is full instead of holding
+            // hyper's default of about 400 KiB per attempt.
+            .http1_max_buf_size(MAX_RESPONSE_HEAD)
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(config.max_idle_per_host)
             .pool_timer(TokioTimer::new())

@@ -92,13 +92,25 @@ fn categories(detail: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The attempt timeout of [`assert_category`]'s app.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// Delivers one event to `url`: every one of its 5 attempts fails with `expected`,
+/// each within the attempt timeout and a second.
 async fn assert_category(url: &str, expected: &str) {
     let app = spawn_app_with(|c| {
         c.retry_backoff = waggle::config::Backoff(vec![Duration::from_millis(10); 4]);
-        c.attempt_timeout = Duration::from_millis(800);
+        c.attempt_timeout = ATTEMPT_TIMEOUT;
     })
     .await;
     let detail = deliver_once(&app, url).await;
+    for response in detail["response"].as_array().unwrap() {
+        let ms = response["duration_ms"].as_f64().unwrap();
+        assert!(
+            ms <= (ATTEMPT_TIMEOUT + Duration::from_secs(1)).as_millis() as f64,
+            "an attempt took {ms} ms: {detail}"
+        );
+    }
     assert_eq!(detail["status"], "failed", "{detail}");
     assert_eq!(detail["error"], expected);
     assert_eq!(
@@ -442,4 +454,124 @@ async fn waiting_too_long_for_a_busy_webhook_is_a_pool_timeout() {
         ["pool_timeout", "read_timeout"],
         "one holds the only lane, the other waits past the limit"
     );
+}
+
+/// An answer's head: 200 with these header lines (each ending in CRLF).
+fn head(extra: &str) -> String {
+    format!("HTTP/1.1 200 OK\r\n{extra}\r\n")
+}
+
+#[tokio::test]
+async fn a_reset_in_the_middle_of_the_body_is_a_read_error() {
+    let url = misbehaving(|mut socket| async move {
+        let answer = head("content-length: 1000\r\n") + "only the start";
+        let _ = socket.write_all(answer.as_bytes()).await;
+        let _ = socket.flush().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        socket.set_zero_linger().unwrap();
+        drop(socket);
+    })
+    .await;
+    assert_category(&url, "read_error").await;
+}
+
+#[tokio::test]
+async fn a_hang_in_the_middle_of_the_body_is_a_read_timeout() {
+    let url = misbehaving(|mut socket| async move {
+        let answer = head("content-length: 1000\r\n") + "only the start";
+        let _ = socket.write_all(answer.as_bytes()).await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    })
+    .await;
+    assert_category(&url, "read_timeout").await;
+}
+
+#[tokio::test]
+async fn an_answer_trickled_a_byte_a_second_is_cut_by_the_whole_exchange_budget() {
+    // Each byte comes well within any per-read limit; the attempt's budget is for the
+    // whole exchange.
+    let url = misbehaving(|mut socket| async move {
+        for byte in head("content-length: 2\r\n").bytes().chain(*b"ok") {
+            if socket.write_all(&[byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+    .await;
+    assert_category(&url, "read_timeout").await;
+}
+
+#[tokio::test]
+async fn ten_thousand_response_headers_are_a_remote_protocol_error() {
+    let lines: String = (0..10_000).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let answer = head(&(lines + "content-length: 0\r\n"));
+    let url = answering(answer.into_bytes().leak()).await;
+    assert_category(&url, "remote_protocol_error").await;
+}
+
+#[tokio::test]
+async fn a_header_line_of_one_mebibyte_is_a_remote_protocol_error() {
+    let line = format!("x-big: {}\r\ncontent-length: 0\r\n", "a".repeat(1 << 20));
+    let url = answering(head(&line).into_bytes().leak()).await;
+    assert_category(&url, "remote_protocol_error").await;
+}
+
+#[tokio::test]
+async fn an_endless_body_is_kept_to_64_kib_and_the_answer_counts() {
+    let url = misbehaving(|mut socket| async move {
+        let _ = socket.write_all(head("").as_bytes()).await;
+        let chunk = vec![b'x'; 16 * 1024];
+        // Until waggle has read enough and closes the connection (bounded anyway).
+        for _ in 0..100_000 {
+            if socket.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let app = spawn_app().await;
+    let detail = deliver_once(&app, &url).await;
+    assert_eq!(detail["status"], "delivered", "{detail}");
+    assert_eq!(detail["attempts"], 1);
+    let body = detail["response"][0]["body"].as_str().unwrap();
+    assert_eq!(body.len(), 64 * 1024);
+}
+
+/// A real TLS server (a self-signed certificate for localhost) that answers 200.
+async fn tls_server() -> String {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.cert.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(socket).await {
+                    let mut buf = vec![0u8; 65536];
+                    let _ = tls.read(&mut buf).await;
+                    let _ = tls
+                        .write_all(head("content-length: 0\r\n").as_bytes())
+                        .await;
+                }
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn plain_http_to_a_tls_port_is_a_remote_protocol_error() {
+    // The TLS server answers the plain request with a TLS alert, which is no HTTP.
+    assert_category(&tls_server().await, "remote_protocol_error").await;
 }

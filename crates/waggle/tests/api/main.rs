@@ -11,6 +11,7 @@ mod helpers;
 mod input;
 mod limits;
 mod logs;
+mod memory;
 mod multinode;
 mod openapi;
 mod storage;
