@@ -33,6 +33,11 @@ use crate::domain::retry::RetryPolicy;
 use crate::domain::time::{self, to_delta, Timestamp};
 use crate::storage::{DeliveryJob, DeliveryOutcome, Store, StoreError};
 
+/// How long a stopping dispatcher waits for the attempts in flight before it gives the
+/// rest back: the process must be gone within 10 s of SIGTERM (`docker stop` kills it
+/// then), with its outcomes written and its claims released.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
+
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
     pub retry: RetryPolicy,
@@ -184,8 +189,10 @@ impl Dispatcher {
         ));
         self.poll(&cancel).await;
         // Let attempts in flight finish and be recorded: a permit comes back only once
-        // its job's outcome is committed, so holding them all means everything is.
-        let grace = self.inner.config.retry.attempt_timeout + Duration::from_secs(2);
+        // its job's outcome is committed, so holding them all means everything is. Not
+        // past SHUTDOWN_GRACE, though: what is still in flight then is given back.
+        let grace =
+            (self.inner.config.retry.attempt_timeout + Duration::from_secs(2)).min(SHUTDOWN_GRACE);
         let all = self.inner.config.max_jobs as u32;
         let _ = tokio::time::timeout(grace, self.inner.jobs.acquire_many(all)).await;
         // The writer owns a sender of its own channel (through `Inner`), so it is told

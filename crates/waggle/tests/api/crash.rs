@@ -179,3 +179,78 @@ async fn a_scheduled_retry_survives_kill_9() {
     restarted.child.kill().unwrap();
     restarted.child.wait().unwrap();
 }
+
+#[tokio::test]
+async fn sigterm_ends_within_10_s_and_the_next_start_sends_what_was_in_flight() {
+    let database = TestDatabase::create().await;
+    let db_url = database.url().to_owned();
+    let org = org_create(&db_url);
+    let key = org["api_key"].as_str().unwrap().to_owned();
+    let port = free_port();
+    // A destination that takes every request and never answers, until it is replaced.
+    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let receiver_addr = hanging.local_addr().unwrap();
+    let (arrived, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
+    let holding = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hanging.accept().await {
+            held.push(socket);
+            let _ = arrived.send(());
+        }
+    });
+    // The default attempt timeout (10 s): the attempt outlasts the shutdown's grace.
+    let mut server = serve(&db_url, port, &[]).await;
+    let client = reqwest::Client::new();
+    let base = server.address.clone();
+    call(&client, &key, format!("{base}/api/v1/webhooks"),
+        json!({"url": format!("http://{receiver_addr}/h"), "name": "h", "type": "production", "events": ["connector_sync_started"]})).await.unwrap();
+    let connector = call(
+        &client,
+        &key,
+        format!("{base}/api/v1/connectors"),
+        json!({
+        "environment": "production", "display_name": "d", "integration_slug": "s",
+        "categories": [], "origin_id": "u", "end_user_name": "n", "end_user_email": "a@b.c"}),
+    )
+    .await
+    .unwrap();
+    let syncs_url = format!(
+        "{base}/api/v1/connectors/{}/syncs",
+        connector["id"].as_str().unwrap()
+    );
+    let sync = call(&client, &key, syncs_url.clone(), json!({}))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), arrivals.recv())
+        .await
+        .expect("the attempt reached the destination")
+        .unwrap();
+
+    let signalled = std::time::Instant::now();
+    server.terminate().await;
+    let took = signalled.elapsed();
+    let status = server.child.wait().unwrap();
+    assert!(
+        status.success(),
+        "SIGTERM ends the process cleanly: {status}"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "the process took {took:?} to stop"
+    );
+    assert!(
+        call(&client, &key, syncs_url, json!({})).await.is_none(),
+        "a stopped node accepts nothing"
+    );
+
+    // The destination answers now; the delivery released at shutdown goes out after the
+    // next start.
+    holding.abort();
+    let _ = holding.await;
+    let listener = tokio::net::TcpListener::bind(receiver_addr).await.unwrap();
+    let receiver = Receiver::from_listener(listener, 200).await;
+    let _restarted = serve(&db_url, port, &[]).await;
+    let got = receiver.wait_for(1).await;
+    assert_eq!(got[0].json()["data"]["id"], sync["id"]);
+    eprintln!("SIGTERM: stopped in {took:?}, exit {status}; the attempt in flight was sent after the restart");
+}
