@@ -36,6 +36,9 @@ const POOL_SIZE: u32 = 10;
 /// Notified when deliveries are made or given back unclaimed: idle dispatchers claim them.
 const WORK_CHANNEL: &str = "waggle_work";
 
+/// The most response bytes one statement of attempts carries.
+const ATTEMPT_BYTES: usize = 4 << 20;
+
 pub struct PgStore {
     pool: PgPool,
     /// This store's id, written in `deliveries.claimed_by` by its claims: only the node
@@ -449,68 +452,26 @@ impl PgStore {
                 }
             }
         }
-        if !attempts.is_empty() {
-            let n = attempts.len();
-            let mut status = Vec::with_capacity(n);
-            let mut headers = Vec::with_capacity(n);
-            let mut body = Vec::with_capacity(n);
-            let mut category = Vec::with_capacity(n);
-            let mut message = Vec::with_capacity(n);
-            for a in &attempts {
-                match &a.result {
-                    AttemptResult::Response {
-                        status: s,
-                        headers: h,
-                        body: b,
-                    } => {
-                        status.push(Some(*s as i32));
-                        headers.push(Some(serde_json::to_string(h).expect("headers serialize")));
-                        body.push(Some(b.as_slice()));
-                        category.push(None);
-                        message.push(None);
-                    }
-                    AttemptResult::Failure {
-                        category: c,
-                        message: m,
-                    } => {
-                        status.push(None);
-                        headers.push(None);
-                        body.push(None);
-                        category.push(Some(c.as_str()));
-                        message.push(Some(m.as_str()));
-                    }
-                }
-            }
-            sqlx::query(
-                "INSERT INTO attempts (delivery_id, number, started_at, duration_us, \
-                 request_url, request_headers, response_status, response_headers, response_body, \
-                 error_category, error_message) \
-                 SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::timestamptz[], $4::int8[], \
-                 $5::text[], $6::text[], $7::int4[], $8::text[], $9::bytea[], $10::text[], \
-                 $11::text[]) \
-                 ON CONFLICT (delivery_id, number) DO UPDATE SET started_at = EXCLUDED.started_at, \
-                 duration_us = EXCLUDED.duration_us, request_url = EXCLUDED.request_url, \
-                 request_headers = EXCLUDED.request_headers, \
-                 response_status = EXCLUDED.response_status, \
-                 response_headers = EXCLUDED.response_headers, \
-                 response_body = EXCLUDED.response_body, \
-                 error_category = EXCLUDED.error_category, error_message = EXCLUDED.error_message",
-            )
-            .bind(column(&attempts, |a| a.delivery_id.as_uuid()))
-            .bind(column(&attempts, |a| a.number as i32))
-            .bind(column(&attempts, |a| a.started_at))
-            .bind(column(&attempts, |a| a.duration.as_micros() as i64))
-            .bind(column(&attempts, |a| a.request_url.as_str()))
-            .bind(column(&attempts, |a| {
-                serde_json::to_string(&a.request_headers).expect("headers serialize")
-            }))
-            .bind(status)
-            .bind(headers)
-            .bind(body)
-            .bind(category)
-            .bind(message)
-            .execute(&mut *conn)
-            .await?;
+        // In statements of at most ATTEMPT_BYTES of answers: a connection keeps the
+        // buffer its largest statement needed, and a batch of 64 KiB answers would leave
+        // each pooled connection holding tens of megabytes.
+        let mut rest = &attempts[..];
+        while !rest.is_empty() {
+            let mut bytes = 0;
+            let take = rest
+                .iter()
+                .position(|a| {
+                    bytes += match &a.result {
+                        AttemptResult::Response { body, .. } => body.len(),
+                        AttemptResult::Failure { message, .. } => message.len(),
+                    };
+                    bytes > ATTEMPT_BYTES
+                })
+                .unwrap_or(rest.len())
+                .max(1);
+            let (chunk, after) = rest.split_at(take);
+            self.insert_attempts(conn, chunk).await?;
+            rest = after;
         }
 
         let now = time::now();
@@ -569,6 +530,76 @@ impl PgStore {
             .execute(&mut *conn)
             .await?;
         }
+        Ok(())
+    }
+
+    /// Writes one statement's worth of attempts (see [`ATTEMPT_BYTES`]).
+    async fn insert_attempts(
+        &self,
+        conn: &mut PgConnection,
+        attempts: &[&Attempt],
+    ) -> StoreResult<()> {
+        let n = attempts.len();
+        let mut status = Vec::with_capacity(n);
+        let mut headers = Vec::with_capacity(n);
+        let mut body = Vec::with_capacity(n);
+        let mut category = Vec::with_capacity(n);
+        let mut message = Vec::with_capacity(n);
+        for a in attempts {
+            match &a.result {
+                AttemptResult::Response {
+                    status: s,
+                    headers: h,
+                    body: b,
+                } => {
+                    status.push(Some(*s as i32));
+                    headers.push(Some(serde_json::to_string(h).expect("headers serialize")));
+                    body.push(Some(b.as_slice()));
+                    category.push(None);
+                    message.push(None);
+                }
+                AttemptResult::Failure {
+                    category: c,
+                    message: m,
+                } => {
+                    status.push(None);
+                    headers.push(None);
+                    body.push(None);
+                    category.push(Some(c.as_str()));
+                    message.push(Some(m.as_str()));
+                }
+            }
+        }
+        sqlx::query(
+            "INSERT INTO attempts (delivery_id, number, started_at, duration_us, \
+             request_url, request_headers, response_status, response_headers, response_body, \
+             error_category, error_message) \
+             SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::timestamptz[], $4::int8[], \
+             $5::text[], $6::text[], $7::int4[], $8::text[], $9::bytea[], $10::text[], \
+             $11::text[]) \
+             ON CONFLICT (delivery_id, number) DO UPDATE SET started_at = EXCLUDED.started_at, \
+             duration_us = EXCLUDED.duration_us, request_url = EXCLUDED.request_url, \
+             request_headers = EXCLUDED.request_headers, \
+             response_status = EXCLUDED.response_status, \
+             response_headers = EXCLUDED.response_headers, \
+             response_body = EXCLUDED.response_body, \
+             error_category = EXCLUDED.error_category, error_message = EXCLUDED.error_message",
+        )
+        .bind(column(attempts, |a| a.delivery_id.as_uuid()))
+        .bind(column(attempts, |a| a.number as i32))
+        .bind(column(attempts, |a| a.started_at))
+        .bind(column(attempts, |a| a.duration.as_micros() as i64))
+        .bind(column(attempts, |a| a.request_url.as_str()))
+        .bind(column(attempts, |a| {
+            serde_json::to_string(&a.request_headers).expect("headers serialize")
+        }))
+        .bind(status)
+        .bind(headers)
+        .bind(body)
+        .bind(category)
+        .bind(message)
+        .execute(&mut *conn)
+        .await?;
         Ok(())
     }
 }
