@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::delivery::{Dispatcher, KeyCache, Sender};
-use crate::storage::{self, Store};
+use crate::storage::{self, Health, Store};
 
 /// How long the API goes on answering once the store cannot write (every write a 503,
 /// `/healthz` a 503 with the reason), so that callers and health checks hear why before
@@ -98,8 +98,10 @@ impl App {
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let cancel = self.cancel.clone();
-        // The dispatcher stops with the app, or at once when the store cannot write: its
-        // outcomes could not be recorded, and a restart attempts those deliveries again.
+        // The dispatcher stops with the app, or at once when the store's write path is
+        // gone for good: its outcomes could not be recorded, and a restart attempts those
+        // deliveries again. A store that cannot write for now (a full disk) is waited out:
+        // the dispatcher pauses and the API answers 503 until it writes again.
         let dispatch = cancel.child_token();
         let mut health = self.state.store.health();
         let broken = tokio::spawn({
@@ -111,7 +113,9 @@ impl App {
                         None
                     }
                     _ = cancel.cancelled() => None,
-                    why = health.wait_for(Option::is_some) => Some(why.ok().and_then(|why| why.clone())),
+                    why = health.wait_for(|h| matches!(h, Health::Broken(_))) => {
+                        Some(why.ok().and_then(|h| h.trouble().map(str::to_owned)))
+                    }
                 };
                 let Some(why) = why else {
                     cancel.cancel();

@@ -142,6 +142,11 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<ApiAuth, 
         .ok_or(ApiError::Unauthorized(
             "malformed Authorization header; use 'Bearer <API key>'",
         ))?;
+    // Where every call reads the database (several nodes), one that cannot be reached
+    // answers at once rather than after waiting for a connection.
+    if state.store.shared() && state.store.health().borrow().trouble().is_some() {
+        return Err(ApiError::Unavailable);
+    }
     let hash = hash_key(token);
     // Keys are remembered only where this node sees every delete: with several nodes,
     // a key another node deleted must be refused here at once, so each call asks.

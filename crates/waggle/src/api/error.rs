@@ -81,8 +81,8 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(message) => ApiError::Conflict(message),
-            StoreError::Unavailable(why) => {
-                tracing::error!(error = %why, "storage unavailable");
+            e if e.is_unavailable() => {
+                tracing::error!(error = %e, "storage unavailable");
                 ApiError::Unavailable
             }
             other => ApiError::Internal(other.into()),

@@ -115,8 +115,8 @@ pub struct HealthOut {
     reason: Option<String>,
 }
 
-/// 200 while the store can write; 503 with the reason once it cannot (the process is then
-/// stopping, to be restarted).
+/// 200 while the store can write; 503 with the reason while it cannot (until it can again,
+/// or until the process stops when the write path is gone for good).
 #[utoipa::path(
     get,
     path = "/healthz",
@@ -128,7 +128,7 @@ pub struct HealthOut {
     )
 )]
 async fn health(State(state): State<AppState>) -> Response {
-    match state.store.health().borrow().clone() {
+    match state.store.health().borrow().trouble() {
         None => Json(HealthOut {
             status: "ok",
             reason: None,
@@ -138,7 +138,7 @@ async fn health(State(state): State<AppState>) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             Json(HealthOut {
                 status: "unavailable",
-                reason: Some(reason),
+                reason: Some(reason.to_owned()),
             }),
         )
             .into_response(),

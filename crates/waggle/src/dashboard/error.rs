@@ -26,7 +26,7 @@ pub enum PageError {
 impl From<StoreError> for PageError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(_) => PageError::Unavailable,
+            e if e.is_unavailable() => PageError::Unavailable,
             other => PageError::Internal(other.into()),
         }
     }

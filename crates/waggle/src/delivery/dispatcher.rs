@@ -31,7 +31,7 @@ use crate::domain::attempt::{Attempt, AttemptResult, DeliveryState, FailureCateg
 use crate::domain::ids::{DeliveryId, WebhookId};
 use crate::domain::retry::RetryPolicy;
 use crate::domain::time::{self, to_delta, Timestamp};
-use crate::storage::{DeliveryJob, DeliveryOutcome, Store, StoreError};
+use crate::storage::{DeliveryJob, DeliveryOutcome, Health, Store};
 
 /// How long a stopping dispatcher waits for the attempts in flight before it gives the
 /// rest back: the process must be gone within 10 s of SIGTERM (`docker stop` kills it
@@ -224,7 +224,15 @@ impl Dispatcher {
     async fn poll(&self, cancel: &CancellationToken) {
         let inner = &self.inner;
         let work_elsewhere = inner.store.work_notifications();
+        let mut health = inner.store.health();
         loop {
+            // While the store cannot write, nothing can be claimed: wait until it can.
+            if health.borrow_and_update().trouble().is_some() {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = health.wait_for(|h| *h == Health::Ok) => {}
+                }
+            }
             let available = inner.jobs.available_permits();
             // A claim that took anything may have been bound by the room the lanes had
             // when it began, which outcomes keep freeing while it runs: look again, until
@@ -447,7 +455,7 @@ impl Inner {
         let mut backoff = Duration::from_millis(50);
         let give_up = Instant::now() + Duration::from_secs(5);
         while let Err(e) = self.store.record_outcomes(outcomes.clone()).await {
-            if let StoreError::Unavailable(_) = e {
+            if let Health::Broken(_) = &*self.store.health().borrow() {
                 // No write is possible until a restart, which takes these deliveries back
                 // (their claims are in the store) and attempts them again.
                 tracing::error!(error = %e, count = outcomes.len(), "cannot record outcomes: the store stopped writing");

@@ -46,12 +46,45 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
-    /// The store's write path failed for good (see [`Store::health`]).
+    /// The store cannot write now, or ever again (see [`Store::health`]).
     #[error("storage unavailable: {0}")]
     Unavailable(String),
 }
 
+/// Whether the store can write.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Health {
+    #[default]
+    Ok,
+    /// Writes fail now and may work again by themselves (a full disk, a database server
+    /// out of reach): each answers [`StoreError::Unavailable`] meanwhile, and the store
+    /// keeps trying.
+    Unavailable(String),
+    /// The write path is gone for good (the SQLite writer panicked, the file is corrupt):
+    /// the process should stop, to be restarted.
+    Broken(String),
+}
+
+impl Health {
+    /// Why the store cannot write, when it cannot.
+    pub fn trouble(&self) -> Option<&str> {
+        match self {
+            Health::Ok => None,
+            Health::Unavailable(why) | Health::Broken(why) => Some(why),
+        }
+    }
+}
+
 impl StoreError {
+    /// Whether the store, not this call, failed: it cannot be reached or cannot write.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_) => true,
+            StoreError::Database(e) => postgres::unreachable(e),
+            _ => false,
+        }
+    }
+
     /// Whether a uniqueness rule of the schema refused the write.
     fn is_unique_violation(&self) -> bool {
         match self {
@@ -358,8 +391,6 @@ pub trait Store: Records + Send + Sync + 'static {
         false
     }
 
-    /// Whether the store can still write: `Some(why)` once its write path failed for
-    /// good. Every write answers [`StoreError::Unavailable`] from then on, and the
-    /// process should stop and be restarted.
-    fn health(&self) -> watch::Receiver<Option<String>>;
+    /// Whether the store can write now (see [`Health`]).
+    fn health(&self) -> watch::Receiver<Health>;
 }

@@ -33,6 +33,9 @@ use crate::domain::attempt::AttemptResult;
 /// Connections per node. Dispatching needs few (claims and lease renewals are one statement
 /// per batch, outcome batches one short transaction); the rest serve the API.
 const POOL_SIZE: u32 = 10;
+
+/// How long a call waits for one of the pool's connections.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Notified when deliveries are made or given back unclaimed: idle dispatchers claim them.
 const WORK_CHANNEL: &str = "waggle_work";
 
@@ -48,9 +51,9 @@ pub struct PgStore {
     work: Arc<Notify>,
     /// Stops the listener when the store is dropped.
     _listener: DropGuard,
-    /// Never set: every write is its own transaction on a pool that reconnects, so a
-    /// failure is the one call's, never the store's for good.
-    health: watch::Sender<Option<String>>,
+    /// Whether the database answers, as a probe found it a moment ago (see
+    /// [`watch_health`]). Never broken for good: the pool reconnects by itself.
+    health: watch::Sender<Health>,
 }
 
 impl PgStore {
@@ -60,7 +63,9 @@ impl PgStore {
             .application_name("waggle");
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
-            .acquire_timeout(Duration::from_secs(30))
+            // While the database is away, a call waits this long for a connection (the
+            // pool retries connecting) before it fails with 503.
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options.clone())
             .await
             .with_context(|| {
@@ -94,8 +99,13 @@ impl PgStore {
             node: Uuid::new_v4(),
             work: Arc::new(Notify::new()),
             _listener: stop.clone().drop_guard(),
-            health: watch::Sender::new(None),
+            health: watch::Sender::new(Health::Ok),
         };
+        tokio::spawn(watch_health(
+            store.pool.clone(),
+            store.health.clone(),
+            stop.clone(),
+        ));
         tokio::spawn(
             Notifications {
                 pool: listen_pool,
@@ -104,6 +114,61 @@ impl PgStore {
             .run(listener, stop),
         );
         Ok(store)
+    }
+}
+
+/// How often a node asks the database whether it answers.
+const HEALTH_PROBE: Duration = Duration::from_secs(1);
+
+/// Asks the database `SELECT 1` every [`HEALTH_PROBE`], and says on `health` whether it
+/// answered, until `stop`. Calls fail on their own while the database is away; this is
+/// what `/healthz` and the dispatcher, which pauses meanwhile, go by.
+async fn watch_health(pool: PgPool, health: watch::Sender<Health>, stop: CancellationToken) {
+    loop {
+        let answered =
+            tokio::time::timeout(HEALTH_PROBE * 2, sqlx::query("SELECT 1").execute(&pool)).await;
+        let now = match answered {
+            Ok(Ok(_)) => Health::Ok,
+            Ok(Err(e)) => Health::Unavailable(format!("PostgreSQL does not answer: {e}")),
+            Err(_) => Health::Unavailable(format!(
+                "PostgreSQL did not answer within {:?}",
+                HEALTH_PROBE * 2
+            )),
+        };
+        health.send_if_modified(|was| {
+            let changed = std::mem::discriminant(was) != std::mem::discriminant(&now);
+            match (&*was, &now) {
+                (Health::Ok, Health::Unavailable(why)) => {
+                    tracing::error!(reason = %why, "storage unavailable")
+                }
+                (Health::Unavailable(_), Health::Ok) => tracing::info!("storage available again"),
+                _ => {}
+            }
+            *was = now;
+            changed
+        });
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(HEALTH_PROBE) => {}
+        }
+    }
+}
+
+/// Whether an error says the database cannot be reached or cannot write now, rather
+/// than that this statement failed: a connection lost or refused, a pool with no
+/// connection to give, a server shutting down, starting up or out of disk.
+pub fn unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") // connection exception
+                || matches!(&*code, "57P01" | "57P02" | "57P03" | "53100" | "53200" | "53300")
+        }),
+        _ => false,
     }
 }
 
@@ -892,7 +957,7 @@ impl Store for PgStore {
         true
     }
 
-    fn health(&self) -> watch::Receiver<Option<String>> {
+    fn health(&self) -> watch::Receiver<Health> {
         self.health.subscribe()
     }
 }

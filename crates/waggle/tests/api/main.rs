@@ -14,6 +14,7 @@ mod logs;
 mod memory;
 mod multinode;
 mod openapi;
+mod outage;
 mod storage;
 #[path = "../support/mod.rs"]
 mod support;

@@ -1,7 +1,9 @@
 //! The SQLite writer, supervised: a fault in it (a panic, an I/O error) turns `/healthz`
 //! and every write of the API to 503, stops the app with an error so that the process
 //! exits non-zero, and loses nothing the API acknowledged: after a restart on the same
-//! file, every acknowledged event is delivered, and the refused call left nothing.
+//! file, every acknowledged event is delivered, and the refused call left nothing. A
+//! full disk turns them to 503 too, but only until space returns: the app goes on by
+//! itself, and again loses nothing.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -101,4 +103,157 @@ async fn a_panic_or_an_io_error_in_the_writer_stops_the_app_and_loses_nothing_ac
     for fault in ["panic", "io"] {
         a_writer_fault_stops_the_app_and_loses_nothing_acknowledged(fault).await;
     }
+}
+
+/// A tmpfs of its own, unmounted when dropped: a disk that a test can fill.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// `None` where this process may not mount one (it is not root); the test then says
+    /// it did not run, or fails when `WAGGLE_REQUIRE_FAULTS=1`, as CI sets.
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            assert!(
+                std::env::var("WAGGLE_REQUIRE_FAULTS").as_deref() != Ok("1"),
+                "WAGGLE_REQUIRE_FAULTS=1, but a tmpfs cannot be mounted here (run as root)"
+            );
+            eprintln!("SKIPPED: the full-disk test needs to mount a tmpfs (run as root)");
+            return None;
+        }
+        Some(Self { dir })
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Writes a file until the disk is full.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.path().join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while file
+            .write_all(&chunk)
+            .and_then(|()| file.sync_all())
+            .is_ok()
+        {}
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+async fn health(app: &TestApp) -> (u16, serde_json::Value) {
+    let r = app.client.get(app.url("/healthz")).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_full_disk_answers_503_writes_nothing_and_service_resumes_when_space_returns() {
+    if backend() == Backend::Postgres {
+        eprintln!("a full disk under PostgreSQL is the database server's: nothing to fill here");
+        return;
+    }
+    let Some(disk) = SmallDisk::mount("24m") else {
+        return;
+    };
+    let dir = tempfile::tempdir_in(disk.path()).unwrap();
+    let url = format!("sqlite://{}/waggle.db", dir.path().display());
+    let database = Arc::new(TestDatabase::Sqlite { url, _dir: dir });
+    let mut config = Config::for_database(database.url());
+    config.allow_private_destinations = true;
+    config.poll_interval = Duration::from_millis(20);
+    let receiver = Receiver::start(200).await;
+    let (app, running) = start_running(config, database.clone()).await;
+    app.create_webhook(
+        &receiver.url("/h"),
+        "production",
+        &["connector_sync_started"],
+    )
+    .await;
+    let connector = app.create_connector("production").await;
+    let syncs = format!(
+        "/api/v1/connectors/{}/syncs",
+        connector["id"].as_str().unwrap()
+    );
+    let mut acknowledged = HashSet::new();
+    for _ in 0..5 {
+        acknowledged.insert(id(&app.start_sync(&connector).await, "id"));
+    }
+
+    let filler = disk.fill();
+    // Calls made while the disk is full are refused, whole; one already under way when
+    // it filled may still have found room, and then it was acknowledged.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let (status, body) = app.post(&syncs, json!({})).await;
+        if status != StatusCode::CREATED {
+            break (status, body);
+        }
+        acknowledged.insert(id(&body, "id"));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "writes kept passing on a full disk"
+        );
+    };
+    assert_eq!(refused.0, StatusCode::SERVICE_UNAVAILABLE, "{}", refused.1);
+    assert_eq!(refused.1, json!({"detail": "storage unavailable"}));
+    for _ in 0..3 {
+        let (status, _) = app.post(&syncs, json!({})).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let (status, body) = health(&app).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "unavailable");
+    assert!(body["reason"].as_str().unwrap().contains("full"), "{body}");
+    // Reads still answer.
+    let (status, _) = app.get(&syncs.replace("/syncs", "")).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Space returns: the store writes again by itself, and the app never stopped.
+    std::fs::remove_file(filler).unwrap();
+    wait_for(
+        "the store to write again",
+        Duration::from_secs(10),
+        || async { (health(&app).await.0 == 200).then_some(()) },
+    )
+    .await;
+    assert!(!running.is_finished(), "the app kept running");
+    acknowledged.insert(id(&app.start_sync(&connector).await, "id"));
+
+    // Everything acknowledged is delivered, and the refused calls left nothing.
+    wait_for(
+        "every acknowledged sync delivered",
+        Duration::from_secs(20),
+        || async {
+            let got: HashSet<String> = receiver
+                .requests()
+                .iter()
+                .map(|r| r.json()["data"]["id"].as_str().unwrap().to_owned())
+                .collect();
+            (got == acknowledged).then_some(())
+        },
+    )
+    .await;
+    let logs = app.wait_settled(acknowledged.len()).await;
+    assert!(logs.iter().all(|l| l["status"] == "delivered"), "{logs:?}");
+    app.cancel.cancel();
+    let _ = running.await;
 }

@@ -10,11 +10,14 @@
 //! and a wake-up back on the runtime, and under load those hops, not SQLite, set the pace.
 //! Each caller hears back only once its write is committed.
 //!
-//! The thread is its own supervisor. A panic, or an error that says the file can no
-//! longer be written (I/O, a full disk, corruption), fails the writes at hand, stops every
-//! later one with [`StoreError::Unavailable`] and says why on the store's health channel
-//! (`/healthz` turns 503 and the process stops, to be restarted). What was committed
-//! before stays; what failed was never acknowledged.
+//! The thread is its own supervisor. An error that says the file cannot be written for
+//! now (a full disk, a file it may not write) fails the writes at hand with
+//! [`StoreError::Unavailable`] and says so on the store's health channel (`/healthz`
+//! turns 503, the dispatcher pauses); the writes that come meanwhile are tried as they
+//! come, and every second a probe tries to write, until one succeeds and the health turns
+//! back. A panic, or an error that says the file cannot be written again (an I/O error,
+//! corruption), stops every later write for good (the process stops, to be restarted).
+//! Either way, what was committed before stays, and what failed was never acknowledged.
 
 use std::collections::{HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -77,8 +80,43 @@ pub(super) enum Ran {
     Done,
     /// Refused (a rule of the data, say): rolled back, the writer goes on.
     Refused,
-    /// The file can no longer be written.
-    Broken(String),
+    /// The file cannot be written, for now or for good.
+    Trouble(Trouble),
+}
+
+/// Why the writer cannot write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Trouble {
+    /// May pass by itself: the disk is full, the file may not be written.
+    ForNow(String),
+    /// Will not pass: the writer panicked, the file is corrupt or fails to read back.
+    ForGood(String),
+}
+
+impl Trouble {
+    fn of(e: &rusqlite::Error) -> Option<Self> {
+        let why = e.to_string();
+        match e.sqlite_error_code()? {
+            ErrorCode::DiskFull | ErrorCode::ReadOnly | ErrorCode::CannotOpen => {
+                Some(Trouble::ForNow(why))
+            }
+            ErrorCode::SystemIoFailure
+            | ErrorCode::DatabaseCorrupt
+            | ErrorCode::NotADatabase
+            | ErrorCode::OutOfMemory => Some(Trouble::ForGood(why)),
+            _ => None,
+        }
+    }
+
+    fn panicked(panic: &(dyn std::any::Any + Send)) -> Self {
+        Trouble::ForGood(format!("the writer panicked: {}", panic_message(panic)))
+    }
+
+    fn why(&self) -> &str {
+        match self {
+            Trouble::ForNow(why) | Trouble::ForGood(why) => why,
+        }
+    }
 }
 
 /// A command made of a closure over the writer's connection.
@@ -106,7 +144,7 @@ impl<T: Send, F: FnOnce(&Connection) -> StoreResult<T> + Send> Command for Work<
         let result = work(conn);
         let ran = match &result {
             Ok(_) => Ran::Done,
-            Err(StoreError::Sqlite(e)) if broken(e) => Ran::Broken(e.to_string()),
+            Err(StoreError::Sqlite(e)) => Trouble::of(e).map_or(Ran::Refused, Ran::Trouble),
             Err(_) => Ran::Refused,
         };
         self.result = Some(result);
@@ -122,23 +160,6 @@ impl<T: Send, F: FnOnce(&Connection) -> StoreResult<T> + Send> Command for Work<
         // A caller that gave up waiting is no reason to stop.
         let _ = self.done.send(answer);
     }
-}
-
-/// Whether an error says the database file can no longer be written, as opposed to a
-/// write a rule of the data refused.
-fn broken(e: &rusqlite::Error) -> bool {
-    matches!(
-        e.sqlite_error_code(),
-        Some(
-            ErrorCode::SystemIoFailure
-                | ErrorCode::DiskFull
-                | ErrorCode::DatabaseCorrupt
-                | ErrorCode::NotADatabase
-                | ErrorCode::CannotOpen
-                | ErrorCode::ReadOnly
-                | ErrorCode::OutOfMemory
-        )
-    )
 }
 
 /// The arguments of [`Store::claim_due`].
@@ -191,33 +212,18 @@ impl GroupWrite {
 /// The most writes one group commit carries.
 const GROUP_MAX: usize = 256;
 
+/// How often a writer that cannot write for now tries again by itself.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
 /// Opens the writer's connection to the (already migrated) database file and starts its
-/// thread, which ends when every sender of the queue is dropped. `health` hears why, if
-/// the thread ever stops writing.
+/// thread, which ends when every sender of the queue is dropped. `health` hears whether
+/// the writer can write.
 pub(super) fn start(
     path: &Path,
-    health: watch::Sender<Option<String>>,
+    health: watch::Sender<Health>,
 ) -> anyhow::Result<mpsc::Sender<GroupWrite>> {
     use anyhow::Context;
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .with_context(|| format!("opening {} for the writer", path.display()))?;
-    conn.busy_timeout(Duration::from_secs(10))?;
-    // Foreign keys are not checked by the group commit: every row it writes refers to
-    // rows that exist by construction (the event written in the same transaction, the
-    // organization and the claimed delivery, none of which is ever deleted), so each
-    // check was a lookup per row for nothing, three per delivery. The one row that may
-    // refer to something gone is a sync job whose connector was deleted meanwhile; it
-    // can only be reached through its connector, so it stays unseen, where a checked
-    // insert would have failed every other write of its group with it. Commands, which
-    // delete, turn them on for their own transaction, so that deletes cascade.
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF; \
-         PRAGMA temp_store = MEMORY; PRAGMA cache_size = -32768;",
-    )
-    .context("setting up the writer's connection")?;
+    let conn = open(path).with_context(|| format!("opening {} for the writer", path.display()))?;
     let (queue, writes) = mpsc::channel();
     let path = path.to_string_lossy().into_owned();
     std::thread::Builder::new()
@@ -230,30 +236,71 @@ pub(super) fn start(
     Ok(queue)
 }
 
+/// The writer's connection.
+fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    // Foreign keys are not checked by the group commit: every row it writes refers to
+    // rows that exist by construction (the event written in the same transaction, the
+    // organization and the claimed delivery, none of which is ever deleted), so each
+    // check was a lookup per row for nothing, three per delivery. The one row that may
+    // refer to something gone is a sync job whose connector was deleted meanwhile; it
+    // can only be reached through its connector, so it stays unseen, where a checked
+    // insert would have failed every other write of its group with it. Commands, which
+    // delete, turn them on for their own transaction, so that deletes cascade.
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF; \
+         PRAGMA temp_store = MEMORY; PRAGMA cache_size = -32768;",
+    )?;
+    Ok(conn)
+}
+
 struct Writer {
     conn: Connection,
     /// The database file, which names this writer to a test's injected fault.
     path: String,
-    /// `Some(why)` once the writer stopped writing for good.
-    health: watch::Sender<Option<String>>,
+    /// Whether the writer can write, as its last write or probe found.
+    health: watch::Sender<Health>,
 }
 
 impl Drop for Writer {
     /// However the thread ends (a panic outside any write included), the store hears it.
     fn drop(&mut self) {
-        self.health.send_if_modified(|why| {
-            why.get_or_insert_with(|| "the SQLite writer stopped".into());
+        self.health.send_if_modified(|health| {
+            if !matches!(health, Health::Broken(_)) {
+                *health = Health::Broken("the SQLite writer stopped".into());
+            }
             true
         });
     }
 }
 
+/// How a write went, for the writer's health.
+type Wrote = Result<(), Option<Trouble>>;
+
 impl Writer {
     fn run(&mut self, writes: mpsc::Receiver<GroupWrite>) {
         let mut group = Vec::with_capacity(GROUP_MAX);
-        while let Ok(first) = writes.recv() {
-            if let Some(why) = self.health.borrow().clone() {
-                first.fail(StoreError::Unavailable(why));
+        loop {
+            let unavailable = matches!(*self.health.borrow(), Health::Unavailable(_));
+            let first = match unavailable {
+                false => writes.recv().ok(),
+                true => match writes.recv_timeout(PROBE_EVERY) {
+                    Ok(write) => Some(write),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        let probed = self.probe();
+                        self.heard(probed);
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => None,
+                },
+            };
+            let Some(first) = first else { return };
+            if let Health::Broken(why) = &*self.health.borrow() {
+                first.fail(StoreError::Unavailable(why.clone()));
                 continue;
             }
             let mut commands = Vec::new();
@@ -265,28 +312,71 @@ impl Writer {
             }
             if !group.is_empty() {
                 let fault = injected_fault(&self.path);
-                let failure = settle(&mut self.conn, &mut group, |conn, group| {
+                let wrote = settle(&mut self.conn, &mut group, |conn, group| {
                     commit_group(conn, group, fault)
                 });
-                self.stop_if_broken(failure);
+                self.heard(wrote);
             }
             for command in commands {
-                match self.health.borrow().clone() {
-                    Some(why) => command.answer(Some(StoreError::Unavailable(why))),
-                    None => {
-                        let failure = run_command(&mut self.conn, command);
-                        self.stop_if_broken(failure);
+                match &*self.health.borrow() {
+                    Health::Broken(why) => {
+                        command.answer(Some(StoreError::Unavailable(why.clone())));
+                        continue;
                     }
+                    Health::Ok | Health::Unavailable(_) => {}
                 }
+                let wrote = run_command(&mut self.conn, command);
+                self.heard(wrote);
             }
         }
     }
 
-    fn stop_if_broken(&self, failure: Option<String>) {
-        if let Some(why) = failure {
-            tracing::error!(error = %why, "the SQLite writer stopped: no write is possible until a restart");
-            self.health.send_replace(Some(why));
-        }
+    /// Tries a write of nothing that matters (the schema's user version, set to itself),
+    /// on a fresh connection, since one that could not write may have been opened
+    /// read-only.
+    fn probe(&mut self) -> Wrote {
+        let fresh = open(Path::new(&self.path)).map_err(|e| Trouble::of(&e))?;
+        self.conn = fresh;
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(|e| Trouble::of(&e))?;
+        self.conn
+            .execute_batch(&format!(
+                "BEGIN IMMEDIATE; PRAGMA user_version = {version}; COMMIT;"
+            ))
+            .map_err(|e| {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Trouble::of(&e)
+            })
+    }
+
+    /// Takes in how a write went: trouble says the store cannot write (for now or for
+    /// good), a write that went through says it can again.
+    fn heard(&self, wrote: Wrote) {
+        self.health.send_if_modified(|health| match (&*health, wrote) {
+            (Health::Broken(_), _) | (Health::Ok, Ok(()) | Err(None)) => false,
+            (Health::Unavailable(_), Err(None)) => false,
+            (_, Err(Some(Trouble::ForGood(why)))) => {
+                tracing::error!(error = %why, "the SQLite writer stopped: no write is possible until a restart");
+                *health = Health::Broken(why);
+                true
+            }
+            (Health::Ok, Err(Some(Trouble::ForNow(why)))) => {
+                tracing::error!(error = %why, "the SQLite database cannot be written; retrying every {PROBE_EVERY:?}");
+                *health = Health::Unavailable(why);
+                true
+            }
+            (Health::Unavailable(_), Err(Some(Trouble::ForNow(why)))) => {
+                *health = Health::Unavailable(why);
+                false
+            }
+            (Health::Unavailable(_), Ok(())) => {
+                tracing::info!("the SQLite database can be written again");
+                *health = Health::Ok;
+                true
+            }
+        });
     }
 }
 
@@ -317,37 +407,37 @@ enum Fault {
 
 /// Commits `group` with `commit` and answers each of its writes. A panic fails the
 /// group's writes (its transaction rolls back as the panic unwinds), and so does an
-/// error; answers why when the writer can no longer write (a panic, or [`broken`]).
+/// error; says whether the writer could write.
 fn settle(
     conn: &mut Connection,
     group: &mut Vec<GroupWrite>,
     commit: impl FnOnce(&mut Connection, &[GroupWrite]) -> rusqlite::Result<Vec<Answer>>,
-) -> Option<String> {
+) -> Wrote {
     let committed = catch_unwind(AssertUnwindSafe(|| commit(conn, group)));
-    let (failed, broke) = match committed {
+    let (failed, trouble) = match committed {
         Ok(Ok(answers)) => {
             for (write, answer) in group.drain(..).zip(answers) {
                 write.answer(answer);
             }
-            return None;
+            return Ok(());
         }
-        Ok(Err(e)) => (e.to_string(), broken(&e)),
-        Err(panic) => (
-            format!("the writer panicked: {}", panic_message(&*panic)),
-            true,
-        ),
+        Ok(Err(e)) => (e.to_string(), Trouble::of(&e)),
+        Err(panic) => {
+            let trouble = Trouble::panicked(&*panic);
+            (trouble.why().to_owned(), Some(trouble))
+        }
     };
     tracing::error!(error = %failed, writes = group.len(), "group commit failed");
     for write in group.drain(..) {
-        write.fail(failure(&failed, broke));
+        write.fail(failure(&failed, trouble.is_some()));
     }
-    broke.then_some(failed)
+    Err(trouble)
 }
 
-/// What a write that failed for `why` answers: the store is unavailable when the writer
-/// broke, else this write failed.
-fn failure(why: &str, broke: bool) -> StoreError {
-    match broke {
+/// What a write that failed for `why` answers: the store is unavailable when the file
+/// cannot be written, else this write failed.
+fn failure(why: &str, unwritable: bool) -> StoreError {
+    match unwritable {
         true => StoreError::Unavailable(why.to_owned()),
         false => StoreError::Corrupt(format!("write failed: {why}")),
     }
@@ -361,9 +451,9 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_default()
 }
 
-/// Runs a command in a transaction of its own, foreign keys checked; answers why when the
-/// writer can no longer write.
-fn run_command(conn: &mut Connection, mut command: Box<dyn Command>) -> Option<String> {
+/// Runs a command in a transaction of its own, foreign keys checked; says whether the
+/// writer could write.
+fn run_command(conn: &mut Connection, mut command: Box<dyn Command>) -> Wrote {
     let ran = catch_unwind(AssertUnwindSafe(|| -> rusqlite::Result<Ran> {
         conn.execute_batch("PRAGMA foreign_keys = ON")?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -374,20 +464,24 @@ fn run_command(conn: &mut Connection, mut command: Box<dyn Command>) -> Option<S
         Ok(ran)
     }));
     let reset = conn.execute_batch("PRAGMA foreign_keys = OFF");
-    let (why, broke) = match (ran, reset) {
-        (Ok(Ok(Ran::Done | Ran::Refused)), Ok(())) => {
+    let (why, trouble) = match (ran, reset) {
+        (Ok(Ok(Ran::Done)), Ok(())) => {
             command.answer(None);
-            return None;
+            return Ok(());
         }
-        (Ok(Ok(Ran::Broken(why))), _) => (why, true),
-        (Ok(Err(e)), _) | (_, Err(e)) => (e.to_string(), broken(&e)),
-        (Err(panic), _) => (
-            format!("the writer panicked: {}", panic_message(&*panic)),
-            true,
-        ),
+        (Ok(Ok(Ran::Refused)), Ok(())) => {
+            command.answer(None);
+            return Err(None);
+        }
+        (Ok(Ok(Ran::Trouble(trouble))), _) => (trouble.why().to_owned(), Some(trouble)),
+        (Ok(Err(e)), _) | (_, Err(e)) => (e.to_string(), Trouble::of(&e)),
+        (Err(panic), _) => {
+            let trouble = Trouble::panicked(&*panic);
+            (trouble.why().to_owned(), Some(trouble))
+        }
     };
-    command.answer(Some(failure(&why, broke)));
-    broke.then_some(why)
+    command.answer(Some(failure(&why, trouble.is_some())));
+    Err(trouble)
 }
 
 /// One transaction for the group, its writes in the order they came. Sync changes go
@@ -931,16 +1025,21 @@ mod tests {
             }
             panic!("in the middle of the transaction");
         });
-        assert!(broken.unwrap().contains("panicked"));
+        match broken {
+            Err(Some(Trouble::ForGood(why))) => assert!(why.contains("panicked"), "{why}"),
+            other => panic!("a panic is trouble for good: {other:?}"),
+        }
         let failed = answer.await.unwrap().unwrap_err();
         assert!(matches!(failed, StoreError::Unavailable(_)), "{failed}");
         // Nothing of the failed group stayed.
         let (done, answer) = oneshot::channel();
         let mut group = vec![claim_all(done)];
-        assert!(settle(&mut conn, &mut group, |conn, group| commit_group(
-            conn, group, None
-        ))
-        .is_none());
+        assert_eq!(
+            settle(&mut conn, &mut group, |conn, group| commit_group(
+                conn, group, None
+            )),
+            Ok(())
+        );
         assert_eq!(answer.await.unwrap().unwrap().len(), 3);
     }
 
@@ -963,7 +1062,11 @@ mod tests {
             },
             done,
         );
-        assert!(run_command(&mut conn, Box::new(refused)).is_none());
+        assert_eq!(
+            run_command(&mut conn, Box::new(refused)),
+            Err(None),
+            "refused, and the file can still be written"
+        );
         assert!(answer.await.unwrap().is_err());
         let left: i64 = conn
             .query_row("SELECT count(*) FROM deliveries", [], |row| row.get(0))

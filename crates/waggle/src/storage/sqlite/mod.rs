@@ -40,8 +40,8 @@ pub struct SqliteStore {
     readers: Readers,
     /// The writer's queue.
     writer: std::sync::mpsc::Sender<GroupWrite>,
-    /// `Some(why)` once the writer stopped writing.
-    health: watch::Receiver<Option<String>>,
+    /// Whether the writer can write, as it last found.
+    health: watch::Receiver<Health>,
     /// What every event reads, kept in memory: one process owns a SQLite file, so every
     /// change goes through this store, which clears what it changes.
     cache: ReadCache,
@@ -122,7 +122,7 @@ impl SqliteStore {
         migrate::run(&mut conn)
             .with_context(|| format!("migrating the SQLite database {}", path.display()))?;
         drop(conn);
-        let (health, healthy) = watch::channel(None);
+        let (health, healthy) = watch::channel(Health::Ok);
         let writer = group::start(path, health)?;
         let readers = Readers::open(path, READERS)?;
         Ok(Self {
@@ -139,8 +139,9 @@ impl SqliteStore {
         write: impl FnOnce(oneshot::Sender<StoreResult<T>>) -> GroupWrite,
     ) -> StoreResult<T> {
         let stopped = || {
-            let why = self.health.borrow().clone();
-            StoreError::Unavailable(why.unwrap_or_else(|| "the SQLite writer stopped".into()))
+            let health = self.health.borrow();
+            let why = health.trouble().unwrap_or("the SQLite writer stopped");
+            StoreError::Unavailable(why.to_owned())
         };
         let (done, committed) = oneshot::channel();
         self.writer.send(write(done)).map_err(|_| stopped())?;
@@ -442,7 +443,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    fn health(&self) -> watch::Receiver<Option<String>> {
+    fn health(&self) -> watch::Receiver<Health> {
         self.health.clone()
     }
 }
