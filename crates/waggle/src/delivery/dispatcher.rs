@@ -38,6 +38,9 @@ use crate::storage::{DeliveryJob, DeliveryOutcome, Health, Store};
 /// then), with its outcomes written and its claims released.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
 
+/// Outcome batches committing at once (see `Inner::write_outcomes`).
+const OUTCOME_BATCHES: usize = 4;
+
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
     pub retry: RetryPolicy,
@@ -418,13 +421,24 @@ impl Inner {
     /// Commits outcomes in batches; a batch that fails to commit is retried until it
     /// does, since an outcome dropped here would be an attempt forgotten.
     /// Until `stop`, when it writes what is already queued and returns.
+    ///
+    /// Up to [`OUTCOME_BATCHES`] batches commit at once: a batch does not wait for the one
+    /// before it, so an outcome is on its way to the store as soon as the attempt ends,
+    /// and the SQLite writer commits whatever batches are queued together. Every outcome
+    /// not yet committed is a delivery a crash would make twice.
     async fn write_outcomes(
         self: Arc<Self>,
         mut rx: mpsc::UnboundedReceiver<(DeliveryOutcome, OwnedSemaphorePermit)>,
         stop: CancellationToken,
     ) {
-        let mut batch = Vec::with_capacity(512);
+        let mut committing = tokio::task::JoinSet::new();
         loop {
+            while committing.try_join_next().is_some() {}
+            if committing.len() >= OUTCOME_BATCHES {
+                committing.join_next().await;
+                continue;
+            }
+            let mut batch = Vec::with_capacity(512);
             let stopping = tokio::select! {
                 received = rx.recv_many(&mut batch, 512) => received == 0,
                 _ = stop.cancelled() => true,
@@ -436,9 +450,11 @@ impl Inner {
                 if !batch.is_empty() {
                     self.commit_outcomes(&mut batch, true).await;
                 }
+                while committing.join_next().await.is_some() {}
                 return;
             }
-            self.commit_outcomes(&mut batch, false).await;
+            let inner = self.clone();
+            committing.spawn(async move { inner.commit_outcomes(&mut batch, false).await });
         }
     }
 
