@@ -5,7 +5,8 @@
 #   3. the dashboard's browser tests, when Chromium and ChromeDriver are installed
 #      (this script installs them when it runs as root on Debian),
 #   4. the API fuzzed from its OpenAPI document (scripts/fuzz-api.sh), where the script
-#      can give it a network namespace of its own (as root).
+#      can give it a network namespace of its own (as root),
+#   5. the slow fault tests (scripts/faults.sh): kill -9 in rounds, on both backends.
 # Set WAGGLE_REQUIRE_POSTGRES=1, WAGGLE_REQUIRE_BROWSER=1 or WAGGLE_REQUIRE_FUZZ=1 to fail
 # instead of skipping.
 set -euo pipefail
@@ -40,3 +41,5 @@ elif [ "${WAGGLE_REQUIRE_FUZZ:-}" = 1 ]; then
 else
     loud "SKIPPED: the API fuzzing (it needs python3 and a network namespace of its own: run as root)."
 fi
+
+scripts/faults.sh

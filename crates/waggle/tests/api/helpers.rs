@@ -446,6 +446,12 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The binary the process tests run: this build's, or `WAGGLE_TEST_BIN` (a release
+/// build, say, to measure with).
+pub fn waggle_bin() -> String {
+    std::env::var("WAGGLE_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_waggle").into())
+}
+
 /// Starts `waggle serve` on `port` and waits until it answers. Its output is dropped
 /// unless `WAGGLE_TEST_SERVER_LOGS` is set.
 pub async fn serve(db_url: &str, port: u16, extra: &[&str]) -> Server {
@@ -456,7 +462,7 @@ pub async fn serve(db_url: &str, port: u16, extra: &[&str]) -> Server {
             Stdio::null()
         }
     };
-    let child = Command::new(env!("CARGO_BIN_EXE_waggle"))
+    let child = Command::new(waggle_bin())
         .args([
             "serve",
             "--listen",
@@ -489,7 +495,7 @@ pub async fn serve(db_url: &str, port: u16, extra: &[&str]) -> Server {
 
 /// `waggle org create` with the real binary: `{"org_id", "api_key", "signature_key"}`.
 pub fn org_create(db_url: &str) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_waggle"))
+    let out = Command::new(waggle_bin())
         .args(["org", "create", "--name", "Crash Org", "--database", db_url])
         .output()
         .expect("org create runs");
@@ -503,6 +509,32 @@ pub fn org_create(db_url: &str) -> Value {
         assert!(created[field].is_string(), "{created}");
     }
     created
+}
+
+/// Deliveries of the database at `db_url` not yet settled (pending), read with a
+/// connection of the test's own beside the running app.
+pub async fn pending_deliveries(db_url: &str) -> i64 {
+    const PENDING: &str = "SELECT count(*) FROM deliveries WHERE status = 'pending'";
+    match db_url.strip_prefix("sqlite://") {
+        Some(path) => {
+            let conn = rusqlite::Connection::open_with_flags(
+                path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .unwrap();
+            conn.query_row(PENDING, [], |row| row.get(0)).unwrap()
+        }
+        None => {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(db_url).await.unwrap();
+            let pending: i64 = sqlx::query_scalar(PENDING)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+            let _ = conn.close().await;
+            pending
+        }
+    }
 }
 
 /// GETs `url` with the API key; its JSON, panicking on any failure.
