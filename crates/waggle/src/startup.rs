@@ -39,12 +39,19 @@ impl App {
     pub async fn build_with_store(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Self> {
         if config.database.starts_with("sqlite:") {
             // One process owns a SQLite file: any claim in it is left from a previous run.
-            let released = store.release_all().await?;
-            if released > 0 {
-                tracing::info!(
+            match store.release_all().await {
+                Ok(0) => {}
+                Ok(released) => tracing::info!(
                     released,
                     "taking back deliveries that were in flight when the last run stopped"
-                );
+                ),
+                // A file that cannot be written for now (read-only, a full disk): serve
+                // what can be served (reads answer, writes 503) until the writer finds it
+                // can write; the claims left behind run out by themselves meanwhile.
+                Err(e) if matches!(*store.health().borrow(), Health::Unavailable(_)) => {
+                    tracing::warn!(error = %e, "starting with a database that cannot be written for now");
+                }
+                Err(e) => return Err(e.into()),
             }
         }
         let sender = Sender::new(config.sender()?)?;

@@ -257,3 +257,148 @@ async fn a_full_disk_answers_503_writes_nothing_and_service_resumes_when_space_r
     app.cancel.cancel();
     let _ = running.await;
 }
+
+/// `waggle` with `args`, run as the unprivileged user `nobody` (root reads and writes any
+/// file whatever its mode, so a read-only file needs another user). `None` where this
+/// process cannot (it is not root).
+fn as_nobody(args: &[&str]) -> Option<std::process::Command> {
+    let can = std::process::Command::new("runuser")
+        .args(["-u", "nobody", "--", "true"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !can {
+        assert!(
+            std::env::var("WAGGLE_REQUIRE_FAULTS").as_deref() != Ok("1"),
+            "WAGGLE_REQUIRE_FAULTS=1, but this process cannot run waggle as another user"
+        );
+        eprintln!("SKIPPED: the read-only database test needs root (to run waggle as nobody)");
+        return None;
+    }
+    let mut command = std::process::Command::new("runuser");
+    command
+        .args(["-u", "nobody", "--"])
+        .arg(waggle_bin())
+        .args(args);
+    Some(command)
+}
+
+#[tokio::test]
+async fn a_read_only_database_answers_503_and_service_resumes_when_it_is_writable() {
+    use std::os::unix::fs::PermissionsExt;
+    if backend() == Backend::Postgres {
+        eprintln!("a read-only database under PostgreSQL is the database server's");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let file = dir.path().join("waggle.db");
+    let url = format!("sqlite://{}", file.display());
+    let Some(mut create) = as_nobody(&["org", "create", "--name", "Org", "--database", &url])
+    else {
+        return;
+    };
+    let created = create.output().unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let key = serde_json::from_slice::<serde_json::Value>(&created.stdout).unwrap()["api_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let read_only = |mode| {
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    read_only(0o444);
+
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let serve = as_nobody(&[
+        "serve",
+        "--listen",
+        &listen,
+        "--database",
+        &url,
+        "--allow-private-destinations",
+    ]);
+    let mut child = serve
+        .unwrap()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let base = format!("http://{listen}");
+    let health = || async {
+        let r = client.get(format!("{base}/healthz")).send().await.ok()?;
+        Some((
+            r.status().as_u16(),
+            r.json::<serde_json::Value>().await.ok()?,
+        ))
+    };
+    let (status, body) = wait_for("the node to answer", Duration::from_secs(15), || async {
+        health().await
+    })
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["reason"].as_str().unwrap().contains("readonly"),
+        "{body}"
+    );
+    let webhook = json!({"url": "http://127.0.0.1:9/h", "name": "h", "type": "production",
+                         "events": ["connector_sync_started"]});
+    let r = client
+        .post(format!("{base}/api/v1/webhooks"))
+        .bearer_auth(&key)
+        .json(&webhook)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap(),
+        json!({"detail": "storage unavailable"})
+    );
+    let listed = fetch(&client, &key, format!("{base}/api/v1/webhooks")).await;
+    assert_eq!(
+        listed["items"],
+        json!([]),
+        "reads answer, and nothing was written"
+    );
+
+    // Writable again: the node writes by itself, without a restart.
+    read_only(0o644);
+    wait_for(
+        "the store to write again",
+        Duration::from_secs(10),
+        || async { (health().await?.0 == 200).then_some(()) },
+    )
+    .await;
+    let receiver = Receiver::start(200).await;
+    let mut webhook = webhook;
+    webhook["url"] = json!(receiver.url("/h"));
+    call(&client, &key, format!("{base}/api/v1/webhooks"), webhook)
+        .await
+        .expect("a webhook made once the file is writable");
+    let connector = call(
+        &client,
+        &key,
+        format!("{base}/api/v1/connectors"),
+        json!({
+        "environment": "production", "display_name": "d", "integration_slug": "s",
+        "categories": [], "origin_id": "u", "end_user_name": "n", "end_user_email": "a@b.c"}),
+    )
+    .await
+    .unwrap();
+    let sync = call(
+        &client,
+        &key,
+        format!("{base}/api/v1/connectors/{}/syncs", id(&connector, "id")),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    let got = receiver.wait_for(1).await;
+    assert_eq!(got[0].json()["data"]["id"], sync["id"]);
+    assert!(child.try_wait().unwrap().is_none(), "the node kept running");
+    let _ = child.kill();
+    let _ = child.wait();
+}
