@@ -74,7 +74,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
         } => {
             crate::telemetry::init(false);
-            let store = storage::open(&database).await?;
+            // An organization's keys are shown once: written to disk before they are.
+            let store = storage::open(&database, storage::SqliteSync::Full).await?;
             let admin = admin_email
                 .as_deref()
                 .zip(admin_password.as_deref())

@@ -10,6 +10,7 @@ use crate::delivery::dispatcher::DispatcherConfig;
 use crate::delivery::sender::SenderConfig;
 use crate::domain::destination::DestinationPolicy;
 use crate::domain::retry::{self, RetryPolicy};
+use crate::storage::SqliteSync;
 
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -33,6 +34,12 @@ pub struct Config {
         default_value_t = false
     )]
     pub allow_private_destinations: bool,
+
+    /// When SQLite counts a commit as done, and the API may answer for it: `full` (on
+    /// disk: survives a power loss) or `normal` (handed to the OS: survives the process
+    /// being killed, not a power loss).
+    #[arg(long, env = "WAGGLE_SQLITE_SYNC", default_value = "full", value_parser = SqliteSync::parse)]
+    pub sqlite_sync: SqliteSync,
 
     /// Allow deliveries to the addresses of this range (CIDR, or one address), though it
     /// is private, loopback or link-local; repeatable. Checked on the address connected

@@ -32,7 +32,7 @@ pub struct App {
 
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let store = storage::open(&config.database).await?;
+        let store = storage::open(&config.database, config.sqlite_sync).await?;
         Self::build_with_store(config, store).await
     }
 

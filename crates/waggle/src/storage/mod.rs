@@ -98,11 +98,45 @@ impl StoreError {
     }
 }
 
+/// When a SQLite commit counts as done, and so when the API may answer for it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SqliteSync {
+    /// On disk (the WAL is synced at every group commit): a commit survives a power
+    /// loss, as PostgreSQL's default gives.
+    #[default]
+    Full,
+    /// Handed to the operating system (the disk is synced at checkpoints): a commit
+    /// survives the process being killed, but a power loss can take the last ones back.
+    Normal,
+}
+
+impl SqliteSync {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "full" => Ok(Self::Full),
+            "normal" => Ok(Self::Normal),
+            other => Err(format!(
+                "unknown SQLite sync mode '{other}': full or normal"
+            )),
+        }
+    }
+
+    /// The value of SQLite's `synchronous` pragma.
+    pub fn pragma(self) -> &'static str {
+        match self {
+            Self::Full => "FULL",
+            Self::Normal => "NORMAL",
+        }
+    }
+}
+
 /// Opens the store named by a database URL (`sqlite://…`, `postgres://…` or
-/// `postgresql://…`), migrated to the latest schema.
-pub async fn open(database_url: &str) -> anyhow::Result<Arc<dyn Store>> {
+/// `postgresql://…`), migrated to the latest schema. `sqlite_sync` is for SQLite.
+pub async fn open(database_url: &str, sqlite_sync: SqliteSync) -> anyhow::Result<Arc<dyn Store>> {
     if database_url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::open(database_url).await?))
+        Ok(Arc::new(
+            sqlite::SqliteStore::open(database_url, sqlite_sync).await?,
+        ))
     } else if is_postgres(database_url) {
         Ok(Arc::new(postgres::PgStore::open(database_url).await?))
     } else {

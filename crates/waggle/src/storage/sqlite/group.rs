@@ -220,16 +220,23 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// the writer can write.
 pub(super) fn start(
     path: &Path,
+    sync: SqliteSync,
     health: watch::Sender<Health>,
 ) -> anyhow::Result<mpsc::Sender<GroupWrite>> {
     use anyhow::Context;
-    let conn = open(path).with_context(|| format!("opening {} for the writer", path.display()))?;
+    let conn =
+        open(path, sync).with_context(|| format!("opening {} for the writer", path.display()))?;
     let (queue, writes) = mpsc::channel();
     let path = path.to_string_lossy().into_owned();
     std::thread::Builder::new()
         .name("sqlite-writer".into())
         .spawn(move || {
-            let mut writer = Writer { conn, path, health };
+            let mut writer = Writer {
+                conn,
+                path,
+                sync,
+                health,
+            };
             writer.run(writes)
         })
         .context("starting the writer thread")?;
@@ -237,7 +244,7 @@ pub(super) fn start(
 }
 
 /// The writer's connection.
-fn open(path: &Path) -> rusqlite::Result<Connection> {
+fn open(path: &Path, sync: SqliteSync) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -251,10 +258,11 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     // can only be reached through its connector, so it stays unseen, where a checked
     // insert would have failed every other write of its group with it. Commands, which
     // delete, turn them on for their own transaction, so that deletes cascade.
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF; \
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; PRAGMA foreign_keys = OFF; \
          PRAGMA temp_store = MEMORY; PRAGMA cache_size = -32768;",
-    )?;
+        sync.pragma()
+    ))?;
     Ok(conn)
 }
 
@@ -262,6 +270,8 @@ struct Writer {
     conn: Connection,
     /// The database file, which names this writer to a test's injected fault.
     path: String,
+    /// What a commit waits for (the probe's fresh connection too).
+    sync: SqliteSync,
     /// Whether the writer can write, as its last write or probe found.
     health: watch::Sender<Health>,
 }
@@ -335,7 +345,7 @@ impl Writer {
     /// on a fresh connection, since one that could not write may have been opened
     /// read-only.
     fn probe(&mut self) -> Wrote {
-        let fresh = open(Path::new(&self.path)).map_err(|e| Trouble::of(&e))?;
+        let fresh = open(Path::new(&self.path), self.sync).map_err(|e| Trouble::of(&e))?;
         self.conn = fresh;
         let version: i64 = self
             .conn
@@ -937,12 +947,34 @@ mod tests {
     use super::*;
     use crate::storage::sqlite::SqliteStore;
 
+    #[tokio::test]
+    async fn the_writer_syncs_as_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sync.db");
+        drop(
+            SqliteStore::open(&format!("sqlite://{}", path.display()), SqliteSync::Full)
+                .await
+                .unwrap(),
+        );
+        // SQLite's own numbers: 1 NORMAL, 2 FULL.
+        for (sync, expected) in [(SqliteSync::Full, 2), (SqliteSync::Normal, 1)] {
+            let conn = open(&path, sync).unwrap();
+            let synchronous: i64 = conn
+                .query_row("PRAGMA synchronous", [], |row| row.get(0))
+                .unwrap();
+            assert_eq!(synchronous, expected, "{sync:?}");
+        }
+        assert_eq!(SqliteSync::default(), SqliteSync::Full);
+        assert_eq!(SqliteSync::parse(" Normal "), Ok(SqliteSync::Normal));
+        assert!(SqliteSync::parse("off").is_err());
+    }
+
     /// A migrated database whose only rows are these webhooks, each with its number of
     /// due, unclaimed deliveries, in the order given: the first webhook's are due first.
     async fn queued(dir: &Path, queues: &[(WebhookId, usize)]) -> Connection {
         let path = dir.join("claims.db");
         drop(
-            SqliteStore::open(&format!("sqlite://{}", path.display()))
+            SqliteStore::open(&format!("sqlite://{}", path.display()), SqliteSync::Full)
                 .await
                 .unwrap(),
         );

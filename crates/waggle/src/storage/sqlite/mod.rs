@@ -7,8 +7,10 @@
 //! (`readers.rs`). Rows are mapped by the shared layer (`storage/rows.rs`), and the
 //! records both backends keep alike are written once (`storage/records.rs`).
 //!
-//! `synchronous = NORMAL` in WAL mode: a commit survives the process being killed (the WAL
-//! is in the OS's page cache), and only a power loss can take the last commits back.
+//! WAL mode with `synchronous = FULL` by default: a commit is on disk before anyone hears
+//! of it (one sync of the WAL per group commit). `--sqlite-sync normal` gives
+//! `synchronous = NORMAL`: a commit survives the process being killed (the WAL is in the
+//! OS's page cache), and only a power loss can take the last commits back.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -108,22 +110,25 @@ fn database_path(url: &str) -> anyhow::Result<PathBuf> {
 }
 
 impl SqliteStore {
-    pub async fn open(url: &str) -> anyhow::Result<Self> {
+    pub async fn open(url: &str, sync: SqliteSync) -> anyhow::Result<Self> {
         let path = database_path(url)?;
-        tokio::task::spawn_blocking(move || Self::open_path(&path)).await?
+        tokio::task::spawn_blocking(move || Self::open_path(&path, sync)).await?
     }
 
-    fn open_path(path: &Path) -> anyhow::Result<Self> {
+    fn open_path(path: &Path, sync: SqliteSync) -> anyhow::Result<Self> {
         use anyhow::Context;
         let mut conn = Connection::open(path)
             .with_context(|| format!("opening SQLite database {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {};",
+            sync.pragma()
+        ))?;
         migrate::run(&mut conn)
             .with_context(|| format!("migrating the SQLite database {}", path.display()))?;
         drop(conn);
         let (health, healthy) = watch::channel(Health::Ok);
-        let writer = group::start(path, health)?;
+        let writer = group::start(path, sync, health)?;
         let readers = Readers::open(path, READERS)?;
         Ok(Self {
             readers,
@@ -492,7 +497,7 @@ mod tests {
         .unwrap();
         drop(old);
 
-        let store = SqliteStore::open(&format!("sqlite://{}", path.display()))
+        let store = SqliteStore::open(&format!("sqlite://{}", path.display()), SqliteSync::Full)
             .await
             .unwrap();
         let log = store.log(org, delivery).await.unwrap().unwrap();
@@ -564,7 +569,7 @@ mod tests {
         .unwrap();
         drop(old);
 
-        let store = SqliteStore::open(&format!("sqlite://{}", path.display()))
+        let store = SqliteStore::open(&format!("sqlite://{}", path.display()), SqliteSync::Full)
             .await
             .unwrap();
         let log = store.log(org, delivery).await.unwrap().unwrap();
