@@ -55,7 +55,7 @@ root=$PWD
     --header "Authorization: Bearer $key" \
     --max-examples "$MAX_EXAMPLES" \
     --seed "$SEED" \
-    --workers 2) >"$work/out.txt" 2>&1 || status=$?
+    --workers 1) >"$work/out.txt" 2>&1 || status=$?
 # The failures and the summary; the run's progress lines are many and say nothing more.
 if grep -q '^=* *FAILURES' "$work/out.txt"; then
     sed -n '/^=* *FAILURES/,$p' "$work/out.txt"
@@ -66,6 +66,17 @@ else
 fi
 
 cases=$(sed -n 's/^ *\([0-9][0-9]*\) generated.*/\1/p' "$work/out.txt" | tail -n 1)
+# A run whose key stopped working tested nothing but 401s from then on.
+if ! python3 - "$port" "$key" <<'PY'
+import sys, urllib.request
+request = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/api/v1/webhooks",
+                                 headers={"Authorization": f"Bearer {sys.argv[2]}"})
+sys.exit(0 if urllib.request.urlopen(request).status == 200 else 1)
+PY
+then
+    echo "The fuzzer's own API key no longer works: the run lost its key" >&2
+    status=1
+fi
 echo "API fuzzing: ${cases:-0} cases generated over every operation, exit status $status"
 if grep -q "ERROR\|panicked" "$work/serve.log"; then
     echo "The server logged errors while fuzzed:" >&2

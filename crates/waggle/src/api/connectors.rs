@@ -60,7 +60,8 @@ struct ConnectorIn {
     origin_id: String,
     #[schema(min_length = 1, max_length = 255)]
     end_user_name: String,
-    #[schema(format = Email, max_length = 254)]
+    /// An email address (`name@domain`).
+    #[schema(max_length = 254)]
     end_user_email: String,
     /// Defaults to `COMPLETE`.
     #[schema(value_type = Option<ConnectorStatus>)]
@@ -82,7 +83,8 @@ struct ConnectorPatch {
     origin_id: Option<String>,
     #[schema(min_length = 1, max_length = 255)]
     end_user_name: Option<String>,
-    #[schema(format = Email, max_length = 254)]
+    /// An email address (`name@domain`).
+    #[schema(max_length = 254)]
     end_user_email: Option<String>,
     #[schema(value_type = Option<ConnectorStatus>)]
     connector_status: Option<String>,
@@ -582,7 +584,6 @@ async fn data_changed(
 
 /// A unified model's name: lowercase letters, digits and underscores, like `employee`.
 fn parse_model(value: &str) -> Result<String, Invalid> {
-    let value = value.trim();
     if value.is_empty()
         || value.len() > 64
         || !value

@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::ApiAuth;
-use super::error::{ApiError, Problems};
+use super::error::{ApiError, ErrorOut, Problems};
 use super::pagination::{self, Page};
 use super::{parse_bool, parse_path_id, AppState};
 use crate::domain::attempt::{Attempt, AttemptResult};
@@ -350,7 +350,10 @@ struct ResendOut {
     tag = "logs",
     operation_id = "resend_log",
     params(("log_id" = String, Path, format = Uuid)),
-    responses((status = 202, description = "A new delivery of the same body, started", body = ResendOut))
+    responses(
+        (status = 202, description = "A new delivery of the same body, started", body = ResendOut),
+        (status = 409, description = "The log's webhook has been deleted", body = ErrorOut),
+    )
 )]
 async fn resend(
     State(state): State<AppState>,

@@ -96,14 +96,14 @@ impl WebhookUrl {
     /// Parses a destination URL without looking at its address: what Test URL takes,
     /// which reports a refused address as its outcome rather than as invalid input.
     pub fn parse_syntax(value: &str) -> Result<Self, Invalid> {
-        let value = value.trim();
+        // Measured as given, as the OpenAPI document's maxLength is.
         if value.len() > MAX_URL_LEN {
             return Err(Invalid::new(
                 "value_error.any_str.max_length",
                 format!("URL must be at most {MAX_URL_LEN} characters"),
             ));
         }
-        let url = Url::parse(value)
+        let url = Url::parse(value.trim())
             .map_err(|e| Invalid::new("value_error.url", format!("invalid URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(Invalid::new(

@@ -30,8 +30,8 @@ impl Invalid {
     }
 }
 
-/// Parses a short human text (a name): trimmed, non-empty, at most `max` characters and
-/// free of control characters.
+/// Parses a short human text (a name): at most `max` characters as given, non-empty once
+/// trimmed, and free of control characters.
 pub fn parse_text(value: &str, max: usize, what: &str) -> Result<String, Invalid> {
     let trimmed = value.trim();
     if trimmed.is_empty() {
@@ -40,7 +40,8 @@ pub fn parse_text(value: &str, max: usize, what: &str) -> Result<String, Invalid
             format!("{what} must not be empty"),
         ));
     }
-    if trimmed.chars().count() > max {
+    // Counted before trimming, as the OpenAPI document's maxLength counts.
+    if value.chars().count() > max {
         return Err(Invalid::new(
             "value_error.any_str.max_length",
             format!("{what} must be at most {max} characters"),
