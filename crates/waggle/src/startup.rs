@@ -45,9 +45,10 @@ impl App {
                     released,
                     "taking back deliveries that were in flight when the last run stopped"
                 ),
-                // A file that cannot be written for now (read-only, a full disk): serve
-                // what can be served (reads answer, writes 503) until the writer finds it
-                // can write; the claims left behind run out by themselves meanwhile.
+                // A file that cannot be written for now (a full disk, a read-only file):
+                // serve what can be served (reads answer, writes 503) rather than stop; a
+                // full disk is found writable again by the writer's probe. The claims left
+                // behind run out by themselves meanwhile.
                 Err(e) if matches!(*store.health().borrow(), Health::Unavailable(_)) => {
                     tracing::warn!(error = %e, "starting with a database that cannot be written for now");
                 }

@@ -11,7 +11,7 @@
 //! Each caller hears back only once its write is committed.
 //!
 //! The thread is its own supervisor. An error that says the file cannot be written for
-//! now (a full disk, a file it may not write) fails the writes at hand with
+//! now (a full disk; a file it may not write) fails the writes at hand with
 //! [`StoreError::Unavailable`] and says so on the store's health channel (`/healthz`
 //! turns 503, the dispatcher pauses); the writes that come meanwhile are tried as they
 //! come, and every second a probe tries to write, until one succeeds and the health turns
@@ -302,7 +302,7 @@ impl Writer {
                     Ok(write) => Some(write),
                     Err(mpsc::RecvTimeoutError::Timeout) => {
                         let probed = self.probe();
-                        self.heard(probed);
+                        heard(&self.health, probed);
                         continue;
                     }
                     Err(mpsc::RecvTimeoutError::Disconnected) => None,
@@ -322,10 +322,13 @@ impl Writer {
             }
             if !group.is_empty() {
                 let fault = injected_fault(&self.path);
-                let wrote = settle(&mut self.conn, &mut group, |conn, group| {
-                    commit_group(conn, group, fault)
-                });
-                self.heard(wrote);
+                let health = &self.health;
+                settle(
+                    &mut self.conn,
+                    &mut group,
+                    |conn, group| commit_group(conn, group, fault),
+                    |wrote| heard(health, wrote),
+                );
             }
             for command in commands {
                 match &*self.health.borrow() {
@@ -335,15 +338,15 @@ impl Writer {
                     }
                     Health::Ok | Health::Unavailable(_) => {}
                 }
-                let wrote = run_command(&mut self.conn, command);
-                self.heard(wrote);
+                let health = &self.health;
+                run_command(&mut self.conn, command, |wrote| heard(health, wrote));
             }
         }
     }
 
     /// Tries a write of nothing that matters (the schema's user version, set to itself),
-    /// on a fresh connection, since one that could not write may have been opened
-    /// read-only.
+    /// on a fresh connection. (A file the node started on read-only stays read-only to
+    /// it: SQLite shares the WAL index it opened read-only with the readers' connections.)
     fn probe(&mut self) -> Wrote {
         let fresh = open(Path::new(&self.path), self.sync).map_err(|e| Trouble::of(&e))?;
         self.conn = fresh;
@@ -360,34 +363,35 @@ impl Writer {
                 Trouble::of(&e)
             })
     }
+}
 
-    /// Takes in how a write went: trouble says the store cannot write (for now or for
-    /// good), a write that went through says it can again.
-    fn heard(&self, wrote: Wrote) {
-        self.health.send_if_modified(|health| match (&*health, wrote) {
-            (Health::Broken(_), _) | (Health::Ok, Ok(()) | Err(None)) => false,
-            (Health::Unavailable(_), Err(None)) => false,
-            (_, Err(Some(Trouble::ForGood(why)))) => {
-                tracing::error!(error = %why, "the SQLite writer stopped: no write is possible until a restart");
-                *health = Health::Broken(why);
-                true
-            }
-            (Health::Ok, Err(Some(Trouble::ForNow(why)))) => {
-                tracing::error!(error = %why, "the SQLite database cannot be written; retrying every {PROBE_EVERY:?}");
-                *health = Health::Unavailable(why);
-                true
-            }
-            (Health::Unavailable(_), Err(Some(Trouble::ForNow(why)))) => {
-                *health = Health::Unavailable(why);
-                false
-            }
-            (Health::Unavailable(_), Ok(())) => {
-                tracing::info!("the SQLite database can be written again");
-                *health = Health::Ok;
-                true
-            }
-        });
-    }
+/// Takes in how a write went: trouble says the store cannot write (for now or for
+/// good), a write that went through says it can again. Called before the write's caller
+/// hears of it, so that a caller that heard of trouble finds the health saying so.
+fn heard(health: &watch::Sender<Health>, wrote: Wrote) {
+    health.send_if_modified(|health| match (&*health, wrote) {
+        (Health::Broken(_), _) | (Health::Ok, Ok(()) | Err(None)) => false,
+        (Health::Unavailable(_), Err(None)) => false,
+        (_, Err(Some(Trouble::ForGood(why)))) => {
+            tracing::error!(error = %why, "the SQLite writer stopped: no write is possible until a restart");
+            *health = Health::Broken(why);
+            true
+        }
+        (Health::Ok, Err(Some(Trouble::ForNow(why)))) => {
+            tracing::error!(error = %why, "the SQLite database cannot be written; retrying every {PROBE_EVERY:?}");
+            *health = Health::Unavailable(why);
+            true
+        }
+        (Health::Unavailable(_), Err(Some(Trouble::ForNow(why)))) => {
+            *health = Health::Unavailable(why);
+            false
+        }
+        (Health::Unavailable(_), Ok(())) => {
+            tracing::info!("the SQLite database can be written again");
+            *health = Health::Ok;
+            true
+        }
+    });
 }
 
 /// A fault a test injects into the writer of the database at `path`, with
@@ -417,19 +421,21 @@ enum Fault {
 
 /// Commits `group` with `commit` and answers each of its writes. A panic fails the
 /// group's writes (its transaction rolls back as the panic unwinds), and so does an
-/// error; says whether the writer could write.
+/// error; `report` hears whether the writer could write, before the writes do.
 fn settle(
     conn: &mut Connection,
     group: &mut Vec<GroupWrite>,
     commit: impl FnOnce(&mut Connection, &[GroupWrite]) -> rusqlite::Result<Vec<Answer>>,
-) -> Wrote {
+    report: impl FnOnce(Wrote),
+) {
     let committed = catch_unwind(AssertUnwindSafe(|| commit(conn, group)));
     let (failed, trouble) = match committed {
         Ok(Ok(answers)) => {
+            report(Ok(()));
             for (write, answer) in group.drain(..).zip(answers) {
                 write.answer(answer);
             }
-            return Ok(());
+            return;
         }
         Ok(Err(e)) => (e.to_string(), Trouble::of(&e)),
         Err(panic) => {
@@ -438,10 +444,11 @@ fn settle(
         }
     };
     tracing::error!(error = %failed, writes = group.len(), "group commit failed");
+    let unwritable = trouble.is_some();
+    report(Err(trouble));
     for write in group.drain(..) {
-        write.fail(failure(&failed, trouble.is_some()));
+        write.fail(failure(&failed, unwritable));
     }
-    Err(trouble)
 }
 
 /// What a write that failed for `why` answers: the store is unavailable when the file
@@ -461,9 +468,9 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_default()
 }
 
-/// Runs a command in a transaction of its own, foreign keys checked; says whether the
-/// writer could write.
-fn run_command(conn: &mut Connection, mut command: Box<dyn Command>) -> Wrote {
+/// Runs a command in a transaction of its own, foreign keys checked; `report` hears
+/// whether the writer could write, before the command's caller does.
+fn run_command(conn: &mut Connection, mut command: Box<dyn Command>, report: impl FnOnce(Wrote)) {
     let ran = catch_unwind(AssertUnwindSafe(|| -> rusqlite::Result<Ran> {
         conn.execute_batch("PRAGMA foreign_keys = ON")?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -476,12 +483,14 @@ fn run_command(conn: &mut Connection, mut command: Box<dyn Command>) -> Wrote {
     let reset = conn.execute_batch("PRAGMA foreign_keys = OFF");
     let (why, trouble) = match (ran, reset) {
         (Ok(Ok(Ran::Done)), Ok(())) => {
+            report(Ok(()));
             command.answer(None);
-            return Ok(());
+            return;
         }
         (Ok(Ok(Ran::Refused)), Ok(())) => {
+            report(Err(None));
             command.answer(None);
-            return Err(None);
+            return;
         }
         (Ok(Ok(Ran::Trouble(trouble))), _) => (trouble.why().to_owned(), Some(trouble)),
         (Ok(Err(e)), _) | (_, Err(e)) => (e.to_string(), Trouble::of(&e)),
@@ -490,8 +499,9 @@ fn run_command(conn: &mut Connection, mut command: Box<dyn Command>) -> Wrote {
             (trouble.why().to_owned(), Some(trouble))
         }
     };
-    command.answer(Some(failure(&why, trouble.is_some())));
-    Err(trouble)
+    let unwritable = trouble.is_some();
+    report(Err(trouble));
+    command.answer(Some(failure(&why, unwritable)));
 }
 
 /// One transaction for the group, its writes in the order they came. Sync changes go
@@ -1050,14 +1060,20 @@ mod tests {
         let mut conn = queued(dir.path(), &[(webhook, 3)]).await;
         let (done, answer) = oneshot::channel();
         let mut group = vec![claim_all(done)];
-        let broken = settle(&mut conn, &mut group, |conn, group| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            if let GroupWrite::Claim { claim, .. } = &group[0] {
-                assert_eq!(claim_due(&tx, claim)?.unwrap().len(), 3);
-            }
-            panic!("in the middle of the transaction");
-        });
-        match broken {
+        let mut broken = None;
+        settle(
+            &mut conn,
+            &mut group,
+            |conn, group| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                if let GroupWrite::Claim { claim, .. } = &group[0] {
+                    assert_eq!(claim_due(&tx, claim)?.unwrap().len(), 3);
+                }
+                panic!("in the middle of the transaction");
+            },
+            |wrote| broken = Some(wrote),
+        );
+        match broken.expect("reported") {
             Err(Some(Trouble::ForGood(why))) => assert!(why.contains("panicked"), "{why}"),
             other => panic!("a panic is trouble for good: {other:?}"),
         }
@@ -1066,12 +1082,14 @@ mod tests {
         // Nothing of the failed group stayed.
         let (done, answer) = oneshot::channel();
         let mut group = vec![claim_all(done)];
-        assert_eq!(
-            settle(&mut conn, &mut group, |conn, group| commit_group(
-                conn, group, None
-            )),
-            Ok(())
+        let mut wrote = None;
+        settle(
+            &mut conn,
+            &mut group,
+            |conn, group| commit_group(conn, group, None),
+            |w| wrote = Some(w),
         );
+        assert_eq!(wrote, Some(Ok(())));
         assert_eq!(answer.await.unwrap().unwrap().len(), 3);
     }
 
@@ -1094,9 +1112,11 @@ mod tests {
             },
             done,
         );
+        let mut wrote = None;
+        run_command(&mut conn, Box::new(refused), |w| wrote = Some(w));
         assert_eq!(
-            run_command(&mut conn, Box::new(refused)),
-            Err(None),
+            wrote,
+            Some(Err(None)),
             "refused, and the file can still be written"
         );
         assert!(answer.await.unwrap().is_err());
