@@ -45,9 +45,9 @@ pub async fn answering(answer: &'static [u8]) -> String {
     .await
 }
 
-/// A receiver that answers 200 with `body` gzipped (`content-encoding: gzip`) and the
-/// header lines `extra` (each ending in CRLF); also the gzipped body's length.
-async fn answering_gzipped(body: &[u8], extra: &str) -> (String, usize) {
+/// A 200 answer with `body` gzipped (`content-encoding: gzip`) and the header lines
+/// `extra` (each ending in CRLF); also the gzipped body's length.
+pub fn gzipped_answer(body: &[u8], extra: &str) -> (Vec<u8>, usize) {
     use std::io::Write;
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     encoder.write_all(body).unwrap();
@@ -58,7 +58,13 @@ async fn answering_gzipped(body: &[u8], extra: &str) -> (String, usize) {
     )
     .into_bytes();
     answer.extend_from_slice(&gzipped);
-    (answering(answer.leak()).await, gzipped.len())
+    (answer, gzipped.len())
+}
+
+/// A receiver that answers [`gzipped_answer`]; also the gzipped body's length.
+async fn answering_gzipped(body: &[u8], extra: &str) -> (String, usize) {
+    let (answer, gzipped) = gzipped_answer(body, extra);
+    (answering(answer.leak()).await, gzipped)
 }
 
 fn closed_port_url() -> String {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
-use crate::failures::misbehaving;
+use crate::failures::{gzipped_answer, misbehaving};
 use crate::helpers::*;
 
 /// Receivers' connections open right now, and the most seen at once.
@@ -92,17 +92,7 @@ async fn a_thousand_hostile_attempts_at_once_stay_under_200_mib() {
     })
     .await;
     let bomb = {
-        use std::io::Write;
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        encoder.write_all(&vec![0u8; 64 << 20]).unwrap();
-        let gzipped = encoder.finish().unwrap();
-        let mut answer = format!(
-            "HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: {}\r\n\r\n",
-            gzipped.len()
-        )
-        .into_bytes();
-        answer.extend_from_slice(&gzipped);
-        let answer: &'static [u8] = answer.leak();
+        let answer: &'static [u8] = gzipped_answer(&vec![0u8; 64 << 20], "").0.leak();
         hostile(gauge.clone(), move |mut socket| async move {
             let _ = socket.write_all(answer).await;
         })
