@@ -58,7 +58,8 @@ struct Options {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=20))]
     runs: Option<u32>,
     /// Only these scenarios (fanout, one_to_one, steady_1000, isolation_alone,
-    /// isolation_base, isolation, backlog, pg_fanout_1, pg_fanout_2, pg_fanout_3, pg_steady_1000).
+    /// isolation_base, isolation, backlog, pg_fanout_1, pg_fanout_2, pg_fanout_3,
+    /// pg_one_to_one, pg_steady_1000).
     #[arg(long, value_name = "NAME", value_delimiter = ',')]
     scenario: Vec<String>,
     /// The waggle binary (default: `waggle` beside this executable, i.e. target/release).
@@ -74,6 +75,10 @@ struct Options {
         default_value = "postgres://postgres@127.0.0.1:5432/test"
     )]
     postgres: String,
+    /// SQLite's sync mode for the SQLite scenarios: `full` (waggle's default, a 2xx means
+    /// on disk) or `normal`.
+    #[arg(long, value_name = "MODE", default_value = "full", value_parser = ["full", "normal"])]
+    sqlite_sync: String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -151,6 +156,7 @@ async fn bench(options: Options) -> anyhow::Result<()> {
         waggle_bin: &waggle_bin,
         size,
         postgres,
+        sqlite_sync: options.sqlite_sync.clone(),
     };
     let mut summaries = Vec::new();
     let mut failures = Vec::new();

@@ -8,6 +8,8 @@ pub struct Measurement {
     pub scenario: String,
     /// `sqlite` or `postgres`.
     pub backend: String,
+    /// SQLite's sync mode (`full` or `normal`); none on PostgreSQL.
+    pub sqlite_sync: Option<String>,
     /// `waggle serve` processes sharing the database.
     pub nodes: usize,
     /// Requests/s of the raw client with waggle's concurrency: the ceiling. Measured
@@ -97,6 +99,7 @@ pub fn median(runs: &[Measurement]) -> Measurement {
     Measurement {
         scenario: runs.first().map(|m| m.scenario.clone()).unwrap_or_default(),
         backend: runs.first().map(|m| m.backend.clone()).unwrap_or_default(),
+        sqlite_sync: runs.first().and_then(|m| m.sqlite_sync.clone()),
         nodes: u(|m| m.nodes as u64) as usize,
         raw_rps: f(|m| m.raw_rps),
         raw_rps_before: f(|m| m.raw_rps_before),
@@ -153,6 +156,7 @@ pub fn one_line(m: &Measurement) -> String {
 pub fn table(rows: &[Measurement]) -> String {
     let header = [
         "scenario",
+        "sync",
         "raw rps",
         "events/s",
         "deliv/s",
@@ -169,6 +173,7 @@ pub fn table(rows: &[Measurement]) -> String {
     for m in rows {
         cells.push(vec![
             m.scenario.clone(),
+            m.sqlite_sync.clone().unwrap_or_else(|| "-".into()),
             num(m.raw_rps, 0),
             num(m.events_per_s, 0),
             num(m.deliveries_per_s, 0),

@@ -152,6 +152,12 @@ pub fn all(size: Size) -> Vec<Scenario> {
             ..scenarios[0].clone()
         });
     }
+    let one_to_one = scenarios[1].clone();
+    scenarios.push(Scenario {
+        name: "pg_one_to_one",
+        postgres: true,
+        ..one_to_one
+    });
     scenarios.push(Scenario {
         name: "pg_steady_1000",
         postgres: true,
@@ -198,6 +204,8 @@ pub struct Context<'a> {
     pub size: Size,
     /// The server the PostgreSQL scenarios use, when there is one.
     pub postgres: Option<Backend>,
+    /// SQLite's sync mode for the SQLite scenarios (`full` or `normal`).
+    pub sqlite_sync: String,
 }
 
 impl Context<'_> {
@@ -207,7 +215,9 @@ impl Context<'_> {
                 .clone()
                 .context("a PostgreSQL scenario without a PostgreSQL server")
         } else {
-            Ok(Backend::Sqlite)
+            Ok(Backend::Sqlite {
+                sync: self.sqlite_sync.clone(),
+            })
         }
     }
 
@@ -322,6 +332,7 @@ async fn live(scenario: &Scenario, cx: &Context<'_>, plan: Push) -> anyhow::Resu
             )
             .await?;
         let mut m = figures(scenario, &pushed, healthy, &records, pushed.started_us);
+        m.sqlite_sync = db.sqlite_sync.clone();
         // Each node's peak (they are alike), and the CPU of them all.
         for server in &servers {
             let usage = server.usage()?;
@@ -395,6 +406,7 @@ async fn backlog(
         let usage = server.usage()?;
         let first_arrival = records.iter().map(|r| r.at_us).min().unwrap_or(spawned_us);
         let mut m = figures(scenario, &pushed, healthy, &records, first_arrival);
+        m.sqlite_sync = db.sqlite_sync.clone();
         m.peak_rss_mb = Some(usage.peak_rss_mb);
         m.cpu_s = Some(usage.cpu_s);
         m.startup_s = Some(ready_us.saturating_sub(spawned_us) as f64 / 1e6);
@@ -479,7 +491,7 @@ mod tests {
         assert_eq!(picked, ["fanout", "backlog"]);
         assert!(select(Size::Quick, &["nope".to_owned()], true).is_err());
         assert_eq!(select(Size::Full, &[], false).unwrap().len(), 7);
-        assert_eq!(select(Size::Full, &[], true).unwrap().len(), 11);
+        assert_eq!(select(Size::Full, &[], true).unwrap().len(), 12);
     }
 
     #[test]

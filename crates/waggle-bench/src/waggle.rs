@@ -20,8 +20,9 @@ use crate::process::{self, Guard, Usage};
 /// Where the databases of a run live.
 #[derive(Debug, Clone)]
 pub enum Backend {
-    /// A new file in a temporary folder per run: waggle's embedded default.
-    Sqlite,
+    /// A new file in a temporary folder per run: waggle's embedded default, run with
+    /// `--sqlite-sync` `sync` (`full` or `normal`).
+    Sqlite { sync: String },
     /// A new database per run on this server; `admin_url` names a database the bench can
     /// connect to in order to create and drop them.
     Postgres { admin_url: String },
@@ -71,6 +72,8 @@ pub struct Database {
     api_key: String,
     /// The PostgreSQL database's name, and the admin URL to drop it with.
     postgres: Option<(String, String)>,
+    /// SQLite's sync mode, given to every server (`WAGGLE_SQLITE_SYNC`).
+    pub sqlite_sync: Option<String>,
 }
 
 impl Database {
@@ -80,10 +83,11 @@ impl Database {
             .prefix("waggle-bench-")
             .tempdir()
             .context("creating a temporary folder")?;
-        let (url, postgres) = match backend {
-            Backend::Sqlite => (
+        let (url, postgres, sqlite_sync) = match backend {
+            Backend::Sqlite { sync } => (
                 format!("sqlite://{}", dir.path().join("bench.db").display()),
                 None,
+                Some(sync.clone()),
             ),
             Backend::Postgres { admin_url } => {
                 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -99,7 +103,7 @@ impl Database {
                     .with_context(|| format!("creating database {name}"))?;
                 let mut url = url::Url::parse(admin_url).context("the PostgreSQL URL")?;
                 url.set_path(&name);
-                (url.to_string(), Some((name, admin_url.clone())))
+                (url.to_string(), Some((name, admin_url.clone())), None)
             }
         };
         let database = Self {
@@ -107,6 +111,7 @@ impl Database {
             url,
             api_key: String::new(),
             postgres,
+            sqlite_sync,
         };
         match database.create_org(waggle_bin).await {
             Ok(api_key) => Ok(Self {
@@ -201,6 +206,10 @@ impl Server {
             .args(["--listen", &addr.to_string(), "--database", &db.url]);
         if !dispatcher {
             command.arg("--no-dispatcher");
+        }
+        // An environment variable too, for the same reason as the rate limit's.
+        if let Some(sync) = &db.sqlite_sync {
+            command.env("WAGGLE_SQLITE_SYNC", sync);
         }
         let child = command
             .stdin(Stdio::null())
