@@ -1,6 +1,6 @@
 //! Persistence behind one [`Store`] trait, so the API and the dispatcher never see which
 //! database holds the data. SQLite is the embedded default (`sqlite/`); PostgreSQL
-//! (`postgres.rs`) lets several nodes share one database.
+//! (`postgres/`) lets several nodes share one database.
 //!
 //! Where things are: rows become domain types, and domain types bind values, in
 //! `rows.rs`, for both backends; the records both keep alike (organizations, keys,

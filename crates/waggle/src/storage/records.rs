@@ -29,6 +29,9 @@ pub(super) trait Db: Send + Sync + 'static {
     const LOG_EVENT: &'static str;
     /// Selects `shared_body`, the event's shared part of a delivery `d`'s body.
     const SHARED_BODY: &'static str;
+    /// Selects the records version of the organization `o`, where the backend keeps one
+    /// (see [`Db::saw_records_version`]).
+    const RECORDS_VERSION: &'static str;
 
     async fn read<T: Send + 'static>(&self, sql: Sql, map: RowMap<T>) -> StoreResult<Vec<T>>;
     /// Runs the statements in one transaction: all or none. Answers the rows each changed.
@@ -41,6 +44,9 @@ pub(super) trait Db: Send + Sync + 'static {
     ) -> StoreResult<Vec<T>>;
     /// Called once a write that changes what `change` names has committed.
     fn changed(&self, _change: Change) {}
+    /// Called when a read found an organization's records version: the number its
+    /// webhooks' and connectors' changes bump, whichever node made them.
+    fn saw_records_version(&self, _org: OrgId, _version: i64) {}
 
     fn sql(text: impl Into<String>) -> Sql {
         Sql::new(Self::DIALECT, text)
@@ -298,9 +304,17 @@ impl<D: Db> Records for D {
     }
 
     async fn api_key_by_hash(&self, hash: &str) -> StoreResult<Option<(ApiKeyId, OrgId)>> {
-        let mut sql = D::sql("SELECT id, org_id FROM api_keys WHERE hash = ");
+        let mut sql = D::sql(format!(
+            "SELECT k.id, k.org_id, {} AS records_version FROM api_keys k \
+             JOIN organizations o ON o.id = k.org_id WHERE k.hash = ",
+            D::RECORDS_VERSION
+        ));
         sql.bind(hash);
-        self.read_one(sql, rows::api_key_owner).await
+        let Some((key, org, version)) = self.read_one(sql, rows::api_key_owner).await? else {
+            return Ok(None);
+        };
+        self.saw_records_version(org, version);
+        Ok(Some((key, org)))
     }
 
     async fn touch_api_key(&self, key: ApiKeyId, at: Timestamp) -> StoreResult<()> {

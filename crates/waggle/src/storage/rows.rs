@@ -181,8 +181,13 @@ pub(super) fn organization(row: &dyn Row) -> StoreResult<Organization> {
     })
 }
 
-pub(super) fn api_key_owner(row: &dyn Row) -> StoreResult<(ApiKeyId, OrgId)> {
-    Ok((id(row, "id")?, id(row, "org_id")?))
+/// A key's id, its organization and the organization's records version.
+pub(super) fn api_key_owner(row: &dyn Row) -> StoreResult<(ApiKeyId, OrgId, i64)> {
+    Ok((
+        id(row, "id")?,
+        id(row, "org_id")?,
+        int(row, "records_version")?,
+    ))
 }
 
 pub(super) const API_KEY_COLUMNS: &str = "id, name, prefix, created_at, last_used_at";

@@ -521,3 +521,124 @@ async fn a_key_regenerated_on_one_node_signs_at_once_on_another() {
         }
     }
 }
+
+#[tokio::test]
+async fn webhook_and_connector_changes_on_one_node_hold_for_the_next_call_on_another() {
+    if !needs_postgres("webhook_and_connector_changes_on_one_node") {
+        return;
+    }
+    let database = TestDatabase::create().await;
+    let db_url = database.url().to_owned();
+    let org = Org::create(&db_url);
+    let a = serve(&db_url, free_port(), &[]).await;
+    let b = serve(&db_url, free_port(), &[]).await;
+    let receiver = Receiver::start(200).await;
+    let send = |method: reqwest::Method, node: &Server, path: &str, body: Option<Value>| {
+        let mut request = org
+            .client
+            .request(method, format!("{}/api/v1{path}", node.address))
+            .bearer_auth(&org.key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move {
+            let r = request.send().await.expect("the node answers");
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let webhook = |path: &str| {
+        json!({"url": receiver.url(path), "name": path, "type": "production",
+               "events": ["connector_data_modified"]})
+    };
+    let connector = org.connector(&a).await;
+    let changes = format!("/connectors/{connector}/changes");
+    let change = json!({"model": "employee", "ids": ["e1"]});
+    // What node B fans a change out to, as it answers.
+    let fanned_out_by_b = || async {
+        let (status, body) = send(reqwest::Method::POST, &b, &changes, Some(change.clone())).await;
+        (status, body["deliveries"].as_u64())
+    };
+
+    let (_, first) = send(reqwest::Method::POST, &a, "/webhooks", Some(webhook("/1"))).await;
+    // B reads (and may keep) the webhooks and the connector.
+    assert_eq!(fanned_out_by_b().await, (202, Some(1)));
+    assert_eq!(fanned_out_by_b().await, (202, Some(1)));
+
+    let (status, second) = send(reqwest::Method::POST, &a, "/webhooks", Some(webhook("/2"))).await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        fanned_out_by_b().await,
+        (202, Some(2)),
+        "a webhook created on A"
+    );
+
+    let first_id = id(&first, "webhook_id");
+    let (status, _) = send(
+        reqwest::Method::PATCH,
+        &a,
+        &format!("/webhooks/{first_id}"),
+        Some(json!({"is_enabled": false})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        fanned_out_by_b().await,
+        (202, Some(1)),
+        "a webhook disabled on A"
+    );
+
+    let second_id = id(&second, "webhook_id");
+    let (status, _) = send(
+        reqwest::Method::DELETE,
+        &a,
+        &format!("/webhooks/{second_id}"),
+        None,
+    )
+    .await;
+    assert!(status < 300, "{status}");
+    assert_eq!(
+        fanned_out_by_b().await,
+        (202, Some(0)),
+        "a webhook deleted on A"
+    );
+
+    let (status, _) = send(
+        reqwest::Method::PATCH,
+        &a,
+        &format!("/webhooks/{first_id}"),
+        Some(json!({"is_enabled": true})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = send(
+        reqwest::Method::PATCH,
+        &a,
+        &format!("/connectors/{connector}"),
+        Some(json!({"end_user_name": "Jane Roe"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let seen = receiver.requests().len();
+    assert_eq!(
+        fanned_out_by_b().await,
+        (202, Some(1)),
+        "a webhook enabled on A"
+    );
+    let got = receiver.wait_for(seen + 1).await;
+    let body: Value = serde_json::from_slice(&got[seen].body).unwrap();
+    assert!(
+        body.to_string().contains("Jane Roe"),
+        "node B sent the connector as it was before A changed it: {body}"
+    );
+
+    let (status, _) = send(
+        reqwest::Method::DELETE,
+        &a,
+        &format!("/connectors/{connector}"),
+        None,
+    )
+    .await;
+    assert!(status < 300, "{status}");
+    assert_eq!(fanned_out_by_b().await.0, 404, "a connector deleted on A");
+}

@@ -8,6 +8,12 @@
 //! `waggle_work`, notified when deliveries are made or given back unclaimed, to wake the
 //! dispatcher at once; it reconnects on failure, and polling stays the fallback.
 //!
+//! What PostgreSQL costs is mostly per statement and per commit, not per row, so the hot
+//! writes are few statements each: the events of the API calls that arrive together are
+//! one statement (`events.rs`); a batch of outcomes is one statement, its own
+//! transaction; what every event reads is kept in memory and checked against a version
+//! the API's key lookup reads anyway (`cache.rs`).
+//!
 //! Times are bound as the nodes' clocks give them, so nodes must keep their clocks in
 //! sync (NTP); a skew eats into the lease's margin.
 
@@ -29,6 +35,11 @@ use super::rows::{self, Row, Value};
 use super::sql::{Dialect, Sql};
 use super::*;
 use crate::domain::attempt::AttemptResult;
+use cache::RecordCache;
+use events::EventWriter;
+
+mod cache;
+mod events;
 
 /// Connections per node. Dispatching needs few (claims and lease renewals are one statement
 /// per batch, outcome batches one short transaction); the rest serve the API.
@@ -54,6 +65,10 @@ pub struct PgStore {
     /// Whether the database answers, as a probe found it a moment ago (see
     /// [`watch_health`]). Never broken for good: the pool reconnects by itself.
     health: watch::Sender<Health>,
+    /// Where the API's calls that emit events are written, together (see [`events`]).
+    events: EventWriter,
+    /// What every event reads (see [`cache`]).
+    cache: RecordCache,
 }
 
 impl PgStore {
@@ -94,9 +109,12 @@ impl PgStore {
             .await
             .context("listening for PostgreSQL notifications")?;
         let stop = CancellationToken::new();
+        let node = Uuid::new_v4();
         let store = Self {
+            events: EventWriter::start(pool.clone(), node),
+            cache: RecordCache::default(),
             pool,
-            node: Uuid::new_v4(),
+            node,
             work: Arc::new(Notify::new()),
             _listener: stop.clone().drop_guard(),
             health: watch::Sender::new(Health::Ok),
@@ -423,155 +441,51 @@ impl PgStore {
         lease_until.map(|_| self.node)
     }
 
-    /// Inserts events and their deliveries, one statement for each table whatever their
-    /// number. Returns whether any delivery was made unclaimed.
-    async fn insert_events(
-        &self,
-        conn: &mut PgConnection,
-        events: &[NewEvent],
-    ) -> StoreResult<bool> {
-        if events.is_empty() {
-            return Ok(false);
+    /// Records attempts and the deliveries' new states. `sorted` is in delivery id order.
+    /// A batch whose answers fit in one statement (see [`ATTEMPT_BYTES`]) is written by
+    /// one statement, its own transaction; a larger one by a transaction of a few.
+    async fn write_outcomes(&self, sorted: &[&DeliveryOutcome]) -> StoreResult<()> {
+        let changes = delivery_changes(sorted);
+        let attempts = distinct_attempts(sorted);
+        let mut chunks = attempt_chunks(&attempts);
+        let last = chunks.pop().unwrap_or_default();
+        if chunks.is_empty() {
+            let mut conn = self.pool.acquire().await?;
+            return self.apply_outcomes(&mut conn, &changes, last, sorted).await;
         }
-        sqlx::query(
-            "INSERT INTO events (id, org_id, event_type, environment, connector_id, created_at, \
-             shared_body) SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], \
-             $5::uuid[], $6::timestamptz[], $7::bytea[])",
-        )
-        .bind(column(events, |r| r.event.id.as_uuid()))
-        .bind(column(events, |r| r.event.org_id.as_uuid()))
-        .bind(column(events, |r| r.event.event_type.as_str()))
-        .bind(column(events, |r| r.event.environment().as_str()))
-        .bind(column(events, |r| r.event.connector.id.as_uuid()))
-        .bind(column(events, |r| r.event.created_at))
-        .bind(column(events, |r| r.shared_body.as_ref()))
-        .execute(&mut *conn)
-        .await?;
-        let deliveries: Vec<(&Event, &NewDelivery)> = events
-            .iter()
-            .flat_map(|r| r.deliveries.iter().map(move |d| (&r.event, d)))
-            .collect();
-        if deliveries.is_empty() {
-            return Ok(false);
+        let mut tx = self.pool.begin().await?;
+        // The deliveries are locked first, in id order (see `apply_outcomes`): the
+        // attempts' foreign keys lock them too, in no order of their own.
+        sqlx::query("SELECT 1 FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(column(&changes, |c| c.outcome.delivery_id.as_uuid()))
+            .execute(&mut *tx)
+            .await?;
+        for chunk in chunks {
+            AttemptColumns::of(chunk)
+                .bind(sqlx::query(&insert_attempts(1)))
+                .execute(&mut *tx)
+                .await?;
         }
-        sqlx::query(
-            "INSERT INTO deliveries (id, org_id, event_id, webhook_id, webhook_name, connector_id, \
-             event_type, integration_name, end_user_name, origin_id, url, status, created_at, \
-             next_attempt_at, lease_until, claimed_by, attempts_started) \
-             SELECT id, org_id, event_id, webhook_id, webhook_name, connector_id, event_type, \
-             integration_name, end_user_name, origin_id, url, 'pending', created_at, \
-             created_at, lease_until, claimed_by, attempts_started \
-             FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::uuid[], \
-             $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
-             $12::timestamptz[], $13::timestamptz[], $14::uuid[], $15::int4[]) \
-             AS v (id, org_id, event_id, webhook_id, webhook_name, connector_id, event_type, \
-             integration_name, end_user_name, origin_id, url, created_at, lease_until, \
-             claimed_by, attempts_started)",
-        )
-        .bind(column(&deliveries, |(_, d)| d.id.as_uuid()))
-        .bind(column(&deliveries, |(e, _)| e.org_id.as_uuid()))
-        .bind(column(&deliveries, |(e, _)| e.id.as_uuid()))
-        .bind(column(&deliveries, |(_, d)| d.webhook_id.as_uuid()))
-        .bind(column(&deliveries, |(_, d)| d.webhook_name.as_str()))
-        .bind(column(&deliveries, |(e, _)| e.connector.id.as_uuid()))
-        .bind(column(&deliveries, |(e, _)| e.event_type.as_str()))
-        .bind(column(&deliveries, |(e, _)| e.connector.integration_slug.as_str()))
-        .bind(column(&deliveries, |(e, _)| e.connector.end_user_name.as_str()))
-        .bind(column(&deliveries, |(e, _)| e.connector.origin_id.as_str()))
-        .bind(column(&deliveries, |(_, d)| d.url.as_str()))
-        .bind(column(&deliveries, |(e, _)| e.created_at))
-        .bind(column(&deliveries, |(_, d)| d.lease_until))
-        .bind(column(&deliveries, |(_, d)| self.claimant(d.lease_until)))
-        .bind(column(&deliveries, |(_, d)| d.lease_until.is_some() as i32))
-        .execute(&mut *conn)
-        .await?;
-        Ok(deliveries.iter().any(|(_, d)| d.lease_until.is_none()))
+        self.apply_outcomes(&mut tx, &changes, last, sorted).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
-    /// Records attempts and the deliveries' new states, a fixed number of statements per
-    /// batch. `sorted` is in delivery id order.
-    async fn write_outcomes(
+    /// One statement: the deliveries' new states, `attempts`, and the webhooks' last
+    /// trigger.
+    async fn apply_outcomes(
         &self,
         conn: &mut PgConnection,
+        changes: &[DeliveryChange<'_>],
+        attempts: &[&Attempt],
         sorted: &[&DeliveryOutcome],
     ) -> StoreResult<()> {
-        let changes = delivery_changes(sorted);
-        let ids = column(&changes, |c| c.outcome.delivery_id.as_uuid());
-        // Rows are locked in id order, as every other multi-row write that waits for
-        // locks does, so that two of them cannot deadlock. First, since the attempts'
-        // foreign keys lock these rows too, and a join gives no order of its own.
-        sqlx::query("SELECT 1 FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-            .bind(&ids)
-            .execute(&mut *conn)
-            .await?;
-
-        // One row per attempt number: the last written wins, as it did one at a time.
-        let mut attempts: Vec<&Attempt> = Vec::new();
-        let mut numbered: HashMap<(DeliveryId, u32), usize> = HashMap::new();
-        for a in sorted.iter().filter_map(|o| o.attempt.as_ref()) {
-            match numbered.entry((a.delivery_id, a.number)) {
-                Entry::Occupied(at) => attempts[*at.get()] = a,
-                Entry::Vacant(at) => {
-                    at.insert(attempts.len());
-                    attempts.push(a);
-                }
-            }
-        }
-        // In statements of at most ATTEMPT_BYTES of answers: a connection keeps the
-        // buffer its largest statement needed, and a batch of 64 KiB answers would leave
-        // each pooled connection holding tens of megabytes.
-        let mut rest = &attempts[..];
-        while !rest.is_empty() {
-            let mut bytes = 0;
-            let take = rest
-                .iter()
-                .position(|a| {
-                    bytes += match &a.result {
-                        AttemptResult::Response { body, .. } => body.len(),
-                        AttemptResult::Failure { message, .. } => message.len(),
-                    };
-                    bytes > ATTEMPT_BYTES
-                })
-                .unwrap_or(rest.len())
-                .max(1);
-            let (chunk, after) = rest.split_at(take);
-            self.insert_attempts(conn, chunk).await?;
-            rest = after;
-        }
-
         let now = time::now();
-        let states = column(&changes, |c| match c.outcome.state {
+        let states = column(changes, |c| match c.outcome.state {
             DeliveryState::Delivered { status } => (Some(status as i32), None, Some(now)),
             DeliveryState::RetryScheduled { at } => (None, Some(at), None),
             DeliveryState::Failed => (None, None, Some(now)),
         });
-        sqlx::query(
-            "UPDATE deliveries d SET status = v.status, \
-             attempt_count = d.attempt_count + v.recorded, response_code = v.response_code, \
-             last_error = v.last_error, \
-             first_attempt_at = COALESCE(d.first_attempt_at, v.first_attempt_at), \
-             next_attempt_at = v.next_attempt_at, lease_until = v.lease_until, \
-             claimed_by = v.claimed_by, finished_at = v.finished_at \
-             FROM UNNEST($1::uuid[], $2::text[], $3::int4[], $4::int4[], $5::text[], \
-             $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], $9::uuid[], \
-             $10::timestamptz[]) \
-             AS v (id, status, recorded, response_code, last_error, first_attempt_at, \
-             next_attempt_at, lease_until, claimed_by, finished_at) \
-             WHERE d.id = v.id AND d.status = 'pending'",
-        )
-        .bind(&ids)
-        .bind(column(&changes, |c| c.outcome.state.status_str()))
-        .bind(column(&changes, |c| c.recorded))
-        .bind(column(&states, |s| s.0))
-        .bind(column(&changes, |c| c.outcome.last_error.as_deref()))
-        .bind(column(&changes, |c| c.first_attempt_at))
-        .bind(column(&states, |s| s.1))
-        .bind(column(&changes, |c| c.outcome.lease_until))
-        .bind(column(&changes, |c| self.claimant(c.outcome.lease_until)))
-        .bind(column(&states, |s| s.2))
-        .execute(&mut *conn)
-        .await?;
-
         // Every attempt triggers its webhook, whether or not its outcome still applied.
         let mut triggered: BTreeMap<WebhookId, Timestamp> = BTreeMap::new();
         for o in sorted {
@@ -580,92 +494,208 @@ impl PgStore {
                 *at = (*at).max(a.started_at);
             }
         }
-        if !triggered.is_empty() {
-            // Webhooks after deliveries, each in id order (as `delete_webhook` takes them),
-            // locked by the subquery before the join reaches them. GREATEST skips NULL:
-            // the first trigger sets it.
-            sqlx::query(
-                "UPDATE webhooks w SET last_triggered_at = GREATEST(w.last_triggered_at, v.at) \
-                 FROM UNNEST($1::uuid[], $2::timestamptz[]) AS v (id, at) \
-                 WHERE w.id = v.id AND w.id IN ( \
-                   SELECT id FROM webhooks WHERE id = ANY($1) ORDER BY id FOR UPDATE)",
-            )
+        // Rows are locked in id order, as every other multi-row write that waits for
+        // locks does, so that two of them cannot deadlock: the deliveries (`locked`,
+        // which `changed` reads, and the main query reads `changed`, so both run first),
+        // then the webhooks, each in id order (as `delete_webhook` takes them), by the
+        // statements PostgreSQL runs after the main query. The attempts' foreign keys
+        // are checked at the end, on rows already locked. GREATEST skips NULL: the first
+        // trigger sets it. `d.id = ANY($1)` lets the planner find the deliveries by key
+        // however few rows it believes the table has.
+        let statement = format!(
+            "WITH locked AS MATERIALIZED (SELECT id FROM deliveries WHERE id = ANY($1) \
+               ORDER BY id FOR UPDATE), \
+             changed AS (UPDATE deliveries d SET status = v.status, \
+               attempt_count = d.attempt_count + v.recorded, response_code = v.response_code, \
+               last_error = v.last_error, \
+               first_attempt_at = COALESCE(d.first_attempt_at, v.first_attempt_at), \
+               next_attempt_at = v.next_attempt_at, lease_until = v.lease_until, \
+               claimed_by = v.claimed_by, finished_at = v.finished_at \
+               FROM UNNEST($1::uuid[], $2::text[], $3::int4[], $4::int4[], $5::text[], \
+               $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], $9::uuid[], \
+               $10::timestamptz[]) \
+               AS v (id, status, recorded, response_code, last_error, first_attempt_at, \
+               next_attempt_at, lease_until, claimed_by, finished_at) \
+               WHERE d.id = v.id AND d.id = ANY($1) AND d.status = 'pending' \
+               AND d.id IN (SELECT id FROM locked) \
+               RETURNING d.id), \
+             tried AS ({}), \
+             triggered AS (UPDATE webhooks w \
+               SET last_triggered_at = GREATEST(w.last_triggered_at, v.at) \
+               FROM UNNEST($22::uuid[], $23::timestamptz[]) AS v (id, at) \
+               WHERE w.id = v.id AND w.id IN ( \
+                 SELECT id FROM webhooks WHERE id = ANY($22) ORDER BY id FOR UPDATE)) \
+             SELECT count(*) FROM changed",
+            insert_attempts(11)
+        );
+        let q = sqlx::query(&statement)
+            .bind(column(changes, |c| c.outcome.delivery_id.as_uuid()))
+            .bind(column(changes, |c| c.outcome.state.status_str()))
+            .bind(column(changes, |c| c.recorded))
+            .bind(column(&states, |s| s.0))
+            .bind(column(changes, |c| c.outcome.last_error.as_deref()))
+            .bind(column(changes, |c| c.first_attempt_at))
+            .bind(column(&states, |s| s.1))
+            .bind(column(changes, |c| c.outcome.lease_until))
+            .bind(column(changes, |c| self.claimant(c.outcome.lease_until)))
+            .bind(column(&states, |s| s.2));
+        AttemptColumns::of(attempts)
+            .bind(q)
             .bind(triggered.keys().map(|w| w.as_uuid()).collect::<Vec<_>>())
             .bind(triggered.values().copied().collect::<Vec<_>>())
-            .execute(&mut *conn)
+            .execute(conn)
             .await?;
-        }
         Ok(())
     }
+}
 
-    /// Writes one statement's worth of attempts (see [`ATTEMPT_BYTES`]).
-    async fn insert_attempts(
-        &self,
-        conn: &mut PgConnection,
-        attempts: &[&Attempt],
-    ) -> StoreResult<()> {
+/// The attempts of a batch, one per attempt number: the last written wins, as it did one
+/// at a time.
+fn distinct_attempts<'a>(sorted: &[&'a DeliveryOutcome]) -> Vec<&'a Attempt> {
+    let mut attempts: Vec<&Attempt> = Vec::new();
+    let mut numbered: HashMap<(DeliveryId, u32), usize> = HashMap::new();
+    for a in sorted.iter().filter_map(|o| o.attempt.as_ref()) {
+        match numbered.entry((a.delivery_id, a.number)) {
+            Entry::Occupied(at) => attempts[*at.get()] = a,
+            Entry::Vacant(at) => {
+                at.insert(attempts.len());
+                attempts.push(a);
+            }
+        }
+    }
+    attempts
+}
+
+/// Attempts in statements of at most [`ATTEMPT_BYTES`] of answers: a connection keeps
+/// the buffer its largest statement needed, and a batch of 64 KiB answers would leave
+/// each pooled connection holding tens of megabytes.
+fn attempt_chunks<'a, 'b>(attempts: &'b [&'a Attempt]) -> Vec<&'b [&'a Attempt]> {
+    let mut chunks = Vec::new();
+    let mut rest = attempts;
+    while !rest.is_empty() {
+        let mut bytes = 0;
+        let take = rest
+            .iter()
+            .position(|a| {
+                bytes += match &a.result {
+                    AttemptResult::Response { body, .. } => body.len(),
+                    AttemptResult::Failure { message, .. } => message.len(),
+                };
+                bytes > ATTEMPT_BYTES
+            })
+            .unwrap_or(rest.len())
+            .max(1);
+        let (chunk, after) = rest.split_at(take);
+        chunks.push(chunk);
+        rest = after;
+    }
+    chunks
+}
+
+/// Inserts the attempts bound by [`AttemptColumns::bind`] from parameter `$first` on.
+fn insert_attempts(first: usize) -> String {
+    let types = [
+        "uuid",
+        "int4",
+        "timestamptz",
+        "int8",
+        "text",
+        "text",
+        "int4",
+        "text",
+        "bytea",
+        "text",
+        "text",
+    ];
+    let arrays: Vec<String> = types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("${}::{t}[]", first + i))
+        .collect();
+    format!(
+        "INSERT INTO attempts (delivery_id, number, started_at, duration_us, \
+         request_url, request_headers, response_status, response_headers, response_body, \
+         error_category, error_message) SELECT * FROM UNNEST({}) \
+         ON CONFLICT (delivery_id, number) DO UPDATE SET started_at = EXCLUDED.started_at, \
+         duration_us = EXCLUDED.duration_us, request_url = EXCLUDED.request_url, \
+         request_headers = EXCLUDED.request_headers, \
+         response_status = EXCLUDED.response_status, \
+         response_headers = EXCLUDED.response_headers, \
+         response_body = EXCLUDED.response_body, \
+         error_category = EXCLUDED.error_category, error_message = EXCLUDED.error_message",
+        arrays.join(", ")
+    )
+}
+
+/// Attempts as the columns of [`insert_attempts`].
+struct AttemptColumns<'a> {
+    attempts: &'a [&'a Attempt],
+    status: Vec<Option<i32>>,
+    headers: Vec<Option<String>>,
+    body: Vec<Option<&'a [u8]>>,
+    category: Vec<Option<&'static str>>,
+    message: Vec<Option<&'a str>>,
+}
+
+impl<'a> AttemptColumns<'a> {
+    fn of(attempts: &'a [&'a Attempt]) -> Self {
         let n = attempts.len();
-        let mut status = Vec::with_capacity(n);
-        let mut headers = Vec::with_capacity(n);
-        let mut body = Vec::with_capacity(n);
-        let mut category = Vec::with_capacity(n);
-        let mut message = Vec::with_capacity(n);
+        let mut columns = Self {
+            attempts,
+            status: Vec::with_capacity(n),
+            headers: Vec::with_capacity(n),
+            body: Vec::with_capacity(n),
+            category: Vec::with_capacity(n),
+            message: Vec::with_capacity(n),
+        };
         for a in attempts {
             match &a.result {
                 AttemptResult::Response {
-                    status: s,
-                    headers: h,
-                    body: b,
+                    status,
+                    headers,
+                    body,
                 } => {
-                    status.push(Some(*s as i32));
-                    headers.push(Some(serde_json::to_string(h).expect("headers serialize")));
-                    body.push(Some(b.as_slice()));
-                    category.push(None);
-                    message.push(None);
+                    columns.status.push(Some(*status as i32));
+                    columns.headers.push(Some(
+                        serde_json::to_string(headers).expect("headers serialize"),
+                    ));
+                    columns.body.push(Some(body.as_slice()));
+                    columns.category.push(None);
+                    columns.message.push(None);
                 }
-                AttemptResult::Failure {
-                    category: c,
-                    message: m,
-                } => {
-                    status.push(None);
-                    headers.push(None);
-                    body.push(None);
-                    category.push(Some(c.as_str()));
-                    message.push(Some(m.as_str()));
+                AttemptResult::Failure { category, message } => {
+                    columns.status.push(None);
+                    columns.headers.push(None);
+                    columns.body.push(None);
+                    columns.category.push(Some(category.as_str()));
+                    columns.message.push(Some(message.as_str()));
                 }
             }
         }
-        sqlx::query(
-            "INSERT INTO attempts (delivery_id, number, started_at, duration_us, \
-             request_url, request_headers, response_status, response_headers, response_body, \
-             error_category, error_message) \
-             SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::timestamptz[], $4::int8[], \
-             $5::text[], $6::text[], $7::int4[], $8::text[], $9::bytea[], $10::text[], \
-             $11::text[]) \
-             ON CONFLICT (delivery_id, number) DO UPDATE SET started_at = EXCLUDED.started_at, \
-             duration_us = EXCLUDED.duration_us, request_url = EXCLUDED.request_url, \
-             request_headers = EXCLUDED.request_headers, \
-             response_status = EXCLUDED.response_status, \
-             response_headers = EXCLUDED.response_headers, \
-             response_body = EXCLUDED.response_body, \
-             error_category = EXCLUDED.error_category, error_message = EXCLUDED.error_message",
-        )
-        .bind(column(attempts, |a| a.delivery_id.as_uuid()))
-        .bind(column(attempts, |a| a.number as i32))
-        .bind(column(attempts, |a| a.started_at))
-        .bind(column(attempts, |a| a.duration.as_micros() as i64))
-        .bind(column(attempts, |a| a.request_url.as_str()))
-        .bind(column(attempts, |a| {
-            serde_json::to_string(&a.request_headers).expect("headers serialize")
-        }))
-        .bind(status)
-        .bind(headers)
-        .bind(body)
-        .bind(category)
-        .bind(message)
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
+        columns
+    }
+
+    fn bind<'q>(
+        self,
+        q: sqlx::query::Query<'q, Postgres, PgArguments>,
+    ) -> sqlx::query::Query<'q, Postgres, PgArguments>
+    where
+        'a: 'q,
+    {
+        let attempts = self.attempts;
+        q.bind(column(attempts, |a| a.delivery_id.as_uuid()))
+            .bind(column(attempts, |a| a.number as i32))
+            .bind(column(attempts, |a| a.started_at))
+            .bind(column(attempts, |a| a.duration.as_micros() as i64))
+            .bind(column(attempts, |a| a.request_url.as_str()))
+            .bind(column(attempts, |a| {
+                serde_json::to_string(&a.request_headers).expect("headers serialize")
+            }))
+            .bind(self.status)
+            .bind(self.headers)
+            .bind(self.body)
+            .bind(self.category)
+            .bind(self.message)
     }
 }
 
@@ -678,6 +708,7 @@ impl Db for PgStore {
     const LOG_EVENT: &'static str = "d";
     const SHARED_BODY: &'static str =
         "(SELECT e.shared_body FROM events e WHERE e.id = d.event_id) AS shared_body";
+    const RECORDS_VERSION: &'static str = "o.records_version";
 
     async fn read<T: Send + 'static>(&self, sql: Sql, map: RowMap<T>) -> StoreResult<Vec<T>> {
         map_all(&query(&sql).fetch_all(&self.pool).await?, map)
@@ -700,6 +731,10 @@ impl Db for PgStore {
     ) -> StoreResult<Vec<T>> {
         map_all(&query(&sql).fetch_all(&self.pool).await?, map)
     }
+
+    fn saw_records_version(&self, org: OrgId, version: i64) {
+        self.cache.saw(org, version);
+    }
 }
 
 #[async_trait]
@@ -709,11 +744,20 @@ impl Store for PgStore {
         org: OrgId,
         environment: Environment,
     ) -> StoreResult<Vec<Webhook>> {
-        self.read(
-            records::webhooks_for::<Self>(org, environment),
-            rows::webhook,
-        )
-        .await
+        let at = self.cache.version(org);
+        if let Some(cached) = at.and_then(|at| self.cache.webhooks(org, environment, at)) {
+            return Ok(cached);
+        }
+        let webhooks = self
+            .read(
+                records::webhooks_for::<Self>(org, environment),
+                rows::webhook,
+            )
+            .await?;
+        if let Some(at) = at {
+            self.cache.keep_webhooks(org, environment, at, &webhooks);
+        }
+        Ok(webhooks)
     }
 
     async fn delete_webhook(&self, org: OrgId, id: WebhookId) -> StoreResult<bool> {
@@ -743,29 +787,21 @@ impl Store for PgStore {
     }
 
     async fn connector(&self, org: OrgId, id: ConnectorId) -> StoreResult<Option<Connector>> {
-        self.read_one(records::connector::<Self>(org, id), rows::connector)
-            .await
+        let at = self.cache.version(org);
+        if let Some(cached) = at.and_then(|at| self.cache.connector(org, id, at)) {
+            return Ok(Some(cached));
+        }
+        let connector = self
+            .read_one(records::connector::<Self>(org, id), rows::connector)
+            .await?;
+        if let (Some(at), Some(connector)) = (at, &connector) {
+            self.cache.keep_connector(at, connector);
+        }
+        Ok(connector)
     }
 
     async fn record_events(&self, sync: SyncChange, events: Arc<[NewEvent]>) -> StoreResult<()> {
-        let (sync, events) = (&sync, &events[..]);
-        let mut tx = self.pool.begin().await?;
-        // Two nodes finishing one sync at once: the row lock orders them, and the second
-        // sees it no longer `Syncing`.
-        if let Some(change) = records::sync_change(Self::DIALECT, sync) {
-            let changed = query(&change).execute(&mut *tx).await?.rows_affected();
-            if changed == 0 {
-                return Err(StoreError::Conflict(
-                    "the sync job has already finished".into(),
-                ));
-            }
-        }
-        let unclaimed = self.insert_events(&mut tx, events).await?;
-        if unclaimed {
-            notify(&mut tx, WORK_CHANNEL, "").await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        self.events.record(sync, events).await
     }
 
     async fn resend(
@@ -920,10 +956,7 @@ impl Store for PgStore {
         // Stable: a delivery's outcomes keep their order.
         let mut sorted: Vec<&DeliveryOutcome> = outcomes.iter().collect();
         sorted.sort_by_key(|o| o.delivery_id);
-        let mut tx = self.pool.begin().await?;
-        self.write_outcomes(&mut tx, &sorted).await?;
-        tx.commit().await?;
-        Ok(())
+        self.write_outcomes(&sorted).await
     }
 
     async fn renew_leases(&self, ids: &[DeliveryId], until: Timestamp) -> StoreResult<u64> {

@@ -235,6 +235,8 @@ impl Db for SqliteStore {
     const LOGS: &'static str = "deliveries d CROSS JOIN events e ON e.id = d.event_id";
     const LOG_EVENT: &'static str = "e";
     const SHARED_BODY: &'static str = "e.shared_body";
+    /// None: one process owns the file, and clears its cache itself ([`Db::changed`]).
+    const RECORDS_VERSION: &'static str = "0";
 
     async fn read<T: Send + 'static>(&self, sql: Sql, map: RowMap<T>) -> StoreResult<Vec<T>> {
         self.readers.run(move |conn| fetch(conn, &sql, map)).await
