@@ -500,8 +500,7 @@ impl PgStore {
         // then the webhooks, each in id order (as `delete_webhook` takes them), by the
         // statements PostgreSQL runs after the main query. The attempts' foreign keys
         // are checked at the end, on rows already locked. GREATEST skips NULL: the first
-        // trigger sets it. `d.id = ANY($1)` lets the planner find the deliveries by key
-        // however few rows it believes the table has.
+        // trigger sets it.
         let statement = format!(
             "WITH locked AS MATERIALIZED (SELECT id FROM deliveries WHERE id = ANY($1) \
                ORDER BY id FOR UPDATE), \
@@ -516,8 +515,7 @@ impl PgStore {
                $10::timestamptz[]) \
                AS v (id, status, recorded, response_code, last_error, first_attempt_at, \
                next_attempt_at, lease_until, claimed_by, finished_at) \
-               WHERE d.id = v.id AND d.id = ANY($1) AND d.status = 'pending' \
-               AND d.id IN (SELECT id FROM locked) \
+               WHERE d.id = v.id AND d.status = 'pending' AND d.id IN (SELECT id FROM locked) \
                RETURNING d.id), \
              tried AS ({}), \
              triggered AS (UPDATE webhooks w \
