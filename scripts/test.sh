@@ -7,8 +7,10 @@
 #   4. the API fuzzed from its OpenAPI document (scripts/fuzz-api.sh), where the script
 #      can give it a network namespace of its own (as root),
 #   5. the slow fault tests (scripts/faults.sh): kill -9 in rounds, on both backends.
-# Set WAGGLE_REQUIRE_POSTGRES=1, WAGGLE_REQUIRE_BROWSER=1 or WAGGLE_REQUIRE_FUZZ=1 to fail
-# instead of skipping.
+# A delivery test also verifies with the Standard Webhooks package from PyPI, which this
+# script installs into target/standard-webhooks-venv.
+# Set WAGGLE_REQUIRE_POSTGRES=1, WAGGLE_REQUIRE_BROWSER=1, WAGGLE_REQUIRE_FUZZ=1 or
+# WAGGLE_REQUIRE_STANDARD_WEBHOOKS=1 to fail instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +20,26 @@ if ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
         scripts/install-browser.sh || loud "Could not install Chromium; the browser tests will be skipped."
     fi
+fi
+
+STANDARD_WEBHOOKS_VERSION=1.3.0
+SW_VENV=target/standard-webhooks-venv
+sw_version() {
+    "$SW_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("standardwebhooks"))' 2>/dev/null
+}
+if [ "$(sw_version)" != "$STANDARD_WEBHOOKS_VERSION" ]; then
+    rm -rf "$SW_VENV"
+    python3 -m venv "$SW_VENV" 2>/dev/null &&
+        "$SW_VENV/bin/pip" install --quiet --disable-pip-version-check \
+            "standardwebhooks==$STANDARD_WEBHOOKS_VERSION" || true
+fi
+if [ "$(sw_version)" = "$STANDARD_WEBHOOKS_VERSION" ]; then
+    export WAGGLE_TEST_STANDARD_WEBHOOKS_PYTHON="$PWD/$SW_VENV/bin/python"
+elif [ "${WAGGLE_REQUIRE_STANDARD_WEBHOOKS:-}" = 1 ]; then
+    echo "The standardwebhooks package is required (WAGGLE_REQUIRE_STANDARD_WEBHOOKS=1) but could not be installed" >&2
+    exit 1
+else
+    loud "SKIPPED: the check with the standardwebhooks package (it could not be installed from PyPI)."
 fi
 
 echo "== waggle tests on SQLite (unit, API, crash, browser) =="

@@ -329,6 +329,20 @@ pub struct SignatureKeyOut {
     /// HMAC-SHA256(this key as UTF-8, the body).
     #[schema(example = "whsk_…")]
     signature_key: String,
+    /// The same key in the Standard Webhooks form (`whsec_` and the standard base64 of
+    /// the key's UTF-8 bytes), for that specification's libraries: they check
+    /// `webhook-signature`, which every delivery carries too.
+    #[schema(example = "whsec_d2hza1/igKY=")]
+    standard_webhooks_secret: String,
+}
+
+impl SignatureKeyOut {
+    fn of(key: &SignatureKey) -> Self {
+        Self {
+            signature_key: key.expose().to_owned(),
+            standard_webhooks_secret: key.standard_secret(),
+        }
+    }
 }
 
 #[utoipa::path(
@@ -343,9 +357,7 @@ async fn signature_key(
     auth: ApiAuth,
 ) -> Result<Json<SignatureKeyOut>, ApiError> {
     let key = state.keys.get(auth.org_id).await?;
-    Ok(Json(SignatureKeyOut {
-        signature_key: key.expose().to_owned(),
-    }))
+    Ok(Json(SignatureKeyOut::of(&key)))
 }
 
 #[utoipa::path(
@@ -362,7 +374,5 @@ async fn regenerate_signature_key(
     let key = SignatureKey::generate();
     state.keys.replace(auth.org_id, key.clone()).await?;
     tracing::info!(org_id = %auth.org_id, "signature key regenerated");
-    Ok(Json(SignatureKeyOut {
-        signature_key: key.expose().to_owned(),
-    }))
+    Ok(Json(SignatureKeyOut::of(&key)))
 }

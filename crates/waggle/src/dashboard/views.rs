@@ -112,6 +112,8 @@ pub struct WebhooksPage {
     pub next_page: Option<String>,
     pub form: WebhookFormView,
     pub signature_key: String,
+    /// The same key in the Standard Webhooks form (`whsec_…`).
+    pub standard_secret: String,
     /// Shows the key at once (right after regenerating it).
     pub key_open: bool,
     pub api_keys: Vec<ApiKeyRow>,

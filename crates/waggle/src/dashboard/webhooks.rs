@@ -79,6 +79,7 @@ async fn webhooks_page(
         webhooks: page.items.iter().map(WebhookRow::from).collect(),
         next_page: page.cursor.map(|c| format!("/webhooks?after={c}")),
         signature_key: key.expose().to_owned(),
+        standard_secret: key.standard_secret(),
         key_open: notice == Some("key-regenerated"),
         form,
         api_keys: api_keys.iter().map(ApiKeyRow::from).collect(),

@@ -292,6 +292,7 @@ impl Sender {
         key: &SignatureKey,
     ) -> Vec<(HeaderName, HeaderValue)> {
         let value = |s: &str| HeaderValue::from_str(s).expect("ASCII header value");
+        let timestamp = crate::domain::time::now().timestamp();
         vec![
             (CONTENT_TYPE, HeaderValue::from_static("application/json")),
             (
@@ -300,6 +301,15 @@ impl Sender {
             ),
             (HeaderName::from_static("webhook-id"), value(delivery_id)),
             (self.config.signature_header.clone(), value(&key.sign(body))),
+            // The Standard Webhooks scheme, with the same key.
+            (
+                HeaderName::from_static("webhook-timestamp"),
+                value(&timestamp.to_string()),
+            ),
+            (
+                HeaderName::from_static("webhook-signature"),
+                value(&key.sign_standard(delivery_id, timestamp, body)),
+            ),
         ]
     }
 

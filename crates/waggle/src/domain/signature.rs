@@ -33,6 +33,17 @@ impl SignatureKey {
         waggle_verify::sign(&self.0, body)
     }
 
+    /// The `webhook-signature` value of the Standard Webhooks scheme (`v1,` and the
+    /// standard base64 of HMAC-SHA256 over `{id}.{timestamp}.{body}`), with this key.
+    pub fn sign_standard(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
+        waggle_verify::sign_standard(&self.0, id, timestamp, body)
+    }
+
+    /// This key as the Standard Webhooks libraries take it (`whsec_…`).
+    pub fn standard_secret(&self) -> String {
+        waggle_verify::standard_secret(&self.0)
+    }
+
     /// Constant-time check of a received signature.
     pub fn verify(&self, body: &[u8], received: &str) -> bool {
         waggle_verify::verify(&self.0, body, received)

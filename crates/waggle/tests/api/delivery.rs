@@ -203,6 +203,77 @@ async fn payloads_have_the_provider_shape_and_verify() {
         assert!(!r.header("webhook-id").is_empty());
     }
     python_snippet_verifies(&app.signature_key, &got[0]);
+
+    // The Standard Webhooks scheme, with the same key in its `whsec_` form.
+    let (status, key) = app.get("/api/v1/webhooks/signature-key").await;
+    assert_eq!(status, 200);
+    let secret = key["standard_webhooks_secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    let now = chrono::Utc::now().timestamp();
+    for r in &got {
+        let stamp: i64 = r.header("webhook-timestamp").parse().unwrap();
+        assert!((now - stamp).abs() <= 10, "timestamp {stamp}, now {now}");
+        assert_eq!(
+            waggle_verify::verify_standard(
+                &secret,
+                r.header("webhook-id"),
+                r.header("webhook-timestamp"),
+                r.header("webhook-signature"),
+                &r.body,
+                now,
+            ),
+            Ok(())
+        );
+    }
+    standard_webhooks_package_verifies(&secret, &got[0]);
+}
+
+/// The Standard Webhooks package from PyPI, in the Python that `scripts/test.sh` installs
+/// it into (`WAGGLE_TEST_STANDARD_WEBHOOKS_PYTHON`), verifies a delivery, and refuses it
+/// once a byte of its body changed.
+fn standard_webhooks_package_verifies(secret: &str, request: &Received) {
+    let Some(python) = std::env::var_os("WAGGLE_TEST_STANDARD_WEBHOOKS_PYTHON") else {
+        eprintln!(
+            "SKIPPED: the check with the standardwebhooks package \
+             (set WAGGLE_TEST_STANDARD_WEBHOOKS_PYTHON, as scripts/test.sh does)"
+        );
+        return;
+    };
+    let script = r#"
+import json, sys
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+body = sys.stdin.buffer.read()
+headers = json.loads(sys.argv[2])
+try:
+    Webhook(sys.argv[1]).verify(body, headers)
+    print("valid")
+except WebhookVerificationError as e:
+    print("invalid:", e)
+"#;
+    let verify = |body: &[u8]| {
+        use std::io::Write;
+        let headers = json!({
+            "webhook-id": request.header("webhook-id"),
+            "webhook-timestamp": request.header("webhook-timestamp"),
+            "webhook-signature": request.header("webhook-signature"),
+        });
+        let mut child = std::process::Command::new(&python)
+            .arg("-c")
+            .arg(script)
+            .arg(secret)
+            .arg(headers.to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the Python with standardwebhooks runs");
+        child.stdin.take().unwrap().write_all(body).unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(verify(&request.body), "valid");
+    let mut tampered = request.body.to_vec();
+    tampered[0] ^= 0x20;
+    assert!(verify(&tampered).starts_with("invalid"));
 }
 
 /// Runs the provider page's Python verification snippet, unchanged, on a delivery.
