@@ -64,26 +64,16 @@ pub fn parse_backoff(value: &str) -> Result<Vec<Duration>, String> {
         .collect()
 }
 
-/// Parses `250ms`, `10s`, `1m` or a bare number of seconds.
+/// Parses a duration the humantime way (`250ms`, `10s`, `2h`, `5d`, `1h 30m`), or a bare
+/// number of seconds.
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
     let value = value.trim();
-    let (number, unit) = value
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map_or((value, "s"), |i| value.split_at(i));
-    let n: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration '{value}'"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => {
-            return Err(format!(
-                "invalid duration unit in '{value}' (use ms, s or m)"
-            ))
-        }
-    };
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("invalid duration '{value}'"))
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    humantime::parse_duration(value).map_err(|e| {
+        format!("invalid duration '{value}': {e} (write it like 250ms, 10s, 2h or 5d)")
+    })
 }
 
 #[cfg(test)]
@@ -136,6 +126,9 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
         assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_duration("5d").unwrap(), Duration::from_secs(5 * 86400));
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
         assert!(parse_duration("soon").is_err());
         assert_eq!(parse_backoff("1s, 2s").unwrap().len(), 2);
     }
