@@ -34,6 +34,7 @@ pub async fn create(
         id: OrgId::new(),
         name: parse_text(name, 255, "organization name")?,
         signature_key: SignatureKey::generate(),
+        retiring_key: None,
     };
     let user = admin.map(|a| dashboard_user(org.id, a)).transpose()?;
     let key = issue_key("First key");

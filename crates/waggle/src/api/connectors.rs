@@ -315,11 +315,7 @@ async fn start_sync(
 ) -> Result<(StatusCode, Json<SyncJob>), ApiError> {
     let connector = find(&state, auth, &id).await?;
     // The body is optional: an empty one (or `null`) starts a manual, non-initial sync.
-    let body: SyncIn = if body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null" {
-        SyncIn::default()
-    } else {
-        super::error::parse_json(&body)?
-    };
+    let body: SyncIn = super::error::parse_optional_json(&body)?;
     let sync_type = match &body.sync_type {
         Some(t) => SyncType::parse(t).map_err(|e| ApiError::field(&["body", "sync_type"], e))?,
         None => SyncType::Manual,

@@ -156,6 +156,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// As [`parse_json`], for a body that may be left out: an empty one (or `null`) is
+/// `T::default()`.
+pub fn parse_optional_json<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) || bytes.trim_ascii() == b"null" {
+        return Ok(T::default());
+    }
+    parse_json(bytes)
+}
+
 /// Parses a JSON object into `T`, naming the failing field. Before any field is read,
 /// the document must be well formed, be an object (serde would also read a struct from
 /// an array of its fields in order), nest at most [`MAX_JSON_DEPTH`] deep, and name no

@@ -1,6 +1,7 @@
 //! `/api/v1/webhooks`: configure webhooks, try a URL, read and regenerate the signature key.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -18,7 +19,8 @@ use crate::domain::attempt::AttemptResult;
 use crate::domain::destination::{DestinationPolicy, WebhookUrl};
 use crate::domain::event::{Environment, EventType};
 use crate::domain::ids::WebhookId;
-use crate::domain::signature::SignatureKey;
+use crate::domain::signature::{parse_grace, SignatureKey, SigningKeys};
+use crate::domain::time::{self, Timestamp};
 use crate::domain::webhook::{self, NewWebhook, Webhook, WebhookChanges};
 use crate::domain::Invalid;
 
@@ -302,7 +304,7 @@ pub async fn send_test(
             url,
             &format!("test_{}", uuid::Uuid::now_v7()),
             Bytes::from(body),
-            &org.signature_key,
+            &org.signing_keys(),
         )
         .await;
     let duration_ms = (sent.duration.as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
@@ -334,15 +336,32 @@ pub struct SignatureKeyOut {
     /// `webhook-signature`, which every delivery carries too.
     #[schema(example = "whsec_d2hza1/igKY=")]
     standard_webhooks_secret: String,
+    /// While the key this one replaced still signs `webhook-signature` beside it (a
+    /// regenerate with a `grace_period`): when it stops. `null` otherwise.
+    #[serde(with = "time::serde_format::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    previous_key_expires_at: Option<Timestamp>,
 }
 
 impl SignatureKeyOut {
-    fn of(key: &SignatureKey) -> Self {
+    fn of(keys: &SigningKeys) -> Self {
         Self {
-            signature_key: key.expose().to_owned(),
-            standard_webhooks_secret: key.standard_secret(),
+            signature_key: keys.current.expose().to_owned(),
+            standard_webhooks_secret: keys.current.standard_secret(),
+            previous_key_expires_at: keys.retiring_until(time::now()),
         }
     }
+}
+
+/// How long the replaced key keeps signing `webhook-signature` beside the new one.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"grace_period": "24h"}))]
+struct RegenerateIn {
+    /// A duration such as `1h`, `24h` or `7d` (at most 7 days). Default `0`: the old key
+    /// stops signing at once, as the provider's page says. `X-Bindbee-Webhook-Signature`
+    /// always uses the new key.
+    grace_period: Option<String>,
 }
 
 #[utoipa::path(
@@ -365,14 +384,29 @@ async fn signature_key(
     path = "/webhooks/signature-key/regenerate",
     tag = "webhooks",
     operation_id = "regenerate_signature_key",
-    responses((status = 200, description = "The new key; the old one signs nothing from now on", body = SignatureKeyOut))
+    request_body(content = Option<RegenerateIn>, description = "Optional: without a `grace_period` the old key stops signing at once"),
+    responses((status = 200, description = "The new key; the old one signs nothing from now on, or only `webhook-signature` until `previous_key_expires_at`", body = SignatureKeyOut))
 )]
 async fn regenerate_signature_key(
     State(state): State<AppState>,
     auth: ApiAuth,
+    body: axum::body::Bytes,
 ) -> Result<Json<SignatureKeyOut>, ApiError> {
+    let body: RegenerateIn = super::error::parse_optional_json(&body)?;
+    let grace = match &body.grace_period {
+        Some(grace) => parse_grace(grace).map_err(|e| {
+            ApiError::field(
+                &["body", "grace_period"],
+                Invalid::new("value_error.duration", e),
+            )
+        })?,
+        None => Duration::ZERO,
+    };
     let key = SignatureKey::generate();
-    state.keys.replace(auth.org_id, key.clone()).await?;
-    tracing::info!(org_id = %auth.org_id, "signature key regenerated");
-    Ok(Json(SignatureKeyOut::of(&key)))
+    let retiring = state.keys.replace(auth.org_id, key.clone(), grace).await?;
+    tracing::info!(org_id = %auth.org_id, grace = ?grace, "signature key regenerated");
+    Ok(Json(SignatureKeyOut::of(&SigningKeys {
+        current: key,
+        retiring,
+    })))
 }

@@ -66,6 +66,7 @@ fn notice_text(key: &str) -> Option<&'static str> {
         "key-regenerated" => {
             "Signature key regenerated. Every delivery from now on is signed with the new key."
         }
+        "grace-invalid" => "The key was not regenerated: the grace period is at most 7 days.",
         "resent" => "Resent: this is the new delivery of the same body.",
         "password-changed" => "Password changed. Your other sessions have ended.",
         "api-key-name" => "The key was not created: give it a name of at most 255 characters.",
@@ -114,6 +115,8 @@ pub struct WebhooksPage {
     pub signature_key: String,
     /// The same key in the Standard Webhooks form (`whsec_…`).
     pub standard_secret: String,
+    /// Until when the key it replaced still signs `webhook-signature`, if it does.
+    pub retiring_until: Option<String>,
     /// Shows the key at once (right after regenerating it).
     pub key_open: bool,
     pub api_keys: Vec<ApiKeyRow>,
@@ -171,6 +174,8 @@ pub struct ConfirmPage {
     pub csrf: String,
     pub heading: String,
     pub paragraphs: Vec<String>,
+    /// Offers a grace period for the key being replaced (`grace_period` in the form).
+    pub grace: bool,
     pub action: String,
     pub button: &'static str,
     pub cancel: String,

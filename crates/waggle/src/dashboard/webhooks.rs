@@ -14,14 +14,15 @@ use super::extract::{FormData, PathId};
 use super::forms::{test_result, WebhookErrors, WebhookInput};
 use super::session::{Posted, Session};
 use super::views::{
-    ApiKeyPage, ApiKeyRow, ConfirmPage, LogList, WebhookFormView, WebhookPage, WebhookRow,
+    self, ApiKeyPage, ApiKeyRow, ConfirmPage, LogList, WebhookFormView, WebhookPage, WebhookRow,
     WebhooksPage,
 };
 use crate::api::error::ApiError;
 use crate::api::{self, AppState};
 use crate::domain::destination::WebhookUrl;
 use crate::domain::ids::{ApiKeyId, WebhookId};
-use crate::domain::signature::SignatureKey;
+use crate::domain::signature::{parse_grace, SignatureKey};
+use crate::domain::time;
 use crate::domain::webhook::{Webhook, WebhookChanges};
 use crate::storage::LogFilter;
 
@@ -78,8 +79,9 @@ async fn webhooks_page(
         csrf: session.csrf_token.clone(),
         webhooks: page.items.iter().map(WebhookRow::from).collect(),
         next_page: page.cursor.map(|c| format!("/webhooks?after={c}")),
-        signature_key: key.expose().to_owned(),
-        standard_secret: key.standard_secret(),
+        signature_key: key.current.expose().to_owned(),
+        standard_secret: key.current.standard_secret(),
+        retiring_until: key.retiring_until(time::now()).map(|t| views::when(&t)),
         key_open: notice == Some("key-regenerated"),
         form,
         api_keys: api_keys.iter().map(ApiKeyRow::from).collect(),
@@ -336,6 +338,7 @@ pub async fn delete_confirm(
             ),
             "Its logs stay under Logs. This cannot be undone.".to_owned(),
         ],
+        grace: false,
         action: format!("/webhooks/{}/delete", webhook.webhook_id),
         button: "Delete webhook",
         cancel: format!("/webhooks/{}", webhook.webhook_id),
@@ -361,9 +364,10 @@ pub async fn regenerate_confirm(session: Session) -> Result<Response, PageError>
         csrf: session.csrf_token.clone(),
         heading: "Regenerate the signature key?".to_owned(),
         paragraphs: vec![
-            "Old signatures stop verifying at once: every delivery from now on, retries included, is signed with the new key.".to_owned(),
-            "Your receivers reject waggle's requests until they verify with the new key, so update them right after.".to_owned(),
+            "Every delivery from now on, retries included, is signed with the new key.".to_owned(),
+            "Without a grace period, old signatures stop verifying at once: your receivers reject waggle's requests until they verify with the new key. With one, the webhook-signature header (Standard Webhooks) carries a signature with the old key too until the grace ends; X-Bindbee-Webhook-Signature uses the new key at once.".to_owned(),
         ],
+        grace: true,
         action: "/webhooks/signature-key/regenerate".to_owned(),
         button: "Regenerate key",
         cancel: "/webhooks#security".to_owned(),
@@ -373,13 +377,16 @@ pub async fn regenerate_confirm(session: Session) -> Result<Response, PageError>
 
 pub async fn regenerate(
     State(state): State<AppState>,
-    Posted { session, form: _ }: Posted,
+    Posted { session, form }: Posted,
 ) -> Result<Response, PageError> {
+    let Ok(grace) = parse_grace(form.get("grace_period").unwrap_or("0")) else {
+        return Ok(see_other("/webhooks?notice=grace-invalid#security"));
+    };
     state
         .keys
-        .replace(session.org_id, SignatureKey::generate())
+        .replace(session.org_id, SignatureKey::generate(), grace)
         .await?;
-    tracing::info!(org_id = %session.org_id, "signature key regenerated in the dashboard");
+    tracing::info!(org_id = %session.org_id, grace = ?grace, "signature key regenerated in the dashboard");
     Ok(see_other("/webhooks?notice=key-regenerated#security"))
 }
 

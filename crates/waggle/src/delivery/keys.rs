@@ -16,8 +16,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use std::time::Duration;
+
 use crate::domain::ids::OrgId;
-use crate::domain::signature::SignatureKey;
+use crate::domain::signature::{RetiringKey, SignatureKey, SigningKeys};
+use crate::domain::time;
 use crate::storage::{Organization, Store, StoreError, StoreResult};
 
 pub struct KeyCache {
@@ -96,8 +99,9 @@ impl KeyCache {
         Ok(stored)
     }
 
-    pub async fn get(&self, org: OrgId) -> StoreResult<SignatureKey> {
-        Ok(self.organization(org).await?.signature_key)
+    /// The keys that sign the organization's deliveries now.
+    pub async fn get(&self, org: OrgId) -> StoreResult<SigningKeys> {
+        Ok(self.organization(org).await?.signing_keys())
     }
 
     async fn read(&self, org: OrgId) -> StoreResult<Organization> {
@@ -119,13 +123,31 @@ impl KeyCache {
         reads.get(|| self.read(org)).await
     }
 
-    /// Stores a new key and signs with it from now on.
-    pub async fn replace(&self, org: OrgId, key: SignatureKey) -> StoreResult<()> {
-        self.store.set_signature_key(org, &key).await?;
+    /// Stores a new key and signs with it from now on. With a `grace`, the key it
+    /// replaces keeps signing `webhook-signature` beside it for that long; without one,
+    /// it stops at once, and so does any key still retiring.
+    pub async fn replace(
+        &self,
+        org: OrgId,
+        key: SignatureKey,
+        grace: Duration,
+    ) -> StoreResult<Option<RetiringKey>> {
+        let retiring = match grace.is_zero() {
+            true => None,
+            false => Some(RetiringKey {
+                key: self.organization(org).await?.signature_key,
+                until: time::now()
+                    + chrono::Duration::from_std(grace).expect("a grace of at most days"),
+            }),
+        };
+        self.store
+            .set_signature_key(org, &key, retiring.as_ref())
+            .await?;
         if let Some(found) = self.orgs.write().expect("org cache lock").get_mut(&org) {
             found.signature_key = key;
+            found.retiring_key = retiring.clone();
         }
-        Ok(())
+        Ok(retiring)
     }
 }
 

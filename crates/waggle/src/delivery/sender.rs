@@ -30,7 +30,7 @@ use url::Url;
 
 use crate::domain::attempt::{AttemptResult, FailureCategory, MAX_RESPONSE_BODY};
 use crate::domain::destination::{host_ip, localhost_addresses, DestinationPolicy};
-use crate::domain::signature::SignatureKey;
+use crate::domain::signature::SigningKeys;
 
 /// The most of an answer's head (status line and headers) one attempt reads; a larger
 /// head is a `remote_protocol_error`.
@@ -231,14 +231,14 @@ impl Sender {
         self.config.attempt_timeout
     }
 
-    /// POSTs `body`, signed with `key`, to `url`, with `delivery_id` in `webhook-id`, within
-    /// the attempt timeout.
+    /// POSTs `body`, signed with `keys`, to `url`, with `delivery_id` in `webhook-id`,
+    /// within the attempt timeout.
     pub async fn send(
         &self,
         url: &str,
         delivery_id: &str,
         body: Bytes,
-        key: &SignatureKey,
+        key: &SigningKeys,
     ) -> SentAttempt {
         let deadline = Instant::now() + self.config.attempt_timeout;
         self.send_until(url, delivery_id, body, key, deadline).await
@@ -250,7 +250,7 @@ impl Sender {
         url: &str,
         delivery_id: &str,
         body: Bytes,
-        key: &SignatureKey,
+        key: &SigningKeys,
         deadline: Instant,
     ) -> SentAttempt {
         let started = Instant::now();
@@ -289,10 +289,11 @@ impl Sender {
         &self,
         delivery_id: &str,
         body: &[u8],
-        key: &SignatureKey,
+        keys: &SigningKeys,
     ) -> Vec<(HeaderName, HeaderValue)> {
         let value = |s: &str| HeaderValue::from_str(s).expect("ASCII header value");
-        let timestamp = crate::domain::time::now().timestamp();
+        let now = crate::domain::time::now();
+        let timestamp = now.timestamp();
         vec![
             (CONTENT_TYPE, HeaderValue::from_static("application/json")),
             (
@@ -300,15 +301,19 @@ impl Sender {
                 HeaderValue::from_static(concat!("waggle/", env!("CARGO_PKG_VERSION"))),
             ),
             (HeaderName::from_static("webhook-id"), value(delivery_id)),
-            (self.config.signature_header.clone(), value(&key.sign(body))),
-            // The Standard Webhooks scheme, with the same key.
+            (
+                self.config.signature_header.clone(),
+                value(&keys.current.sign(body)),
+            ),
+            // The Standard Webhooks scheme, with the same key (and, during a rotation's
+            // grace, the key it replaced).
             (
                 HeaderName::from_static("webhook-timestamp"),
                 value(&timestamp.to_string()),
             ),
             (
                 HeaderName::from_static("webhook-signature"),
-                value(&key.sign_standard(delivery_id, timestamp, body)),
+                value(&keys.sign_standard(delivery_id, timestamp, body, now)),
             ),
         ]
     }
@@ -717,8 +722,13 @@ mod tests {
     }
 
     async fn send(sender: &Sender, url: &str) -> SentAttempt {
-        let key = SignatureKey::generate();
-        sender.send(url, "d", Bytes::from_static(b"{}"), &key).await
+        let keys = SigningKeys {
+            current: crate::domain::signature::SignatureKey::generate(),
+            retiring: None,
+        };
+        sender
+            .send(url, "d", Bytes::from_static(b"{}"), &keys)
+            .await
     }
 
     #[tokio::test]

@@ -21,7 +21,7 @@ use crate::domain::connector::{Connector, ConnectorStatus, SyncJob};
 use crate::domain::event::{Environment, EventType};
 use crate::domain::ids::{ApiKeyId, ConnectorId, DeliveryId, OrgId, SyncId, UserId, WebhookId};
 use crate::domain::payload::{self, Event};
-use crate::domain::signature::SignatureKey;
+use crate::domain::signature::{RetiringKey, SignatureKey, SigningKeys};
 use crate::domain::time::{self, Timestamp};
 use crate::domain::webhook::{NewWebhook, Webhook, WebhookChanges};
 
@@ -156,6 +156,17 @@ pub struct Organization {
     pub id: OrgId,
     pub name: String,
     pub signature_key: SignatureKey,
+    /// The key `signature_key` replaced, while it still signs beside it.
+    pub retiring_key: Option<RetiringKey>,
+}
+
+impl Organization {
+    pub fn signing_keys(&self) -> SigningKeys {
+        SigningKeys {
+            current: self.signature_key.clone(),
+            retiring: self.retiring_key.clone(),
+        }
+    }
 }
 
 /// An API key as stored: never the secret, only its SHA-256.

@@ -83,7 +83,14 @@ pub trait Records: Send + Sync {
     async fn delete_api_key(&self, org: OrgId, id: ApiKeyId) -> StoreResult<bool>;
     /// The new key signs every attempt that starts after this returns, on every node
     /// (each reads the key per attempt, see `delivery::keys`).
-    async fn set_signature_key(&self, org: OrgId, key: &SignatureKey) -> StoreResult<()>;
+    /// Replaces the signature key; `retiring`, when given, keeps signing beside it until
+    /// its grace ends (and replaces any key retiring before).
+    async fn set_signature_key(
+        &self,
+        org: OrgId,
+        key: &SignatureKey,
+        retiring: Option<&RetiringKey>,
+    ) -> StoreResult<()>;
     async fn dashboard_user_by_email(&self, email: &str) -> StoreResult<Option<DashboardUser>>;
     async fn dashboard_user(&self, id: UserId) -> StoreResult<Option<DashboardUser>>;
     /// Sets a user's password hash and ends every session of theirs but `keep`.
@@ -377,9 +384,19 @@ impl<D: Db> Records for D {
         }
     }
 
-    async fn set_signature_key(&self, org: OrgId, key: &SignatureKey) -> StoreResult<()> {
+    async fn set_signature_key(
+        &self,
+        org: OrgId,
+        key: &SignatureKey,
+        retiring: Option<&RetiringKey>,
+    ) -> StoreResult<()> {
         let mut sql = D::sql("UPDATE organizations SET signature_key = ");
-        sql.bind(key.expose()).push(" WHERE id = ").bind(org);
+        sql.bind(key.expose());
+        sql.push(", retiring_signature_key = ")
+            .bind(retiring.map(|r| r.key.expose()));
+        sql.push(", retiring_key_until = ")
+            .bind(retiring.map(|r| r.until));
+        sql.push(" WHERE id = ").bind(org);
         self.write(vec![sql]).await?;
         Ok(())
     }

@@ -21,7 +21,7 @@ use crate::domain::connector::{
     Connector, ConnectorStatus, DisplayStatus, SyncError, SyncJob, SyncType,
 };
 use crate::domain::event::{Environment, EventType};
-use crate::domain::signature::SignatureKey;
+use crate::domain::signature::{RetiringKey, SignatureKey};
 use crate::domain::time::Timestamp;
 use crate::domain::webhook::Webhook;
 
@@ -171,13 +171,24 @@ pub(super) fn json_text(value: &impl serde::Serialize) -> String {
     serde_json::to_string(value).expect("lists of strings serialize")
 }
 
-pub(super) const ORGANIZATION_COLUMNS: &str = "id, name, signature_key";
+pub(super) const ORGANIZATION_COLUMNS: &str =
+    "id, name, signature_key, retiring_signature_key, retiring_key_until";
 
 pub(super) fn organization(row: &dyn Row) -> StoreResult<Organization> {
     Ok(Organization {
         id: id(row, "id")?,
         name: text(row, "name")?,
         signature_key: SignatureKey::from_stored(text(row, "signature_key")?),
+        retiring_key: match (
+            row.opt_text("retiring_signature_key")?,
+            row.opt_time("retiring_key_until")?,
+        ) {
+            (Some(key), Some(until)) => Some(RetiringKey {
+                key: SignatureKey::from_stored(key),
+                until,
+            }),
+            _ => None,
+        },
     })
 }
 

@@ -679,3 +679,115 @@ async fn a_finished_sync_cannot_finish_again() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(app.all_logs("").await.len(), 2);
 }
+
+#[tokio::test]
+async fn a_key_regenerated_with_a_grace_signs_webhook_signature_with_both_keys_until_it_ends() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start(200).await;
+    app.create_webhook(
+        &receiver.url("/h"),
+        "production",
+        &["connector_sync_started"],
+    )
+    .await;
+    let connector = app.create_connector("production").await;
+    let regenerate = |body: Value| {
+        let app = &app;
+        async move {
+            app.post("/api/v1/webhooks/signature-key/regenerate", body)
+                .await
+        }
+    };
+    // Bad grace periods change nothing.
+    for (body, loc) in [
+        (
+            json!({"grace_period": "8d"}),
+            json!(["body", "grace_period"]),
+        ),
+        (
+            json!({"grace_period": "soon"}),
+            json!(["body", "grace_period"]),
+        ),
+        (json!({"grace": "1h"}), json!(["body", "grace"])),
+    ] {
+        let (status, answer) = regenerate(body.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {answer}");
+        assert_eq!(answer["detail"][0]["loc"], loc, "{answer}");
+    }
+    let first = app.signature_key.clone();
+    let (_, now) = app.get("/api/v1/webhooks/signature-key").await;
+    assert_eq!(now["signature_key"], first.as_str());
+    assert_eq!(now["previous_key_expires_at"], Value::Null);
+
+    // The next delivery after a regenerate, and whom its Standard signature verifies with.
+    let next_delivery = || {
+        let (app, receiver, connector) = (&app, &receiver, &connector);
+        async move {
+            let seen = receiver.requests().len();
+            app.start_sync(connector).await;
+            receiver.wait_for(seen + 1).await[seen].clone()
+        }
+    };
+    let verifies = |key: &str, r: &Received| {
+        waggle_verify::verify_standard(
+            &waggle_verify::standard_secret(key),
+            r.header("webhook-id"),
+            r.header("webhook-timestamp"),
+            r.header("webhook-signature"),
+            &r.body,
+            chrono::Utc::now().timestamp(),
+        )
+        .is_ok()
+    };
+
+    let (status, answer) = regenerate(json!({"grace_period": "1h"})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let second = answer["signature_key"].as_str().unwrap().to_owned();
+    let until =
+        chrono::DateTime::parse_from_rfc3339(answer["previous_key_expires_at"].as_str().unwrap())
+            .unwrap();
+    let in_an_hour = chrono::Utc::now() + chrono::Duration::hours(1);
+    assert!(
+        (in_an_hour - until.to_utc()).num_seconds().abs() < 60,
+        "{until}"
+    );
+    assert_eq!(
+        app.get("/api/v1/webhooks/signature-key").await.1["previous_key_expires_at"],
+        answer["previous_key_expires_at"]
+    );
+    let r = next_delivery().await;
+    assert_eq!(r.header("webhook-signature").split(' ').count(), 2);
+    assert!(verifies(&second, &r) && verifies(&first, &r));
+    // The provider's header follows the page: the new key only.
+    assert_eq!(
+        r.header("x-bindbee-webhook-signature"),
+        expected_signature(&second, &r.body)
+    );
+
+    // A short grace ends by itself: then only the new key signs.
+    let (_, answer) = regenerate(json!({"grace_period": "1s"})).await;
+    let third = answer["signature_key"].as_str().unwrap().to_owned();
+    let r = next_delivery().await;
+    assert!(verifies(&third, &r));
+    let after = wait_for("the grace to end", Duration::from_secs(10), || async {
+        let r = next_delivery().await;
+        (!verifies(&second, &r)).then_some(r)
+    })
+    .await;
+    assert!(verifies(&third, &after));
+    assert_eq!(after.header("webhook-signature").split(' ').count(), 1);
+
+    // Without a grace (no body at all, as the provider's page calls it), at once.
+    let response = reqwest::Client::new()
+        .post(app.url("/api/v1/webhooks/signature-key/regenerate"))
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["previous_key_expires_at"], Value::Null);
+    let fourth = answer["signature_key"].as_str().unwrap().to_owned();
+    let r = next_delivery().await;
+    assert!(verifies(&fourth, &r) && !verifies(&third, &r));
+}

@@ -287,9 +287,15 @@ async fn the_signature_key_is_revealed_and_regenerated_after_a_confirmation() {
             .await
             .expect("displayed"));
 
+        // The same key in the Standard Webhooks form.
+        assert_eq!(
+            browser.text("#standard-secret").await,
+            waggle_verify::standard_secret(&before)
+        );
+
         browser.click("#regenerate-key").await;
         browser
-            .wait_for_text("Old signatures stop verifying at once")
+            .wait_for_text("Without a grace period, old signatures stop verifying at once")
             .await;
         browser.click("#confirm").await;
         browser.wait_for_text("Signature key regenerated.").await;
@@ -297,12 +303,20 @@ async fn the_signature_key_is_revealed_and_regenerated_after_a_confirmation() {
         let after = app.signature_key(&app.first).await;
         assert_ne!(shown, before);
         assert_eq!(shown, after);
+        assert!(browser.find_all("#retiring-key").await.is_empty());
+
+        // With a grace, the page says until when the replaced key still signs.
+        browser.click("#regenerate-key").await;
+        browser.wait_for_text("Old key keeps signing").await;
+        browser.click("#grace-period option[value='24h']").await;
+        browser.click("#confirm").await;
+        browser.wait_for_text("The previous key still signs").await;
+        let after = app.signature_key(&app.first).await;
+        assert_eq!(browser.text("#signature-key").await, after);
 
         // Cancel on the confirmation changes nothing.
         browser.click("#regenerate-key").await;
-        browser
-            .wait_for_text("Old signatures stop verifying at once")
-            .await;
+        browser.wait_for_text("Old key keeps signing").await;
         browser.click(".confirm-card a.button").await;
         browser.wait_for_path("/webhooks").await;
         assert_eq!(app.signature_key(&app.first).await, after);
