@@ -150,12 +150,30 @@ impl Config {
         }
     }
 
+    /// The provider's signature header, which must not be one that every delivery
+    /// carries already.
+    fn signature_header(&self) -> anyhow::Result<http::HeaderName> {
+        let name: http::HeaderName = self.signature_header.parse().map_err(|_| {
+            anyhow::anyhow!("invalid signature header name '{}'", self.signature_header)
+        })?;
+        let taken = [
+            "content-type",
+            "user-agent",
+            waggle_verify::STANDARD_ID_HEADER,
+            waggle_verify::STANDARD_TIMESTAMP_HEADER,
+            waggle_verify::STANDARD_SIGNATURE_HEADER,
+        ];
+        anyhow::ensure!(
+            !taken.contains(&name.as_str()),
+            "the signature header cannot be '{name}': every delivery carries that header already"
+        );
+        Ok(name)
+    }
+
     pub fn sender(&self) -> anyhow::Result<SenderConfig> {
         Ok(SenderConfig {
             destinations: self.destinations(),
-            signature_header: self.signature_header.parse().map_err(|_| {
-                anyhow::anyhow!("invalid signature header name '{}'", self.signature_header)
-            })?,
+            signature_header: self.signature_header()?,
             attempt_timeout: self.attempt_timeout,
             max_idle_per_host: self.max_in_flight.max(1),
         })
@@ -171,5 +189,28 @@ impl Config {
             lease: self.claim_lease.max(Duration::from_secs(1)),
             poll_interval: self.poll_interval,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_header_cannot_be_one_every_delivery_carries() {
+        let mut config = Config::for_database("sqlite://unused.db");
+        assert!(config.sender().is_ok());
+        for taken in [
+            "Webhook-Signature",
+            "webhook-timestamp",
+            "webhook-id",
+            "content-type",
+        ] {
+            config.signature_header = taken.to_owned();
+            let refused = config.sender().expect_err("refused");
+            assert!(refused.to_string().contains("cannot be"), "{refused}");
+        }
+        config.signature_header = "X-Signature".to_owned();
+        assert!(config.sender().is_ok());
     }
 }
