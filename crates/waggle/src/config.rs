@@ -88,6 +88,11 @@ pub struct Config {
     #[arg(long, env = "WAGGLE_CLAIM_LEASE", default_value = "10s", value_parser = retry::parse_duration)]
     pub claim_lease: Duration,
 
+    /// Disable a webhook whose attempts have all failed for this long (`5d`, `2h`, `3s`),
+    /// with the reason on the webhook; enabling it again clears it. 0: never.
+    #[arg(long, env = "WAGGLE_AUTO_DISABLE_AFTER", default_value = "5d", value_parser = retry::parse_duration)]
+    pub auto_disable_after: Duration,
+
     /// Run only the API and dashboard on this node; another node delivers.
     #[arg(long, env = "WAGGLE_NO_DISPATCHER", default_value_t = false)]
     pub no_dispatcher: bool,

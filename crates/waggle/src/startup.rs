@@ -26,6 +26,8 @@ pub struct App {
     listener: TcpListener,
     state: AppState,
     dispatcher: Option<Dispatcher>,
+    /// `--auto-disable-after`, where this node dispatches and it is not 0.
+    auto_disable_after: Option<Duration>,
     /// Fires to stop serving and dispatching; `run_until_stopped` also fires it on signals.
     cancel: CancellationToken,
 }
@@ -80,6 +82,8 @@ impl App {
         Ok(Self {
             listener,
             state,
+            auto_disable_after: (!config.no_dispatcher && !config.auto_disable_after.is_zero())
+                .then_some(config.auto_disable_after),
             dispatcher,
             cancel: CancellationToken::new(),
         })
@@ -144,6 +148,14 @@ impl App {
                 Some(why.unwrap_or_else(|| "the store stopped".into()))
             }
         });
+        if let Some(after) = self.auto_disable_after {
+            let store = self.state.store.clone();
+            tokio::spawn(crate::delivery::auto_disable::run(
+                store,
+                after,
+                dispatch.clone(),
+            ));
+        }
         let dispatching = self.dispatcher.map(|d| tokio::spawn(d.run(dispatch)));
         let router = api::router(&self.state)
             .merge(crate::dashboard::router())

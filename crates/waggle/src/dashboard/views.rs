@@ -212,6 +212,8 @@ pub struct WebhookRow {
     pub enabled: bool,
     pub created_at: String,
     pub last_triggered: String,
+    /// Why and when waggle disabled it by itself, if it did.
+    pub auto_disabled: Option<(String, String)>,
 }
 
 impl From<&Webhook> for WebhookRow {
@@ -229,6 +231,10 @@ impl From<&Webhook> for WebhookRow {
                 .as_ref()
                 .map(when)
                 .unwrap_or_else(|| "Never".to_owned()),
+            auto_disabled: match (&w.disabled_reason, &w.disabled_at) {
+                (Some(reason), Some(at)) => Some((reason.clone(), when(at))),
+                _ => None,
+            },
         }
     }
 }

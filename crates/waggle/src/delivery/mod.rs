@@ -1,6 +1,8 @@
 //! Getting events to webhooks: the HTTP sender and its failure classification, the signing
-//! keys it uses, and the dispatcher that claims, attempts, retries and records deliveries.
+//! keys it uses, the dispatcher that claims, attempts, retries and records deliveries,
+//! and the check that disables webhooks whose attempts have all failed for too long.
 
+pub mod auto_disable;
 pub mod dispatcher;
 pub mod fanout;
 pub mod keys;

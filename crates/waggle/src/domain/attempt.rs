@@ -103,6 +103,17 @@ pub enum AttemptResult {
     },
 }
 
+impl AttemptResult {
+    /// Whether the attempt ended in an error, as the logs' `errors_only` filter counts
+    /// them: an HTTP status of 400 or more, or no answer at all.
+    pub fn is_error(&self) -> bool {
+        match self {
+            AttemptResult::Response { status, .. } => *status >= 400,
+            AttemptResult::Failure { .. } => true,
+        }
+    }
+}
+
 /// How much of a response body an attempt keeps.
 pub const MAX_RESPONSE_BODY: usize = 64 * 1024;
 

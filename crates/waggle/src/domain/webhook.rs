@@ -25,6 +25,13 @@ pub struct Webhook {
     #[serde(rename = "type")]
     pub environment: Environment,
     pub events: Vec<EventType>,
+    /// Why waggle disabled the webhook by itself (every attempt failed for
+    /// `--auto-disable-after`); `null` otherwise. Enabling it again clears it.
+    pub disabled_reason: Option<String>,
+    /// When waggle disabled it by itself.
+    #[serde(with = "time::serde_format::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub disabled_at: Option<Timestamp>,
 }
 
 impl Webhook {
@@ -74,6 +81,8 @@ mod tests {
             last_triggered_at: None,
             environment: Environment::Production,
             events: vec![EventType::ConnectorSynced],
+            disabled_reason: None,
+            disabled_at: None,
         };
         assert!(hook.wants(Environment::Production, EventType::ConnectorSynced));
         assert!(!hook.wants(Environment::Development, EventType::ConnectorSynced));

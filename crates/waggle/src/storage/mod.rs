@@ -330,6 +330,63 @@ pub struct DeliveryOutcome {
     pub lease_until: Option<Timestamp>,
 }
 
+/// What a batch of outcomes says of each webhook it made attempts to: when it was last
+/// triggered, and since when its attempts have all failed (`webhooks.failing_since`,
+/// which `--auto-disable-after` goes by).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Triggered {
+    /// The latest attempt's start.
+    pub at: Timestamp,
+    pub failing: Failing,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Failing {
+    /// The latest attempt succeeded: the webhook is not failing.
+    No,
+    /// The batch's attempts failed from `since` on; `afresh` when an attempt succeeded
+    /// before them in the batch, so that an earlier `failing_since` no longer holds.
+    Since { since: Timestamp, afresh: bool },
+}
+
+/// Each attempted webhook's [`Triggered`], from a batch of outcomes in any order.
+pub fn triggered<'a>(
+    outcomes: impl IntoIterator<Item = &'a DeliveryOutcome>,
+) -> std::collections::BTreeMap<WebhookId, Triggered> {
+    let mut attempts: Vec<(WebhookId, Timestamp, bool)> = outcomes
+        .into_iter()
+        .filter_map(|o| {
+            let a = o.attempt.as_ref()?;
+            Some((o.webhook_id, a.started_at, a.result.is_error()))
+        })
+        .collect();
+    attempts.sort_by_key(|(webhook, at, _)| (*webhook, *at));
+    // Each webhook's figures so far, and whether an attempt of the batch succeeded.
+    let mut found: std::collections::BTreeMap<WebhookId, (Triggered, bool)> =
+        std::collections::BTreeMap::new();
+    for (webhook, at, error) in attempts {
+        let (t, succeeded) = found.entry(webhook).or_insert((
+            Triggered {
+                at,
+                failing: Failing::No,
+            },
+            false,
+        ));
+        t.at = at;
+        if !error {
+            t.failing = Failing::No;
+            *succeeded = true;
+        } else if t.failing == Failing::No {
+            // A success earlier in the batch ends any failing spell before it.
+            t.failing = Failing::Since {
+                since: at,
+                afresh: *succeeded,
+            };
+        }
+    }
+    found.into_iter().map(|(w, (t, _))| (w, t)).collect()
+}
+
 /// Filters of `GET /api/v1/webhooks/logs`; all present ones must hold.
 #[derive(Debug, Clone, Default)]
 pub struct LogFilter {
@@ -438,4 +495,87 @@ pub trait Store: Records + Send + Sync + 'static {
 
     /// Whether the store can write now (see [`Health`]).
     fn health(&self) -> watch::Receiver<Health>;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::domain::attempt::{AttemptResult, FailureCategory};
+
+    fn attempt(webhook: WebhookId, at: Timestamp, status: Option<u16>) -> DeliveryOutcome {
+        let delivery_id = DeliveryId::new();
+        DeliveryOutcome {
+            delivery_id,
+            webhook_id: webhook,
+            attempt: Some(Attempt {
+                delivery_id,
+                number: 1,
+                started_at: at,
+                duration: Duration::ZERO,
+                request_url: String::new(),
+                request_headers: Vec::new(),
+                result: match status {
+                    Some(status) => AttemptResult::Response {
+                        status,
+                        headers: Vec::new(),
+                        body: Vec::new(),
+                    },
+                    None => AttemptResult::Failure {
+                        category: FailureCategory::ConnectError,
+                        message: String::new(),
+                    },
+                },
+            }),
+            first_attempt_at: Some(at),
+            state: DeliveryState::Failed,
+            last_error: None,
+            lease_until: None,
+        }
+    }
+
+    #[test]
+    fn a_batch_says_since_when_each_webhook_fails() {
+        let (a, b, c) = (WebhookId::new(), WebhookId::new(), WebhookId::new());
+        let t0 = time::now();
+        let at = |s: i64| t0 + chrono::Duration::seconds(s);
+        // In no particular order, as batches come.
+        let outcomes = [
+            attempt(a, at(2), Some(500)),
+            attempt(a, at(1), None),
+            attempt(b, at(1), Some(500)),
+            attempt(b, at(2), Some(204)),
+            attempt(b, at(3), Some(404)),
+            attempt(c, at(1), None),
+            attempt(c, at(4), Some(302)),
+        ];
+        let found = triggered(&outcomes);
+        assert_eq!(
+            found[&a],
+            Triggered {
+                at: at(2),
+                failing: Failing::Since {
+                    since: at(1),
+                    afresh: false
+                }
+            }
+        );
+        // After a success in the batch, the failing spell starts afresh.
+        assert_eq!(
+            found[&b].failing,
+            Failing::Since {
+                since: at(3),
+                afresh: true
+            }
+        );
+        // The latest attempt succeeded (a redirect is no error).
+        assert_eq!(
+            found[&c],
+            Triggered {
+                at: at(4),
+                failing: Failing::No
+            }
+        );
+    }
 }

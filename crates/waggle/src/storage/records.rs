@@ -140,6 +140,14 @@ pub trait Records: Send + Sync {
         changes: &WebhookChanges,
     ) -> StoreResult<Option<Webhook>>;
 
+    /// Disables every enabled webhook whose attempts have all failed since `failing_before`
+    /// or earlier, with `reason`; answers those it disabled.
+    async fn disable_failing_webhooks(
+        &self,
+        failing_before: Timestamp,
+        reason: &str,
+    ) -> StoreResult<Vec<Webhook>>;
+
     async fn create_connector(&self, connector: &Connector) -> StoreResult<()>;
     async fn list_connectors(
         &self,
@@ -537,6 +545,8 @@ impl<D: Db> Records for D {
             last_triggered_at: None,
             environment: new.environment,
             events: new.events.clone(),
+            disabled_reason: None,
+            disabled_at: None,
         };
         let insert = sql::insert(
             D::DIALECT,
@@ -597,6 +607,11 @@ impl<D: Db> Records for D {
         }
         if let Some(enabled) = changes.is_enabled {
             set.push(("is_enabled", enabled.into()));
+            // Enabled or disabled by hand: no longer disabled by waggle, and failing
+            // afresh from the next failure.
+            set.push(("disabled_reason", Option::<&str>::None.into()));
+            set.push(("disabled_at", Option::<Timestamp>::None.into()));
+            set.push(("failing_since", Option::<Timestamp>::None.into()));
         }
         let update = sql::update(
             D::DIALECT,
@@ -609,6 +624,24 @@ impl<D: Db> Records for D {
         let updated = self.write_returning(update, rows::webhook).await?;
         self.changed(Change::Webhooks(org));
         Ok(updated.into_iter().next())
+    }
+
+    async fn disable_failing_webhooks(
+        &self,
+        failing_before: Timestamp,
+        reason: &str,
+    ) -> StoreResult<Vec<Webhook>> {
+        let mut sql = D::sql("UPDATE webhooks SET is_enabled = ");
+        sql.bind(false).push(", disabled_reason = ").bind(reason);
+        sql.push(", disabled_at = ").bind(time::now());
+        sql.push(" WHERE is_enabled = ").bind(true);
+        sql.push(" AND failing_since <= ").bind(failing_before);
+        sql.push(" RETURNING ").push(rows::WEBHOOK_COLUMNS);
+        let disabled = self.write_returning(sql, rows::webhook).await?;
+        for webhook in &disabled {
+            self.changed(Change::Webhooks(webhook.org_id));
+        }
+        Ok(disabled)
     }
 
     async fn create_connector(&self, c: &Connector) -> StoreResult<()> {

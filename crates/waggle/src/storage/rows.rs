@@ -252,8 +252,8 @@ pub(super) fn session(row: &dyn Row) -> StoreResult<DashboardSession> {
     })
 }
 
-pub(super) const WEBHOOK_COLUMNS: &str =
-    "id, org_id, name, url, type, events, is_enabled, created_at, last_triggered_at";
+pub(super) const WEBHOOK_COLUMNS: &str = "id, org_id, name, url, type, events, is_enabled, \
+     created_at, last_triggered_at, disabled_reason, disabled_at";
 
 pub(super) fn webhook(row: &dyn Row) -> StoreResult<Webhook> {
     Ok(Webhook {
@@ -266,6 +266,8 @@ pub(super) fn webhook(row: &dyn Row) -> StoreResult<Webhook> {
         last_triggered_at: row.opt_time("last_triggered_at")?,
         environment: named(row, "type", Environment::parse)?,
         events: json(row, "events")?,
+        disabled_reason: row.opt_text("disabled_reason")?,
+        disabled_at: row.opt_time("disabled_at")?,
     })
 }
 
@@ -281,6 +283,8 @@ pub(super) fn webhook_values(w: &Webhook) -> Vec<Value> {
         w.is_enabled.into(),
         w.created_at.into(),
         w.last_triggered_at.into(),
+        w.disabled_reason.as_deref().into(),
+        w.disabled_at.into(),
     ]
 }
 

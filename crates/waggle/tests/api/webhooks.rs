@@ -357,3 +357,73 @@ async fn connectors_validate_their_fields() {
         StatusCode::UNPROCESSABLE_ENTITY
     );
 }
+
+#[tokio::test]
+async fn a_webhook_whose_attempts_all_fail_for_the_set_time_is_disabled_until_enabled_again() {
+    use std::time::Duration;
+    let app = spawn_app_with(|c| {
+        c.auto_disable_after = Duration::from_secs(1);
+        c.retry_backoff = waggle::config::Backoff(vec![Duration::from_millis(100); 2]);
+    })
+    .await;
+    let receiver = Receiver::start(200).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_url = format!("http://{}/h", closed.local_addr().unwrap());
+    drop(closed);
+    let events = ["connector_data_modified"];
+    let dead = app.create_webhook(&closed_url, "production", &events).await;
+    let live = app
+        .create_webhook(&receiver.url("/h"), "production", &events)
+        .await;
+    let dead_path = format!("/api/v1/webhooks/{}", id(&dead, "webhook_id"));
+    let live_path = format!("/api/v1/webhooks/{}", id(&live, "webhook_id"));
+    let connector = app.create_connector("production").await;
+    let changes = format!("/api/v1/connectors/{}/changes", id(&connector, "id"));
+    let change = json!({"model": "employee", "ids": ["e1"]});
+
+    // Changes keep coming, ten a second, while the dead destination fails every attempt.
+    let started = std::time::Instant::now();
+    let producer = {
+        let (app, changes, change) = (app.with_key(&app.api_key), changes.clone(), change.clone());
+        tokio::spawn(async move {
+            loop {
+                app.post(&changes, change.clone()).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let disabled = wait_for(
+        "the failing webhook disabled",
+        Duration::from_secs(15),
+        || async {
+            let (_, w) = app.get(&dead_path).await;
+            (w["is_enabled"] == false).then_some(w)
+        },
+    )
+    .await;
+    producer.abort();
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "disabled too soon"
+    );
+    let reason = disabled["disabled_reason"].as_str().unwrap();
+    assert!(reason.contains("failed for 1s"), "{reason}");
+    assert!(disabled["disabled_at"].is_string(), "{disabled}");
+    // The healthy one stays as it was; only it gets new events.
+    let (_, live_now) = app.get(&live_path).await;
+    assert_eq!(live_now["is_enabled"], true);
+    assert_eq!(live_now["disabled_reason"], serde_json::Value::Null);
+    let (status, out) = app.post(&changes, change.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(out["deliveries"], 1);
+
+    // Enabling it again clears the reason, and its failing spell starts afresh.
+    let (status, enabled) = app.patch(&dead_path, json!({"is_enabled": true})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(enabled["is_enabled"], true);
+    assert_eq!(enabled["disabled_reason"], serde_json::Value::Null);
+    assert_eq!(enabled["disabled_at"], serde_json::Value::Null);
+    let (_, out) = app.post(&changes, change).await;
+    assert_eq!(out["deliveries"], 2);
+    assert_eq!(app.get(&dead_path).await.1["is_enabled"], true);
+}

@@ -40,9 +40,14 @@ impl Drop for TestApp {
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = Config::for_database(format!("sqlite://{}/w.db", dir.path().display()));
     config.allow_private_destinations = true;
+    configure(&mut config);
     let app = App::build(config).await.expect("app builds");
     let store = app.store();
     let mut orgs = Vec::new();

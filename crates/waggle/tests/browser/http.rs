@@ -520,3 +520,45 @@ async fn a_password_change_ends_the_other_sessions_and_keeps_this_one() {
     );
     assert!(again.has_session());
 }
+
+#[tokio::test]
+async fn a_webhook_disabled_by_waggle_shows_why_until_enabled_again() {
+    use std::time::Duration;
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.auto_disable_after = Duration::from_secs(1);
+        c.retry_backoff = waggle::config::Backoff(vec![Duration::from_millis(100); 2]);
+    })
+    .await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_url = format!("http://{}/h", closed.local_addr().unwrap());
+    drop(closed);
+    let id = app.create_webhook(&app.first, "dead", &closed_url).await;
+    let path = format!("/api/v1/webhooks/{id}");
+    wait_for("the webhook disabled", Duration::from_secs(15), || async {
+        app.start_sync(&app.first).await;
+        let (_, w) = app.api(&app.first, "GET", &path, None).await;
+        (w["is_enabled"] == false).then_some(())
+    })
+    .await;
+
+    let mut visitor = Visitor::new(&app);
+    visitor.sign_in(&app.first.email, PASSWORD).await;
+    let page = visitor.get(&format!("/webhooks/{id}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("id=\"auto-disabled\""), "{}", page.body);
+    assert!(page.body.contains("every attempt failed for 1s"));
+
+    let csrf = page.csrf();
+    let toggled = visitor
+        .post(
+            &format!("/webhooks/{id}/enabled"),
+            &[("csrf_token", &csrf), ("is_enabled", "true")],
+        )
+        .await;
+    assert_eq!(toggled.status, StatusCode::SEE_OTHER);
+    let page = visitor.get(&format!("/webhooks/{id}")).await;
+    assert!(!page.body.contains("id=\"auto-disabled\""));
+    let (_, w) = app.api(&app.first, "GET", &path, None).await;
+    assert_eq!(w["is_enabled"], true);
+    assert_eq!(w["disabled_reason"], serde_json::Value::Null);
+}

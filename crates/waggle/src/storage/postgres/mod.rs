@@ -18,7 +18,7 @@
 //! sync (NTP); a skew eats into the lease's margin.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -33,6 +33,7 @@ use uuid::Uuid;
 use super::records::{self, Db, RowMap};
 use super::rows::{self, Row, Value};
 use super::sql::{Dialect, Sql};
+use super::triggered as storage_triggered;
 use super::*;
 use crate::domain::attempt::AttemptResult;
 use cache::RecordCache;
@@ -487,13 +488,13 @@ impl PgStore {
             DeliveryState::Failed => (None, None, Some(now)),
         });
         // Every attempt triggers its webhook, whether or not its outcome still applied.
-        let mut triggered: BTreeMap<WebhookId, Timestamp> = BTreeMap::new();
-        for o in sorted {
-            if let Some(a) = &o.attempt {
-                let at = triggered.entry(o.webhook_id).or_insert(a.started_at);
-                *at = (*at).max(a.started_at);
-            }
-        }
+        let triggered: Vec<(WebhookId, Triggered)> = storage_triggered(sorted.iter().copied())
+            .into_iter()
+            .collect();
+        let failing = column(&triggered, |(_, t)| match t.failing {
+            Failing::No => (false, None, false),
+            Failing::Since { since, afresh } => (true, Some(since), afresh),
+        });
         // Rows are locked in id order, as every other multi-row write that waits for
         // locks does, so that two of them cannot deadlock: the deliveries (`locked`,
         // which `changed` reads, and the main query reads `changed`, so both run first),
@@ -519,8 +520,11 @@ impl PgStore {
                RETURNING d.id), \
              tried AS ({}), \
              triggered AS (UPDATE webhooks w \
-               SET last_triggered_at = GREATEST(w.last_triggered_at, v.at) \
-               FROM UNNEST($22::uuid[], $23::timestamptz[]) AS v (id, at) \
+               SET last_triggered_at = GREATEST(w.last_triggered_at, v.at), \
+               failing_since = CASE WHEN NOT v.failing THEN NULL WHEN v.afresh THEN v.since \
+                 ELSE COALESCE(w.failing_since, v.since) END \
+               FROM UNNEST($22::uuid[], $23::timestamptz[], $24::bool[], $25::timestamptz[], \
+               $26::bool[]) AS v (id, at, failing, since, afresh) \
                WHERE w.id = v.id AND w.id IN ( \
                  SELECT id FROM webhooks WHERE id = ANY($22) ORDER BY id FOR UPDATE)) \
              SELECT count(*) FROM changed",
@@ -539,8 +543,11 @@ impl PgStore {
             .bind(column(&states, |s| s.2));
         AttemptColumns::of(attempts)
             .bind(q)
-            .bind(triggered.keys().map(|w| w.as_uuid()).collect::<Vec<_>>())
-            .bind(triggered.values().copied().collect::<Vec<_>>())
+            .bind(column(&triggered, |(w, _)| w.as_uuid()))
+            .bind(column(&triggered, |(_, t)| t.at))
+            .bind(column(&failing, |f| f.0))
+            .bind(column(&failing, |f| f.1))
+            .bind(column(&failing, |f| f.2))
             .execute(conn)
             .await?;
         Ok(())

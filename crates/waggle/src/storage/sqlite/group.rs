@@ -860,14 +860,11 @@ fn write_outcomes(conn: &Connection, outcomes: &[DeliveryOutcome]) -> rusqlite::
          WHERE id = ? AND status = 'pending'",
     )?;
     let now = to_micros(&time::now());
-    let mut triggered: HashMap<WebhookId, Timestamp> = HashMap::new();
     let mut json = [Vec::with_capacity(512), Vec::with_capacity(512)];
     for o in outcomes {
         let delivery_id = o.delivery_id.to_string();
         if let Some(a) = &o.attempt {
             insert_attempt(&mut attempt_insert, &delivery_id, a, &mut json)?;
-            let at = triggered.entry(o.webhook_id).or_insert(a.started_at);
-            *at = (*at).max(a.started_at);
         }
         let (response_code, next_attempt_at, finished) = match o.state {
             DeliveryState::Delivered { status } => (Some(status as i64), None, Some(now)),
@@ -886,12 +883,25 @@ fn write_outcomes(conn: &Connection, outcomes: &[DeliveryOutcome]) -> rusqlite::
             delivery_id,
         ])?;
     }
+    // Every attempt triggers its webhook, whether or not its outcome still applied.
     let mut update_webhook = conn.prepare_cached(
-        "UPDATE webhooks SET last_triggered_at = MAX(COALESCE(last_triggered_at, 0), ?) \
-         WHERE id = ?",
+        "UPDATE webhooks SET last_triggered_at = MAX(COALESCE(last_triggered_at, 0), ?1), \
+         failing_since = CASE WHEN ?2 = 0 THEN NULL WHEN ?3 = 1 THEN ?4 \
+           ELSE COALESCE(failing_since, ?4) END \
+         WHERE id = ?5",
     )?;
-    for (webhook, at) in triggered {
-        update_webhook.execute(params![to_micros(&at), webhook.to_string()])?;
+    for (webhook, t) in crate::storage::triggered(outcomes) {
+        let (failing, since, afresh) = match t.failing {
+            Failing::No => (false, None, false),
+            Failing::Since { since, afresh } => (true, Some(to_micros(&since)), afresh),
+        };
+        update_webhook.execute(params![
+            to_micros(&t.at),
+            failing,
+            afresh,
+            since,
+            webhook.to_string()
+        ])?;
     }
     Ok(())
 }
