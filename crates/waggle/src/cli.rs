@@ -1,6 +1,9 @@
-//! The `waggle` command line: `serve`, and `org create`.
+//! The `waggle` command line: `serve`, `org create`, and `config check|print`.
 
-use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::orgs::{self, Admin};
@@ -27,6 +30,93 @@ pub enum Command {
         #[command(subcommand)]
         command: OrgCommand,
     },
+    /// Check or show a configuration file for `serve --config`.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Exit 0 when `serve --config FILE` would start with this file (and this
+    /// environment); otherwise print what is wrong, naming the key, and exit 2.
+    Check {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Print the configuration `serve --config FILE` would run with (the file, then the
+    /// environment, over the defaults), as TOML, the database password hidden.
+    Print {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+/// Parses the command line; for `serve --config FILE`, with the file's values as the
+/// flags' defaults (see [`crate::config::file`]). Exits on a usage error, as clap does.
+pub fn parse() -> anyhow::Result<Cli> {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let cli = Cli::parse_from(&args);
+    let Command::Serve(Config {
+        config_file: Some(path),
+        ..
+    }) = &cli.command
+    else {
+        return Ok(cli);
+    };
+    let values = crate::config::file::read(path)?;
+    let command =
+        Cli::command().mut_subcommand("serve", |serve| crate::config::file::apply(serve, &values));
+    let matches = command.get_matches_from(&args);
+    Ok(Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()))
+}
+
+/// `serve`'s arguments as a file and the environment make them, with no flags.
+fn from_file(path: &Path) -> anyhow::Result<clap::ArgMatches> {
+    let values = crate::config::file::read(path)?;
+    let serve =
+        crate::config::file::apply(Config::augment_args(clap::Command::new("serve")), &values);
+    serve
+        .try_get_matches_from(["serve"])
+        .map_err(|e| anyhow::anyhow!("{}", e.render().to_string().trim_end()))
+}
+
+/// The configuration as TOML: every flag under its file key, the database password
+/// hidden.
+fn print_config(matches: &clap::ArgMatches) -> anyhow::Result<String> {
+    let mut table = toml::Table::new();
+    for arg in Config::augment_args(clap::Command::new("serve")).get_arguments() {
+        let (Some(long), id) = (arg.get_long(), arg.get_id().as_str()) else {
+            continue;
+        };
+        if long == "config" {
+            continue;
+        }
+        let Some(raw) = matches.get_raw(id) else {
+            continue;
+        };
+        let mut values: Vec<String> = raw.map(|v| v.to_string_lossy().into_owned()).collect();
+        if id == "database" {
+            values = values.iter().map(|url| redact(url)).collect();
+        }
+        let key = long.replace('-', "_");
+        let value = match arg.get_action() {
+            clap::ArgAction::Append => {
+                toml::Value::Array(values.into_iter().map(toml::Value::String).collect())
+            }
+            clap::ArgAction::SetTrue => toml::Value::Boolean(values.join("") == "true"),
+            _ => {
+                let value = values.join(",");
+                match value.parse::<i64>() {
+                    Ok(n) => toml::Value::Integer(n),
+                    Err(_) => toml::Value::String(value),
+                }
+            }
+        };
+        table.insert(key, value);
+    }
+    Ok(toml::to_string(&table)?)
 }
 
 #[derive(Debug, Subcommand)]
@@ -57,6 +147,27 @@ pub enum OrgCommand {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Config {
+            command: ConfigCommand::Check { config },
+        } => match from_file(&config).and_then(|m| Ok(Config::from_arg_matches(&m)?)) {
+            Ok(parsed) => {
+                parsed.sender()?;
+                println!("{}: ok", config.display());
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("{}: {e:#}", config.display());
+                std::process::exit(2);
+            }
+        },
+        Command::Config {
+            command: ConfigCommand::Print { config },
+        } => {
+            let matches = from_file(&config)?;
+            Config::from_arg_matches(&matches)?;
+            print!("{}", print_config(&matches)?);
+            Ok(())
+        }
         Command::Serve(config) => {
             crate::telemetry::init(config.log_json);
             let app = App::build(config.clone()).await?;

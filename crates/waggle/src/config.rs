@@ -14,6 +14,12 @@ use crate::storage::SqliteSync;
 
 #[derive(Debug, Clone, Args)]
 pub struct Config {
+    /// A TOML file of these flags' values, each under the flag's own name with dashes as
+    /// underscores (`rate_limit = 100`): a flag beats its environment variable, which
+    /// beats the file.
+    #[arg(long = "config", env = "WAGGLE_CONFIG", value_name = "FILE")]
+    pub config_file: Option<std::path::PathBuf>,
+
     /// Address the API and dashboard listen on.
     #[arg(long, env = "WAGGLE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
@@ -217,5 +223,87 @@ mod tests {
         }
         config.signature_header = "X-Signature".to_owned();
         assert!(config.sender().is_ok());
+    }
+}
+
+/// The configuration file (`--config FILE`, TOML): every flag of `serve` under its own
+/// name, dashes as underscores (`listen`, `database`, `rate_limit`, `allow_destination`).
+/// Its values become the flags' defaults, so a flag beats its environment variable, which
+/// beats the file, which beats the built-in default.
+pub mod file {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use anyhow::Context;
+    use clap::{Args, Command};
+
+    use super::Config;
+
+    /// The flags a file may set: the key each takes in the file, and the argument's id.
+    fn keys() -> BTreeMap<String, String> {
+        Config::augment_args(Command::new("serve"))
+            .get_arguments()
+            .filter_map(|a| {
+                let long = a.get_long()?;
+                (long != "config").then(|| (long.replace('-', "_"), a.get_id().to_string()))
+            })
+            .collect()
+    }
+
+    /// Reads the file: each key a flag of `serve`, each value a string, number, boolean
+    /// or list of them. Answers each argument's id with its values.
+    pub fn read(path: &Path) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the configuration file {}", path.display()))?;
+        let table: toml::Table = text
+            .parse()
+            .with_context(|| format!("{} is not valid TOML", path.display()))?;
+        let keys = keys();
+        let unknown: Vec<&str> = table
+            .keys()
+            .filter(|k| !keys.contains_key(*k))
+            .map(String::as_str)
+            .collect();
+        anyhow::ensure!(
+            unknown.is_empty(),
+            "unknown key{} in {}: {} (known: {})",
+            if unknown.len() > 1 { "s" } else { "" },
+            path.display(),
+            unknown.join(", "),
+            keys.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+        let text = |key: &str, v: &toml::Value| -> anyhow::Result<String> {
+            Ok(match v {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(n) => n.to_string(),
+                toml::Value::Float(x) => x.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                _ => anyhow::bail!(
+                    "{key} in {}: expected a string, a number or a boolean",
+                    path.display()
+                ),
+            })
+        };
+        table
+            .iter()
+            .map(|(key, value)| {
+                let values = match value {
+                    toml::Value::Array(items) => items
+                        .iter()
+                        .map(|v| text(key, v))
+                        .collect::<anyhow::Result<_>>()?,
+                    v => vec![text(key, v)?],
+                };
+                Ok((keys[key].clone(), values))
+            })
+            .collect()
+    }
+
+    /// `serve`'s command with the file's values as its flags' defaults.
+    pub fn apply(serve: Command, values: &[(String, Vec<String>)]) -> Command {
+        values.iter().fold(serve, |command, (id, values)| {
+            let values = values.clone();
+            command.mut_arg(id, move |a| a.default_values(values))
+        })
     }
 }

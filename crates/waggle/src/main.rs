@@ -1,7 +1,5 @@
 #![forbid(unsafe_code)]
 
-use clap::Parser;
-
 /// glibc's allocator spent a fifth of the service's CPU time under load (many threads
 /// allocating and freeing small buffers); mimalloc keeps that cost local to each thread.
 #[global_allocator]
@@ -9,5 +7,5 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    waggle::cli::run(waggle::cli::Cli::parse()).await
+    waggle::cli::run(waggle::cli::parse()?).await
 }

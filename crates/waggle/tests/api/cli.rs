@@ -201,3 +201,86 @@ fn stop_process(child: &mut std::process::Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test]
+async fn a_config_file_sets_every_flag_under_its_name_below_env_and_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/config.db", dir.path().display());
+    let file = dir.path().join("waggle.toml");
+    let unused_port = free_port();
+    std::fs::write(
+        &file,
+        format!(
+            "listen = \"127.0.0.1:{unused_port}\"\ndatabase = \"{db}\"\nrate_limit = 3\n\
+             allow_destination = [\"10.1.0.0/16\"]\nauto_disable_after = \"2h\"\n"
+        ),
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+
+    // check: ok, then an unknown key and a bad value, each named.
+    let ok = waggle(&["config", "check", "--config", path]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "rate_limt = 3\nlisten = \"127.0.0.1:1\"\n").unwrap();
+    let out = waggle(&["config", "check", "--config", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown key in"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rate_limt"));
+    std::fs::write(&bad, "retry_window = \"soon\"\n").unwrap();
+    let out = waggle(&["config", "check", "--config", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--retry-window"));
+
+    // print: the file over the defaults, the environment over the file, secrets hidden.
+    std::fs::write(
+        &bad,
+        "database = \"postgres://waggle:hunter2@db.internal/waggle\"\nrate_limit = 3\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_waggle"))
+        .args(["config", "print", "--config", bad.to_str().unwrap()])
+        .env("WAGGLE_RATE_LIMIT", "7")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: toml::Table = String::from_utf8_lossy(&out.stdout).parse().unwrap();
+    assert_eq!(printed["rate_limit"].as_integer(), Some(7));
+    assert_eq!(
+        printed["database"].as_str(),
+        Some("postgres://waggle:***@db.internal/waggle")
+    );
+    assert_eq!(printed["retry_window"].as_str(), Some("60s"));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("hunter2"));
+
+    // serve: the file's values hold, and a flag beats the file (`--listen` here).
+    let port = free_port();
+    let server = serve(&db, port, &["--config", path]).await;
+    let response = reqwest::Client::new()
+        .get(format!("{}/api/v1/webhooks", server.address))
+        .bearer_auth("wgl_not_a_key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", unused_port)).is_err(),
+        "the file's listen address won over the flag"
+    );
+    let key = org_create(&db)["api_key"].as_str().unwrap().to_owned();
+    let response = reqwest::Client::new()
+        .get(format!("{}/api/v1/webhooks", server.address))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-ratelimit-limit"], "3");
+}
