@@ -1,4 +1,4 @@
-//! The `waggle` command line: `serve`, `org create`, and `config check|print`.
+//! The `waggle` command line: `serve`, `org create`, `config check|print` and `listen`.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -30,6 +30,9 @@ pub enum Command {
         #[command(subcommand)]
         command: OrgCommand,
     },
+    /// A local receiver for developing a webhook handler: prints each delivery and
+    /// whether its signatures are valid, and answers 200 or forwards it.
+    Listen(crate::listen::Listen),
     /// Check or show a configuration file for `serve --config`.
     Config {
         #[command(subcommand)]
@@ -147,6 +150,7 @@ pub enum OrgCommand {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Listen(listen) => crate::listen::run(listen).await,
         Command::Config {
             command: ConfigCommand::Check { config },
         } => match from_file(&config).and_then(|m| Ok(Config::from_arg_matches(&m)?)) {

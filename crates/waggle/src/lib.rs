@@ -8,6 +8,7 @@ pub mod config;
 pub mod dashboard;
 pub mod delivery;
 pub mod domain;
+pub mod listen;
 pub mod orgs;
 pub mod startup;
 pub mod storage;

@@ -284,3 +284,136 @@ async fn a_config_file_sets_every_flag_under_its_name_below_env_and_flags() {
         .unwrap();
     assert_eq!(response.headers()["x-ratelimit-limit"], "3");
 }
+
+/// `waggle listen` as a child process, its output lines gathered as they come.
+struct Listening {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Listening {
+    async fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_waggle"))
+            .arg("listen")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("waggle listen starts");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().unwrap();
+        let gathered = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                gathered.lock().unwrap().push(line);
+            }
+        });
+        let listening = Self { child, lines };
+        listening.line("listening on").await;
+        listening
+    }
+
+    /// The first line that contains `needle`, once there is one.
+    async fn line(&self, needle: &str) -> String {
+        wait_for(needle, Duration::from_secs(15), || async {
+            self.lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+                .cloned()
+        })
+        .await
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn listen_prints_each_delivery_checks_both_signatures_and_forwards() {
+    let app = spawn_app().await;
+    let handler = Receiver::start(201).await;
+    let (port, other_port) = (free_port(), free_port());
+    let key = app.signature_key.clone();
+    let standard_secret = waggle_verify::standard_secret(&key);
+    let forward = handler.url("/handler");
+    let listening = Listening::start(&[
+        "--port",
+        &port.to_string(),
+        "--signature-key",
+        &standard_secret,
+        "--forward",
+        &forward,
+    ])
+    .await;
+    let wrong_key = Listening::start(&[
+        "--port",
+        &other_port.to_string(),
+        "--signature-key",
+        "whsk_not_the_key",
+    ])
+    .await;
+    app.create_webhook(
+        &format!("http://127.0.0.1:{port}/hook"),
+        "production",
+        &["connector_sync_started"],
+    )
+    .await;
+    app.create_webhook(
+        &format!("http://127.0.0.1:{other_port}/hook"),
+        "production",
+        &["connector_sync_started"],
+    )
+    .await;
+    let connector = app.create_connector("production").await;
+    app.start_sync(&connector).await;
+
+    let line = listening.line("connector_sync_started").await;
+    assert!(
+        line.contains(&format!("connector {}", id(&connector, "id"))),
+        "{line}"
+    );
+    assert!(
+        line.contains("X-Bindbee-Webhook-Signature: signature valid"),
+        "{line}"
+    );
+    assert!(
+        line.contains("webhook-signature: signature valid"),
+        "{line}"
+    );
+    assert!(line.contains("-> 201"), "{line}");
+    // Forwarded as it came, and the handler's status went back to waggle.
+    let got = handler.wait_for(1).await;
+    assert_eq!(got[0].path, "/handler");
+    assert_eq!(
+        got[0].header("x-bindbee-webhook-signature"),
+        expected_signature(&key, &got[0].body)
+    );
+    assert_eq!(got[0].json()["webhook"]["event"], "connector_sync_started");
+    let logs = app.wait_settled(2).await;
+    let codes: Vec<&Value> = logs.iter().map(|l| &l["response_code"]).collect();
+    assert!(
+        codes.contains(&&json!(201)) && codes.contains(&&json!(200)),
+        "{codes:?}"
+    );
+
+    let line = wrong_key.line("connector_sync_started").await;
+    assert!(
+        line.contains("X-Bindbee-Webhook-Signature: signature invalid"),
+        "{line}"
+    );
+    assert!(
+        line.contains("webhook-signature: signature invalid"),
+        "{line}"
+    );
+    assert!(line.contains("-> 200"), "{line}");
+}
