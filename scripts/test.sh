@@ -6,11 +6,13 @@
 #      (this script installs them when it runs as root on Debian),
 #   4. the API fuzzed from its OpenAPI document (scripts/fuzz-api.sh), where the script
 #      can give it a network namespace of its own (as root),
-#   5. the slow fault tests (scripts/faults.sh): kill -9 in rounds, on both backends.
+#   5. the slow fault tests (scripts/faults.sh): kill -9 in rounds, on both backends,
+#   6. the packaging files' checks (scripts/check-packaging.sh).
 # A delivery test also verifies with the Standard Webhooks package from PyPI, which this
 # script installs into target/standard-webhooks-venv.
 # Set WAGGLE_REQUIRE_POSTGRES=1, WAGGLE_REQUIRE_BROWSER=1, WAGGLE_REQUIRE_FUZZ=1 or
-# WAGGLE_REQUIRE_STANDARD_WEBHOOKS=1 to fail instead of skipping.
+# WAGGLE_REQUIRE_STANDARD_WEBHOOKS=1 or WAGGLE_REQUIRE_PACKAGING=1 to fail instead of
+# skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,3 +67,5 @@ else
 fi
 
 scripts/faults.sh
+
+scripts/check-packaging.sh
