@@ -57,6 +57,8 @@ impl App {
                 Err(e) => return Err(e.into()),
             }
         }
+        // Installed before anything records.
+        crate::telemetry::metrics::handle();
         let sender = Sender::new(config.sender()?)?;
         let keys = Arc::new(KeyCache::new(store.clone()));
         let dispatcher = (!config.no_dispatcher).then(|| {

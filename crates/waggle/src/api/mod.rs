@@ -76,7 +76,9 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
 
 /// What answers without a key, outside `/api/v1`.
 fn public_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(health))
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(metrics))
 }
 
 /// Everything under `/api/v1`.
@@ -98,9 +100,10 @@ pub fn router(state: &AppState) -> Router<AppState> {
             auth::limit,
         ));
     let (public, _) = public_routes().split_for_parts();
+    let track = axum::middleware::from_fn(crate::telemetry::metrics::track);
     Router::new()
-        .nest("/api/v1", v1)
-        .merge(public)
+        .nest("/api/v1", v1.route_layer(track.clone()))
+        .merge(public.route_layer(track))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
@@ -143,6 +146,28 @@ async fn health(State(state): State<AppState>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// The process's metrics in the Prometheus text format (see `telemetry::metrics`): no
+/// key needed, and no organization's ids in them.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "service",
+    security(()),
+    responses(
+        (status = 200, description = "Prometheus text format, version 0.0.4", body = String, content_type = "text/plain")
+    )
+)]
+async fn metrics() -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::telemetry::metrics::handle().render(),
+    )
+        .into_response()
 }
 
 /// Parses an id from the path; a malformed one is simply not found.

@@ -27,7 +27,7 @@ pub const BEARER: &str = "api_key";
     info(
         title = "waggle",
         description = "Signed, retried, logged webhooks for connector syncs and data changes. \
-            Every call but `/healthz` and this document takes `Authorization: Bearer <API key>` \
+            Every call but `/healthz`, `/metrics` and this document takes `Authorization: Bearer <API key>` \
             and acts for the key's organization; another organization's ids are not found (404).",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),

@@ -392,6 +392,7 @@ impl Inner {
             }
             AttemptResult::Failure { .. } => DeliveryState::Failed,
         };
+        crate::telemetry::metrics::attempt(&result, &state, duration);
         match &result {
             AttemptResult::Response { status, .. } => {
                 tracing::debug!(delivery_id = %job.id, number, status, ?duration, "delivered")

@@ -91,6 +91,7 @@ pub async fn emit(
         event_ids: records.iter().map(|r| r.event.id).collect(),
         deliveries: records.iter().map(|r| r.deliveries.len()).sum(),
     };
+    crate::telemetry::metrics::deliveries_created(emitted.deliveries);
     if let Some(dispatcher) = dispatcher {
         dispatcher.submit(jobs).await;
     }

@@ -12,6 +12,7 @@ mod input;
 mod limits;
 mod logs;
 mod memory;
+mod metrics;
 mod multinode;
 mod openapi;
 mod outage;

@@ -1,7 +1,9 @@
 //! Tracing setup: human-readable lines by default, JSON lines on request; the level comes
-//! from `RUST_LOG` (default `info`).
+//! from `RUST_LOG` (default `info`). Prometheus metrics are in [`metrics`].
 
 use tracing_subscriber::EnvFilter;
+
+pub mod metrics;
 
 pub fn init(json: bool) {
     let filter =
