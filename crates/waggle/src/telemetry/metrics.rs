@@ -23,6 +23,9 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// How often histogram samples are folded into their buckets.
+const UPKEEP: Duration = Duration::from_secs(5);
+
 /// The process's recorder, installed on first use.
 pub fn handle() -> PrometheusHandle {
     HANDLE
@@ -38,6 +41,17 @@ pub fn handle() -> PrometheusHandle {
             // Another recorder (a test harness's) may be installed: then nothing records,
             // and /metrics answers what this one has.
             let _ = ::metrics::set_global_recorder(recorder);
+            // Histograms keep their samples until upkeep folds them into the buckets:
+            // without it, and without scrapes, they would grow for as long as the process
+            // runs. A thread of its own, so that it outlives any one runtime.
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(UPKEEP);
+                    upkeep.run_upkeep();
+                })
+                .expect("the upkeep thread starts");
             handle
         })
         .clone()
@@ -88,7 +102,10 @@ pub async fn track(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         // `:connector_id` rather than `{connector_id}`: braces inside a label value are
         // valid, but trip up simple parsers of the format.
-        .map(|p| p.as_str().replace('{', ":").replace('}', ""))
+        .map(|p| match p.as_str() {
+            route if route.contains('{') => route.replace('{', ":").replace('}', ""),
+            route => route.to_owned(),
+        })
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = request.method().as_str().to_owned();
     let started = Instant::now();
