@@ -89,21 +89,18 @@ fn from_file(path: &Path) -> anyhow::Result<clap::ArgMatches> {
 /// hidden.
 fn print_config(matches: &clap::ArgMatches) -> anyhow::Result<String> {
     let mut table = toml::Table::new();
-    for arg in Config::augment_args(clap::Command::new("serve")).get_arguments() {
-        let (Some(long), id) = (arg.get_long(), arg.get_id().as_str()) else {
+    let serve = Config::augment_args(clap::Command::new("serve"));
+    for (key, id) in crate::config::file::keys() {
+        let Some(arg) = serve.get_arguments().find(|a| a.get_id() == id.as_str()) else {
             continue;
         };
-        if long == "config" {
-            continue;
-        }
-        let Some(raw) = matches.get_raw(id) else {
+        let Some(raw) = matches.get_raw(&id) else {
             continue;
         };
         let mut values: Vec<String> = raw.map(|v| v.to_string_lossy().into_owned()).collect();
         if id == "database" {
             values = values.iter().map(|url| redact(url)).collect();
         }
-        let key = long.replace('-', "_");
         let value = match arg.get_action() {
             clap::ArgAction::Append => {
                 toml::Value::Array(values.into_iter().map(toml::Value::String).collect())

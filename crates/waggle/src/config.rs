@@ -240,7 +240,7 @@ pub mod file {
     use super::Config;
 
     /// The flags a file may set: the key each takes in the file, and the argument's id.
-    fn keys() -> BTreeMap<String, String> {
+    pub fn keys() -> BTreeMap<String, String> {
         Config::augment_args(Command::new("serve"))
             .get_arguments()
             .filter_map(|a| {
