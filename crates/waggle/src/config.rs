@@ -99,6 +99,11 @@ pub struct Config {
     #[arg(long, env = "WAGGLE_AUTO_DISABLE_AFTER", default_value = "5d", value_parser = retry::parse_duration)]
     pub auto_disable_after: Duration,
 
+    /// Remove events, deliveries and attempts older than this (`30d`, `12h`), in the
+    /// background; a delivery still being retried stays until it ends. 0: keep everything.
+    #[arg(long, env = "WAGGLE_RETENTION", default_value = "0", value_parser = retry::parse_duration)]
+    pub retention: Duration,
+
     /// Run only the API and dashboard on this node; another node delivers.
     #[arg(long, env = "WAGGLE_NO_DISPATCHER", default_value_t = false)]
     pub no_dispatcher: bool,

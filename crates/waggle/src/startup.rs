@@ -28,6 +28,8 @@ pub struct App {
     dispatcher: Option<Dispatcher>,
     /// `--auto-disable-after`, where this node dispatches and it is not 0.
     auto_disable_after: Option<Duration>,
+    /// `--retention`, when it is not 0.
+    retention: Option<Duration>,
     /// Fires to stop serving and dispatching; `run_until_stopped` also fires it on signals.
     cancel: CancellationToken,
 }
@@ -86,6 +88,7 @@ impl App {
             state,
             auto_disable_after: (!config.no_dispatcher && !config.auto_disable_after.is_zero())
                 .then_some(config.auto_disable_after),
+            retention: (!config.retention.is_zero()).then_some(config.retention),
             dispatcher,
             cancel: CancellationToken::new(),
         })
@@ -157,6 +160,10 @@ impl App {
                 after,
                 dispatch.clone(),
             ));
+        }
+        if let Some(keep) = self.retention {
+            let store = self.state.store.clone();
+            tokio::spawn(storage::retention::run(store, keep, dispatch.clone()));
         }
         let dispatching = self.dispatcher.map(|d| tokio::spawn(d.run(dispatch)));
         let router = api::router(&self.state)

@@ -31,7 +31,9 @@ mod rows;
 mod sql;
 pub mod sqlite;
 
-pub use records::Records;
+pub mod retention;
+
+pub use records::{Purged, Records};
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -491,6 +493,13 @@ pub trait Store: Records + Send + Sync + 'static {
     /// from it may be cached on the strength of this process's own writes.
     fn shared(&self) -> bool {
         false
+    }
+
+    /// Gives the space of removed rows back to the file system, up to `pages` database
+    /// pages per call, and answers how many free pages are left to give back. Where the
+    /// database server manages its own space (PostgreSQL), there is none to give.
+    async fn reclaim_space(&self, _pages: u32) -> StoreResult<u64> {
+        Ok(0)
     }
 
     /// Whether the store can write now (see [`Health`]).

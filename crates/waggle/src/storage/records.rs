@@ -32,6 +32,9 @@ pub(super) trait Db: Send + Sync + 'static {
     /// Selects the records version of the organization `o`, where the backend keeps one
     /// (see [`Db::saw_records_version`]).
     const RECORDS_VERSION: &'static str;
+    /// Ends a `SELECT` of rows a statement will delete, so that several nodes deleting
+    /// at once each take rows of their own instead of queueing on the same ones.
+    const SKIP_LOCKED: &'static str;
 
     async fn read<T: Send + 'static>(&self, sql: Sql, map: RowMap<T>) -> StoreResult<Vec<T>>;
     /// Runs the statements in one transaction: all or none. Answers the rows each changed.
@@ -171,6 +174,19 @@ pub trait Records: Send + Sync {
 
     async fn list_logs(&self, org: OrgId, filter: &LogFilter) -> StoreResult<Vec<LogEntry>>;
     async fn log(&self, org: OrgId, id: DeliveryId) -> StoreResult<Option<LogDetail>>;
+
+    /// Removes up to `batch` finished deliveries made before `before` (their attempts
+    /// go with them), then up to `batch` events made before it that no delivery refers
+    /// to any more: each in a short transaction of its own. Pending deliveries stay, and
+    /// so do their events, however old.
+    async fn purge(&self, before: Timestamp, batch: u32) -> StoreResult<Purged>;
+}
+
+/// What one [`Records::purge`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub deliveries: u64,
+    pub events: u64,
 }
 
 /// The webhooks an event of `environment` goes to, oldest first.
@@ -796,6 +812,40 @@ impl<D: Db> Records for D {
             attempts,
         }))
     }
+
+    async fn purge(&self, before: Timestamp, batch: u32) -> StoreResult<Purged> {
+        // By id, which orders by creation: the primary keys find the oldest rows first.
+        let first_kept = first_id_at(before);
+        let mut deliveries =
+            D::sql("DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries WHERE id < ");
+        deliveries
+            .bind(first_kept)
+            .push(" AND status <> 'pending' ORDER BY id LIMIT ")
+            .bind(batch as i64)
+            .push(D::SKIP_LOCKED)
+            .push(")");
+        let mut events =
+            D::sql("DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.id < ");
+        events
+            .bind(first_kept)
+            .push(
+                " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id) \
+                 ORDER BY e.id LIMIT ",
+            )
+            .bind(batch as i64)
+            .push(D::SKIP_LOCKED)
+            .push(")");
+        let deliveries = self.write(vec![deliveries]).await?[0];
+        let events = self.write(vec![events]).await?[0];
+        Ok(Purged { deliveries, events })
+    }
+}
+
+/// The smallest id made at `at`: every id (a UUIDv7) made before sorts below it, as text
+/// and as a UUID, and every one made at or after it sorts above.
+fn first_id_at(at: Timestamp) -> uuid::Uuid {
+    let millis = at.timestamp_millis().max(0) as u64;
+    uuid::Builder::from_unix_timestamp_millis(millis, &[0; 10]).into_uuid()
 }
 
 /// What [`rows::log_entry`] reads, of a delivery `d` whose event's fields are in `e`.
@@ -805,4 +855,23 @@ fn log_columns(e: &str) -> String {
          d.response_code, d.attempt_count, d.last_error, {e}.integration_name, \
          {e}.end_user_name, {e}.origin_id, d.created_at, d.next_attempt_at"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_id_at_a_time_sorts_after_every_id_made_before_it() {
+        let before = DeliveryId::new();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let cut = first_id_at(time::now());
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let after = DeliveryId::new();
+        for (earlier, later) in [(before.as_uuid(), cut), (cut, after.as_uuid())] {
+            assert!(earlier < later);
+            // As SQLite compares them: the text, hyphenated.
+            assert!(earlier.hyphenated().to_string() < later.hyphenated().to_string());
+        }
+    }
 }

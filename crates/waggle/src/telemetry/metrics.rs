@@ -84,6 +84,18 @@ pub fn deliveries_created(count: usize) {
     ::metrics::counter!("waggle_deliveries_created_total").increment(count as u64);
 }
 
+/// Counts the rows retention removed.
+pub fn purged(purged: crate::storage::Purged) {
+    if purged.deliveries > 0 {
+        ::metrics::counter!("waggle_retention_removed_total", "table" => "deliveries")
+            .increment(purged.deliveries);
+    }
+    if purged.events > 0 {
+        ::metrics::counter!("waggle_retention_removed_total", "table" => "events")
+            .increment(purged.events);
+    }
+}
+
 fn status_class(status: u16) -> &'static str {
     match status {
         100..=199 => "1xx",

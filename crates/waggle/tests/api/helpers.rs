@@ -514,7 +514,15 @@ pub fn org_create(db_url: &str) -> Value {
 /// Deliveries of the database at `db_url` not yet settled (pending), read with a
 /// connection of the test's own beside the running app.
 pub async fn pending_deliveries(db_url: &str) -> i64 {
-    const PENDING: &str = "SELECT count(*) FROM deliveries WHERE status = 'pending'";
+    count(
+        db_url,
+        "SELECT count(*) FROM deliveries WHERE status = 'pending'",
+    )
+    .await
+}
+
+/// The number a `SELECT count(*) …` answers, read straight from the database.
+pub async fn count(db_url: &str, query: &str) -> i64 {
     match db_url.strip_prefix("sqlite://") {
         Some(path) => {
             let conn = rusqlite::Connection::open_with_flags(
@@ -522,17 +530,17 @@ pub async fn pending_deliveries(db_url: &str) -> i64 {
                 rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
             )
             .unwrap();
-            conn.query_row(PENDING, [], |row| row.get(0)).unwrap()
+            conn.query_row(query, [], |row| row.get(0)).unwrap()
         }
         None => {
             use sqlx::Connection;
             let mut conn = sqlx::PgConnection::connect(db_url).await.unwrap();
-            let pending: i64 = sqlx::query_scalar(PENDING)
+            let found: i64 = sqlx::query_scalar(query)
                 .fetch_one(&mut conn)
                 .await
                 .unwrap();
             let _ = conn.close().await;
-            pending
+            found
         }
     }
 }

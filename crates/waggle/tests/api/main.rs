@@ -16,6 +16,7 @@ mod metrics;
 mod multinode;
 mod openapi;
 mod outage;
+mod retention;
 mod storage;
 #[path = "../support/mod.rs"]
 mod support;

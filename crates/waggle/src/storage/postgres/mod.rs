@@ -714,6 +714,7 @@ impl Db for PgStore {
     const SHARED_BODY: &'static str =
         "(SELECT e.shared_body FROM events e WHERE e.id = d.event_id) AS shared_body";
     const RECORDS_VERSION: &'static str = "o.records_version";
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
 
     async fn read<T: Send + 'static>(&self, sql: Sql, map: RowMap<T>) -> StoreResult<Vec<T>> {
         map_all(&query(&sql).fetch_all(&self.pool).await?, map)

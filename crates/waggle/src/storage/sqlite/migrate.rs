@@ -19,6 +19,13 @@ pub(super) fn run(conn: &mut Connection) -> anyhow::Result<()> {
 pub(super) fn run_before(conn: &mut Connection, version: i64) -> anyhow::Result<()> {
     let migrator = sqlx::migrate!("./migrations/sqlite");
     conn.execute_batch("PRAGMA foreign_keys = OFF")?;
+    // A new file gives the pages of removed rows back while open (`--retention` removes
+    // old rows, then `Store::reclaim_space` shrinks the file); the mode can only be
+    // chosen before the first table is made.
+    let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0))?;
+    if tables == 0 {
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")?;
+    }
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS _sqlx_migrations ( \
            version BIGINT PRIMARY KEY, description TEXT NOT NULL, \

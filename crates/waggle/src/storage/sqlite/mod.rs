@@ -237,6 +237,8 @@ impl Db for SqliteStore {
     const SHARED_BODY: &'static str = "e.shared_body";
     /// None: one process owns the file, and clears its cache itself ([`Db::changed`]).
     const RECORDS_VERSION: &'static str = "0";
+    /// One writer: no other deletes at once.
+    const SKIP_LOCKED: &'static str = "";
 
     async fn read<T: Send + 'static>(&self, sql: Sql, map: RowMap<T>) -> StoreResult<Vec<T>> {
         self.readers.run(move |conn| fetch(conn, &sql, map)).await
@@ -450,10 +452,28 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn reclaim_space(&self, pages: u32) -> StoreResult<u64> {
+        self.command(move |conn| {
+            // Only a file made with incremental vacuum can shrink while open (see
+            // `migrate.rs`); one made before keeps its free pages for its new rows.
+            let mode: i64 = conn.query_row("PRAGMA auto_vacuum", [], |row| row.get(0))?;
+            if mode != INCREMENTAL_VACUUM {
+                return Ok(0);
+            }
+            conn.execute_batch(&format!("PRAGMA incremental_vacuum({pages})"))?;
+            let free: i64 = conn.query_row("PRAGMA freelist_count", [], |row| row.get(0))?;
+            Ok(free as u64)
+        })
+        .await
+    }
+
     fn health(&self) -> watch::Receiver<Health> {
         self.health.clone()
     }
 }
+
+/// `PRAGMA auto_vacuum`'s value for incremental vacuum.
+const INCREMENTAL_VACUUM: i64 = 2;
 
 #[cfg(test)]
 mod tests {

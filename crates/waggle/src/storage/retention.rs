@@ -1,0 +1,87 @@
+//! Retention (`--retention`): events, deliveries and attempts older than that are removed
+//! in the background, so that a long-running store does not grow without end.
+//!
+//! A round runs a few times per retention period (at most a minute apart): it removes
+//! finished deliveries made before the cutoff, with their attempts, and the events no
+//! delivery refers to any more, [`BATCH`] rows to a transaction, pausing between
+//! transactions so that the write path (SQLite's one writer) is never held for long. A
+//! delivery still pending stays, and so does its event, until it ends. Then a SQLite file
+//! gives the pages it freed back, a few at a time too. On several nodes each runs it, and
+//! the rows each takes are its own (`SKIP LOCKED`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Purged, Store, StoreResult};
+use crate::domain::time;
+
+/// Rows removed per transaction, of each table.
+pub const BATCH: u32 = 500;
+/// Database pages given back per transaction.
+const RECLAIM_PAGES: u32 = 256;
+/// Between two transactions of a round: the write path's time for everything else.
+const PAUSE: Duration = Duration::from_millis(5);
+
+/// Removes what is older than `keep`, until `stop`.
+pub async fn run(store: Arc<dyn Store>, keep: Duration, stop: CancellationToken) {
+    let Ok(span) = chrono::Duration::from_std(keep) else {
+        tracing::error!(
+            ?keep,
+            "retention: the duration is out of range; keeping everything"
+        );
+        return;
+    };
+    let every = (keep / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if store.health().borrow().trouble().is_some() {
+            continue;
+        }
+        match round(&*store, time::now() - span, &stop).await {
+            Ok(removed) if removed != Purged::default() => tracing::info!(
+                deliveries = removed.deliveries,
+                events = removed.events,
+                retention = %humantime::format_duration(keep),
+                "retention: removed what was older than the retention"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "retention: could not remove old rows"),
+        }
+    }
+}
+
+/// One round: everything made before `before`, batch after batch, then the space.
+async fn round(
+    store: &dyn Store,
+    before: time::Timestamp,
+    stop: &CancellationToken,
+) -> StoreResult<Purged> {
+    let mut removed = Purged::default();
+    loop {
+        let purged = store.purge(before, BATCH).await?;
+        removed.deliveries += purged.deliveries;
+        removed.events += purged.events;
+        crate::telemetry::metrics::purged(purged);
+        let more = purged.deliveries == u64::from(BATCH) || purged.events == u64::from(BATCH);
+        if !more || !pause(stop).await {
+            break;
+        }
+    }
+    if removed != Purged::default() {
+        while store.reclaim_space(RECLAIM_PAGES).await? > 0 && pause(stop).await {}
+    }
+    Ok(removed)
+}
+
+/// Waits [`PAUSE`]; `false` when the store is stopping meanwhile.
+async fn pause(stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = stop.cancelled() => false,
+        _ = tokio::time::sleep(PAUSE) => true,
+    }
+}
