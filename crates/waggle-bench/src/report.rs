@@ -60,6 +60,9 @@ pub struct Measurement {
     pub drain_s: Option<f64>,
     /// `backlog`: from starting waggle to its first healthy answer, seconds.
     pub startup_s: Option<f64>,
+    /// `*_purging`: the old events retention had not removed yet when the run ended
+    /// (0: the removal ran within the run, and the latency figures include all of it).
+    pub old_events_left: Option<u64>,
     pub runs: usize,
 }
 
@@ -118,6 +121,7 @@ pub fn median(runs: &[Measurement]) -> Measurement {
         receiver_cpu_s: f(|m| m.receiver_cpu_s),
         bench_cpu_s: f(|m| m.bench_cpu_s),
         database_cpu_s: f(|m| m.database_cpu_s),
+        old_events_left: f(|m| m.old_events_left.map(|n| n as f64)).map(|n| n as u64),
         events: u(|m| m.events),
         api_errors: u(|m| m.api_errors),
         deliveries: u(|m| m.deliveries),

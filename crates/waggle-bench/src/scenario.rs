@@ -39,6 +39,10 @@ pub struct Scenario {
     pub postgres: bool,
     /// `waggle serve` processes sharing the database; the API calls go round-robin.
     nodes: usize,
+    /// Events made long ago (each with a delivered delivery and its attempt: three rows)
+    /// put in the database before waggle starts with `--retention 30d`, which removes
+    /// them while the scenario runs.
+    old_events: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -73,6 +77,7 @@ pub fn all(size: Size) -> Vec<Scenario> {
             },
             postgres: false,
             nodes: 1,
+            old_events: 0,
         },
         Scenario {
             name: "one_to_one",
@@ -84,6 +89,7 @@ pub fn all(size: Size) -> Vec<Scenario> {
             },
             postgres: false,
             nodes: 1,
+            old_events: 0,
         },
         Scenario {
             name: "steady_1000",
@@ -96,6 +102,7 @@ pub fn all(size: Size) -> Vec<Scenario> {
             },
             postgres: false,
             nodes: 1,
+            old_events: 0,
         },
         Scenario {
             name: "isolation",
@@ -108,6 +115,7 @@ pub fn all(size: Size) -> Vec<Scenario> {
             },
             postgres: false,
             nodes: 1,
+            old_events: 0,
         },
         Scenario {
             name: "backlog",
@@ -119,6 +127,7 @@ pub fn all(size: Size) -> Vec<Scenario> {
             },
             postgres: false,
             nodes: 1,
+            old_events: 0,
         },
     ];
     // What `isolation` is compared with: the same run with every destination live (the
@@ -158,9 +167,23 @@ pub fn all(size: Size) -> Vec<Scenario> {
         postgres: true,
         ..one_to_one
     });
+    // Steady latency while retention removes a million old rows (a third of them
+    // events, a third deliveries, a third attempts).
+    let old_events = pick(10_000, 340_000);
     scenarios.push(Scenario {
         name: "pg_steady_1000",
         postgres: true,
+        ..steady.clone()
+    });
+    scenarios.push(Scenario {
+        name: "steady_1000_purging",
+        old_events,
+        ..steady.clone()
+    });
+    scenarios.push(Scenario {
+        name: "pg_steady_1000_purging",
+        postgres: true,
+        old_events,
         ..steady
     });
     scenarios
@@ -303,7 +326,13 @@ async fn set_up(
 
 /// waggle delivering while the events come in, on `scenario.nodes` servers.
 async fn live(scenario: &Scenario, cx: &Context<'_>, plan: Push) -> anyhow::Result<Measurement> {
-    let db = Database::create(cx.waggle_bin, &cx.backend(scenario)?).await?;
+    let mut db = Database::create(cx.waggle_bin, &cx.backend(scenario)?).await?;
+    if scenario.old_events > 0 {
+        if let Err(e) = db.fill_old(scenario.old_events).await {
+            db.remove().await;
+            return Err(e);
+        }
+    }
     let mut servers = Vec::new();
     let mut started = Ok(());
     for n in 1..=scenario.nodes {
@@ -333,6 +362,9 @@ async fn live(scenario: &Scenario, cx: &Context<'_>, plan: Push) -> anyhow::Resu
             .await?;
         let mut m = figures(scenario, &pushed, healthy, &records, pushed.started_us);
         m.sqlite_sync = db.sqlite_sync.clone();
+        if scenario.old_events > 0 {
+            m.old_events_left = Some(db.old_events_left().await?);
+        }
         // Each node's peak (they are alike), and the CPU of them all.
         for server in &servers {
             let usage = server.usage()?;

@@ -74,6 +74,8 @@ pub struct Database {
     postgres: Option<(String, String)>,
     /// SQLite's sync mode, given to every server (`WAGGLE_SQLITE_SYNC`).
     pub sqlite_sync: Option<String>,
+    /// `WAGGLE_RETENTION`, given to every server once old rows were put in.
+    retention: Option<&'static str>,
 }
 
 impl Database {
@@ -112,6 +114,7 @@ impl Database {
             api_key: String::new(),
             postgres,
             sqlite_sync,
+            retention: None,
         };
         match database.create_org(waggle_bin).await {
             Ok(api_key) => Ok(Self {
@@ -171,6 +174,56 @@ impl Database {
         }
     }
 
+    /// Puts in `events` events made 60 days ago, each with a delivered delivery and its
+    /// one attempt, as a store kept them before retention was turned on; every server
+    /// started after this runs with `--retention 30d`. Straight into the tables, in one
+    /// transaction: through the API they would be new.
+    pub async fn fill_old(&mut self, events: u64) -> anyhow::Result<()> {
+        const DAY_MS: u64 = 86_400_000;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as u64;
+        let then_ms = now_ms - 60 * DAY_MS;
+        // The first 48 bits of a UUIDv7 are its milliseconds: `xxxxxxxx-xxxx`.
+        let hex = format!("{then_ms:012x}");
+        let prefix = format!("{}-{}", &hex[..8], &hex[8..]);
+        let then_us = (then_ms * 1000) as i64;
+        let body = format!("{{\"data\":\"{}\"}}", "x".repeat(600));
+        let (events, prefix2) = (events as i64, prefix.clone());
+        match &self.postgres {
+            None => {
+                let path = self.url.trim_start_matches("sqlite://").to_owned();
+                tokio::task::spawn_blocking(move || {
+                    fill_sqlite(&path, events, &prefix2, then_us, &body)
+                })
+                .await??
+            }
+            Some(_) => fill_postgres(&self.url, events, &prefix, then_ms, &body).await?,
+        }
+        self.retention = Some("30d");
+        Ok(())
+    }
+
+    /// Old events (see [`Database::fill_old`]) not removed yet.
+    pub async fn old_events_left(&self) -> anyhow::Result<u64> {
+        const OLD: &str = "SELECT count(*) FROM events WHERE integration_name = 'old'";
+        Ok(match &self.postgres {
+            None => {
+                let conn = rusqlite::Connection::open(self.url.trim_start_matches("sqlite://"))?;
+                conn.query_row(OLD, [], |row| row.get::<_, i64>(0))? as u64
+            }
+            Some(_) => {
+                let mut conn = PgConnection::connect(&self.url).await?;
+                let left: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM events WHERE created_at < now() - interval '1 day'",
+                )
+                .fetch_one(&mut conn)
+                .await?;
+                left as u64
+            }
+        })
+    }
+
     fn log_path(&self, n: usize) -> PathBuf {
         self.dir.path().join(format!("serve-{n}.log"))
     }
@@ -210,6 +263,9 @@ impl Server {
         // An environment variable too, for the same reason as the rate limit's.
         if let Some(sync) = &db.sqlite_sync {
             command.env("WAGGLE_SQLITE_SYNC", sync);
+        }
+        if let Some(retention) = db.retention {
+            command.env("WAGGLE_RETENTION", retention);
         }
         let child = command
             .stdin(Stdio::null())
@@ -337,4 +393,91 @@ impl Server {
 fn free_port() -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?)
+}
+
+/// [`Database::fill_old`] on SQLite: ids made of the old milliseconds and a counter.
+fn fill_sqlite(
+    path: &str,
+    events: i64,
+    prefix: &str,
+    then_us: i64,
+    body: &str,
+) -> anyhow::Result<()> {
+    let mut conn = rusqlite::Connection::open(path)?;
+    let tx = conn.transaction()?;
+    let org: String = tx.query_row("SELECT id FROM organizations", [], |row| row.get(0))?;
+    tx.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?1) \
+         INSERT INTO events (id, org_id, event_type, environment, connector_id, created_at, \
+         shared_body, integration_name, end_user_name, origin_id) \
+         SELECT printf('%s-7000-8000-%012x', ?2, i), ?3, 'employee_data_changed', \
+         'production', ?2 || '-7000-a000-000000000000', ?4, CAST(?5 AS BLOB), 'old', 'old', 'old' \
+         FROM n",
+        rusqlite::params![events, prefix, org, then_us, body],
+    )?;
+    tx.execute(
+        "INSERT INTO deliveries (id, org_id, event_id, webhook_id, webhook_name, url, status, \
+         attempt_count, attempts_started, response_code, created_at, first_attempt_at, \
+         finished_at) \
+         SELECT replace(id, '-8000-', '-9000-'), org_id, id, ?1 || '-7000-b000-000000000000', \
+         'old', 'http://127.0.0.1:9/old', 'delivered', 1, 1, 200, created_at, created_at, \
+         created_at FROM events WHERE integration_name = 'old'",
+        [prefix],
+    )?;
+    tx.execute(
+        "INSERT INTO attempts (delivery_id, number, started_at, duration_us, request_url, \
+         request_headers, response_status, response_headers, response_body) \
+         SELECT id, 1, created_at, 1000, url, '[]', 200, '[]', x'' FROM deliveries \
+         WHERE webhook_name = 'old'",
+        [],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// [`Database::fill_old`] on PostgreSQL.
+async fn fill_postgres(
+    url: &str,
+    events: i64,
+    prefix: &str,
+    then_ms: u64,
+    body: &str,
+) -> anyhow::Result<()> {
+    let mut conn = PgConnection::connect(url).await?;
+    let mut tx = conn.begin().await?;
+    let at = format!("to_timestamp({then_ms} / 1000.0)");
+    sqlx::query(&format!(
+        "INSERT INTO events (id, org_id, event_type, environment, connector_id, created_at, \
+         shared_body) \
+         SELECT ($1 || '-7000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, \
+         (SELECT id FROM organizations), 'employee_data_changed', 'production', \
+         ($1 || '-7000-a000-000000000000')::uuid, {at}, convert_to($3, 'UTF8') \
+         FROM generate_series(0, $2 - 1) AS i"
+    ))
+    .bind(prefix)
+    .bind(events)
+    .bind(body)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(&format!(
+        "INSERT INTO deliveries (id, org_id, event_id, webhook_id, webhook_name, connector_id, \
+         event_type, integration_name, end_user_name, origin_id, url, status, attempt_count, \
+         attempts_started, response_code, created_at, first_attempt_at, finished_at) \
+         SELECT replace(id::text, '-8000-', '-9000-')::uuid, org_id, id, \
+         ($1 || '-7000-b000-000000000000')::uuid, 'old', connector_id, event_type, 'old', 'old', \
+         'old', 'http://127.0.0.1:9/old', 'delivered', 1, 1, 200, {at}, {at}, {at} FROM events"
+    ))
+    .bind(prefix)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO attempts (delivery_id, number, started_at, duration_us, request_url, \
+         request_headers, response_status, response_headers, response_body) \
+         SELECT id, 1, created_at, 1000, url, '[]', 200, '[]', '' FROM deliveries",
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    sqlx::query("ANALYZE").execute(&mut conn).await?;
+    Ok(())
 }

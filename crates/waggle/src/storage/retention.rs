@@ -1,13 +1,13 @@
 //! Retention (`--retention`): events, deliveries and attempts older than that are removed
 //! in the background, so that a long-running store does not grow without end.
 //!
-//! A round runs a few times per retention period (at most a minute apart): it removes
-//! finished deliveries made before the cutoff, with their attempts, and the events no
-//! delivery refers to any more, [`BATCH`] rows to a transaction, pausing between
-//! transactions so that the write path (SQLite's one writer) is never held for long. A
-//! delivery still pending stays, and so does its event, until it ends. Then a SQLite file
-//! gives the pages it freed back, a few at a time too. On several nodes each runs it, and
-//! the rows each takes are its own (`SKIP LOCKED`).
+//! A round runs at start, then a few times per retention period (at most a minute apart):
+//! it removes finished deliveries made before the cutoff, with their attempts, and the
+//! events no delivery refers to any more, [`BATCH`] rows to a transaction, pausing
+//! between transactions so that the write path (SQLite's one writer) is never held for
+//! long. A delivery still pending stays, and so does its event, until it ends. Then a
+//! SQLite file gives the pages it freed back, a few at a time too. On several nodes each
+//! runs it, and the rows each takes are its own (`SKIP LOCKED`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,11 +34,15 @@ pub async fn run(store: Arc<dyn Store>, keep: Duration, stop: CancellationToken)
         return;
     };
     let every = (keep / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
+    // The first round at once: a store that kept everything until now starts shrinking
+    // with the process that was given the setting.
+    let mut wait = Duration::ZERO;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
+        wait = every;
         if store.health().borrow().trouble().is_some() {
             continue;
         }
