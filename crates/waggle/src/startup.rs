@@ -161,6 +161,10 @@ impl App {
                 dispatch.clone(),
             ));
         }
+        tokio::spawn(storage::retention::forget_answers(
+            self.state.store.clone(),
+            cancel.child_token(),
+        ));
         if let Some(keep) = self.retention {
             let store = self.state.store.clone();
             tokio::spawn(storage::retention::run(store, keep, dispatch.clone()));

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -13,6 +14,7 @@ use utoipa_axum::routes;
 
 use super::auth::ApiAuth;
 use super::error::{ApiError, ErrorOut, JsonBody, Problems};
+use super::idempotency::{Ignored, Once, Optional, Required};
 use super::pagination::{self, Page};
 use super::{parse_path_id, AppState};
 use crate::delivery::fanout;
@@ -23,7 +25,7 @@ use crate::domain::event::{Environment, EventType};
 use crate::domain::ids::{ConnectorId, EventId, SyncId};
 use crate::domain::payload::EventData;
 use crate::domain::{time, Invalid};
-use crate::storage::{ConnectorChanges, SyncChange};
+use crate::storage::{ConnectorChanges, RememberWith, SyncChange};
 
 /// The most record ids one data-change call may carry.
 pub const MAX_CHANGED_IDS: usize = 10_000;
@@ -130,8 +132,12 @@ async fn list(
 async fn create(
     State(state): State<AppState>,
     auth: ApiAuth,
-    JsonBody(body): JsonBody<ConnectorIn>,
-) -> Result<(StatusCode, Json<Connector>), ApiError> {
+    once: Once<Required<ConnectorIn>>,
+) -> Result<Response, ApiError> {
+    if let Some(earlier) = once.earlier(&state, auth.org_id).await? {
+        return Ok(earlier);
+    }
+    let body = &once.body.0;
     let mut p = Problems::default();
     let environment = p.check(
         &["body", "environment"],
@@ -179,8 +185,15 @@ async fn create(
         end_user_email: end_user_email.expect("checked"),
         created_at: time::now(),
     };
-    state.store.create_connector(&connector).await?;
-    Ok((StatusCode::CREATED, Json(connector)))
+    let remember = once.remember(auth.org_id, StatusCode::CREATED, &connector);
+    if let Err(e) = state
+        .store
+        .create_connector(&connector, remember.as_ref())
+        .await
+    {
+        return once.refused(&state, auth.org_id, e).await;
+    }
+    Ok((StatusCode::CREATED, Json(connector)).into_response())
 }
 
 async fn find(state: &AppState, auth: ApiAuth, id: &str) -> Result<Connector, ApiError> {
@@ -311,11 +324,14 @@ async fn start_sync(
     State(state): State<AppState>,
     auth: ApiAuth,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<SyncJob>), ApiError> {
-    let connector = find(&state, auth, &id).await?;
     // The body is optional: an empty one (or `null`) starts a manual, non-initial sync.
-    let body: SyncIn = super::error::parse_optional_json(&body)?;
+    once: Once<Optional<SyncIn>>,
+) -> Result<Response, ApiError> {
+    if let Some(earlier) = once.earlier(&state, auth.org_id).await? {
+        return Ok(earlier);
+    }
+    let connector = find(&state, auth, &id).await?;
+    let body = &once.body.0;
     let sync_type = match &body.sync_type {
         Some(t) => SyncType::parse(t).map_err(|e| ApiError::field(&["body", "sync_type"], e))?,
         None => SyncType::Manual,
@@ -336,10 +352,10 @@ async fn start_sync(
         &connector,
         EventType::ConnectorSyncStarted,
         SyncChange::Started(job.clone()),
-        &job,
+        (StatusCode::CREATED, job),
+        &once,
     )
-    .await?;
-    Ok((StatusCode::CREATED, Json(job)))
+    .await
 }
 
 #[utoipa::path(
@@ -390,7 +406,11 @@ async fn complete_sync(
     State(state): State<AppState>,
     auth: ApiAuth,
     Path((id, sync_id)): Path<(String, String)>,
-) -> Result<Json<SyncJob>, ApiError> {
+    once: Once<Ignored>,
+) -> Result<Response, ApiError> {
+    if let Some(earlier) = once.earlier(&state, auth.org_id).await? {
+        return Ok(earlier);
+    }
     let connector = find(&state, auth, &id).await?;
     let mut job = find_sync(&state, auth, &connector, &sync_id).await?;
     ensure_syncing(&job)?;
@@ -402,10 +422,10 @@ async fn complete_sync(
         &connector,
         EventType::ConnectorSynced,
         SyncChange::Finished(job.clone()),
-        &job,
+        (StatusCode::OK, job),
+        &once,
     )
-    .await?;
-    Ok(Json(job))
+    .await
 }
 
 /// Why a sync failed.
@@ -436,12 +456,16 @@ async fn fail_sync(
     State(state): State<AppState>,
     auth: ApiAuth,
     Path((id, sync_id)): Path<(String, String)>,
-    JsonBody(body): JsonBody<FailIn>,
-) -> Result<Json<SyncJob>, ApiError> {
+    once: Once<Required<FailIn>>,
+) -> Result<Response, ApiError> {
+    if let Some(earlier) = once.earlier(&state, auth.org_id).await? {
+        return Ok(earlier);
+    }
+    let body = &once.body.0;
     let connector = find(&state, auth, &id).await?;
     let message = crate::domain::parse_text(&body.message, 2000, "message")
         .map_err(|e| ApiError::field(&["body", "message"], e))?;
-    let detail = body.detail.unwrap_or_else(|| json!({}));
+    let detail = body.detail.clone().unwrap_or_else(|| json!({}));
     if !detail.is_object() {
         return Err(ApiError::field(
             &["body", "detail"],
@@ -464,10 +488,10 @@ async fn fail_sync(
         &connector,
         EventType::ConnectorSyncError,
         SyncChange::Finished(job.clone()),
-        &job,
+        (StatusCode::OK, job),
+        &once,
     )
-    .await?;
-    Ok(Json(job))
+    .await
 }
 
 fn ensure_syncing(job: &SyncJob) -> Result<(), ApiError> {
@@ -481,25 +505,35 @@ fn ensure_syncing(job: &SyncJob) -> Result<(), ApiError> {
     }
 }
 
-async fn emit_sync(
+/// Emits a sync's event and answers `answer`, kept under the call's idempotency key.
+async fn emit_sync<T>(
     state: &AppState,
     auth: ApiAuth,
     connector: &Connector,
     event_type: EventType,
     change: SyncChange,
-    job: &SyncJob,
-) -> Result<(), ApiError> {
+    (status, job): (StatusCode, SyncJob),
+    once: &Once<T>,
+) -> Result<Response, ApiError> {
     let org = state.keys.organization(auth.org_id).await?;
-    fanout::emit(
+    let remember = once.remember(auth.org_id, status, &job);
+    let remember = remember.map(|r| move |_: &fanout::Emitted| r.clone());
+    let emitted = fanout::emit(
         state.store.as_ref(),
         state.dispatcher.as_ref(),
         &org,
         connector,
         change,
         vec![(event_type, EventData::Sync(job.clone()))],
+        remember
+            .as_ref()
+            .map(|r| r as &RememberWith<fanout::Emitted>),
     )
-    .await?;
-    Ok(())
+    .await;
+    match emitted {
+        Ok(_) => Ok((status, Json(job)).into_response()),
+        Err(e) => once.refused(state, auth.org_id, e).await,
+    }
 }
 
 /// Records of one unified model that were created or modified.
@@ -537,8 +571,12 @@ async fn data_changed(
     State(state): State<AppState>,
     auth: ApiAuth,
     Path(id): Path<String>,
-    JsonBody(body): JsonBody<ChangesIn>,
-) -> Result<(StatusCode, Json<ChangesOut>), ApiError> {
+    once: Once<Required<ChangesIn>>,
+) -> Result<Response, ApiError> {
+    if let Some(earlier) = once.earlier(&state, auth.org_id).await? {
+        return Ok(earlier);
+    }
+    let body = &once.body.0;
     let connector = find(&state, auth, &id).await?;
     let mut p = Problems::default();
     let model = p.check(&["body", "model"], parse_model(&body.model));
@@ -560,6 +598,11 @@ async fn data_changed(
         EventData::Change { model, ids },
     ));
     let org = state.keys.organization(auth.org_id).await?;
+    let answer = |emitted: &fanout::Emitted| ChangesOut {
+        event_ids: emitted.event_ids.clone(),
+        deliveries: emitted.deliveries,
+    };
+    let remember = once.remember_with(auth.org_id, StatusCode::ACCEPTED, answer);
     let emitted = fanout::emit(
         state.store.as_ref(),
         state.dispatcher.as_ref(),
@@ -567,15 +610,13 @@ async fn data_changed(
         &connector,
         SyncChange::None,
         events,
+        remember.as_deref(),
     )
-    .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(ChangesOut {
-            event_ids: emitted.event_ids,
-            deliveries: emitted.deliveries,
-        }),
-    ))
+    .await;
+    match emitted {
+        Ok(emitted) => Ok((StatusCode::ACCEPTED, Json(answer(&emitted))).into_response()),
+        Err(e) => once.refused(&state, auth.org_id, e).await,
+    }
 }
 
 /// A unified model's name: lowercase letters, digits and underscores, like `employee`.

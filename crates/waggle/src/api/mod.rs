@@ -22,6 +22,7 @@ pub mod api_keys;
 pub mod auth;
 pub mod connectors;
 pub mod error;
+pub mod idempotency;
 pub mod limits;
 pub mod logs;
 pub mod openapi;

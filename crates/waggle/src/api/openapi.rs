@@ -124,6 +124,21 @@ fn complete_operation(op: &mut Operation) {
         })
     };
     let (path_id, query) = (has(ParameterIn::Path), has(ParameterIn::Query));
+    let idempotent = op
+        .operation_id
+        .as_deref()
+        .is_some_and(|id| super::idempotency::OPERATIONS.contains(&id));
+    if idempotent {
+        op.parameters
+            .get_or_insert_with(Vec::new)
+            .push(RefOr::T(idempotency_key()));
+        op.responses
+            .responses
+            .entry("409".to_owned())
+            .or_insert(RefOr::T(error(
+                "The sync job has already finished, or another call with this Idempotency-Key was being made",
+            )));
+    }
     let body = op.request_body.is_some();
     let responses = &mut op.responses.responses;
     let mut add = |status: &str, response: Response| {
@@ -150,7 +165,7 @@ fn complete_operation(op: &mut Operation) {
     if body {
         add("413", error("The body is larger than 1 MiB"));
     }
-    if body || query {
+    if body || query || idempotent {
         add(
             "422",
             Response::builder()
@@ -183,6 +198,28 @@ fn complete_operation(op: &mut Operation) {
     }
 }
 
+/// The `Idempotency-Key` header of the calls that create or emit.
+fn idempotency_key() -> utoipa::openapi::path::Parameter {
+    use utoipa::openapi::path::ParameterBuilder;
+    ParameterBuilder::new()
+        .name("Idempotency-Key")
+        .parameter_in(ParameterIn::Header)
+        .required(utoipa::openapi::Required::False)
+        .description(Some(
+            "Made again within 24 hours with the same key, method, path and body, the call \
+             answers what it answered the first time (with `Idempotent-Replayed: true`) and \
+             changes nothing; the same key with another call is a 422.",
+        ))
+        .schema(Some(
+            utoipa::openapi::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::Type::String)
+                .min_length(Some(1))
+                .max_length(Some(255))
+                .pattern(Some("^[!-~]{1,255}$")),
+        ))
+        .build()
+}
+
 /// An answer with the `{"detail": "…"}` body.
 fn error(description: &str) -> Response {
     Response::builder()
@@ -212,4 +249,23 @@ fn integer_header(what: &str) -> utoipa::openapi::header::Header {
         ))
         .description(Some(what))
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_call_that_takes_an_idempotency_key_is_an_operation_of_the_document() {
+        let doc = super::document();
+        let operations: Vec<&str> = doc
+            .paths
+            .paths
+            .values()
+            .flat_map(|item| [&item.get, &item.post, &item.patch, &item.delete])
+            .flatten()
+            .filter_map(|op| op.operation_id.as_deref())
+            .collect();
+        for id in super::super::idempotency::OPERATIONS {
+            assert!(operations.contains(id), "{id} is not in {operations:?}");
+        }
+    }
 }

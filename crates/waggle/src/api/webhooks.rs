@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -13,6 +14,7 @@ use utoipa_axum::routes;
 
 use super::auth::ApiAuth;
 use super::error::{ApiError, JsonBody, Problems};
+use super::idempotency::{Once, Required};
 use super::pagination::{self, Page};
 use super::{parse_path_id, AppState};
 use crate::domain::attempt::AttemptResult;
@@ -171,12 +173,23 @@ async fn list(
 async fn create(
     State(state): State<AppState>,
     auth: ApiAuth,
-    JsonBody(body): JsonBody<WebhookIn>,
-) -> Result<(StatusCode, Json<Webhook>), ApiError> {
-    let new = body.parse(&state.destinations)?;
-    let webhook = state.store.create_webhook(auth.org_id, &new).await?;
+    once: Once<Required<WebhookIn>>,
+) -> Result<Response, ApiError> {
+    if let Some(earlier) = once.earlier(&state, auth.org_id).await? {
+        return Ok(earlier);
+    }
+    let new = once.body.0.parse(&state.destinations)?;
+    let remember = once.remember_with(auth.org_id, StatusCode::CREATED, Webhook::clone);
+    let webhook = match state
+        .store
+        .create_webhook(auth.org_id, &new, remember.as_deref())
+        .await
+    {
+        Ok(webhook) => webhook,
+        Err(e) => return once.refused(&state, auth.org_id, e).await,
+    };
     tracing::info!(webhook_id = %webhook.webhook_id, org_id = %auth.org_id, "webhook created");
-    Ok((StatusCode::CREATED, Json(webhook)))
+    Ok((StatusCode::CREATED, Json(webhook)).into_response())
 }
 
 #[utoipa::path(

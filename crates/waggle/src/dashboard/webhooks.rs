@@ -105,7 +105,10 @@ pub async fn create(
     let input = WebhookInput::from_form(&form);
     match input.parse(&state.destinations) {
         Ok(new) => {
-            let webhook = state.store.create_webhook(session.org_id, &new).await?;
+            let webhook = state
+                .store
+                .create_webhook(session.org_id, &new, None)
+                .await?;
             tracing::info!(webhook_id = %webhook.webhook_id, org_id = %session.org_id, "webhook created in the dashboard");
             Ok(see_other("/webhooks?notice=created"))
         }

@@ -12,7 +12,7 @@ use crate::domain::ids::{DeliveryId, EventId};
 use crate::domain::payload::{Event, EventData};
 use crate::domain::time;
 use crate::storage::{
-    DeliveryJob, NewDelivery, NewEvent, Organization, Store, StoreResult, SyncChange,
+    DeliveryJob, NewDelivery, NewEvent, Organization, RememberWith, Store, StoreResult, SyncChange,
 };
 
 /// What [`emit`] did.
@@ -22,8 +22,9 @@ pub struct Emitted {
     pub deliveries: usize,
 }
 
-/// Records `events` of `connector` with their deliveries and the sync change behind them,
-/// then hands the deliveries to this node's dispatcher, if it runs one.
+/// Records `events` of `connector` with their deliveries, the sync change behind them and
+/// the call's answer made by `remember` (under its idempotency key), then hands the
+/// deliveries to this node's dispatcher, if it runs one.
 pub async fn emit(
     store: &dyn Store,
     dispatcher: Option<&Dispatcher>,
@@ -31,6 +32,7 @@ pub async fn emit(
     connector: &Connector,
     sync: SyncChange,
     events: Vec<(EventType, EventData)>,
+    remember: Option<&RememberWith<Emitted>>,
 ) -> StoreResult<Emitted> {
     let webhooks = store.webhooks_for(org.id, connector.environment).await?;
     let lease_until = dispatcher.map(Dispatcher::lease_for_new);
@@ -86,11 +88,12 @@ pub async fn emit(
         });
     }
     let records: std::sync::Arc<[NewEvent]> = records.into();
-    store.record_events(sync, records.clone()).await?;
     let emitted = Emitted {
         event_ids: records.iter().map(|r| r.event.id).collect(),
         deliveries: records.iter().map(|r| r.deliveries.len()).sum(),
     };
+    let remember = remember.map(|with| with(&emitted));
+    store.record_events(sync, records.clone(), remember).await?;
     crate::telemetry::metrics::deliveries_created(emitted.deliveries);
     if let Some(dispatcher) = dispatcher {
         dispatcher.submit(jobs).await;

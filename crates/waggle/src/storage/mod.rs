@@ -33,7 +33,7 @@ pub mod sqlite;
 
 pub mod retention;
 
-pub use records::{Purged, Records};
+pub use records::{Purged, Records, RememberWith};
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -48,6 +48,10 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The call's `Idempotency-Key` was taken, by a call that committed first: nothing of
+    /// this one was written.
+    #[error("the idempotency key was used by another call")]
+    KeyTaken,
     /// The store cannot write now, or ever again (see [`Store::health`]).
     #[error("storage unavailable: {0}")]
     Unavailable(String),
@@ -88,7 +92,7 @@ impl StoreError {
     }
 
     /// Whether a uniqueness rule of the schema refused the write.
-    fn is_unique_violation(&self) -> bool {
+    pub(crate) fn is_unique_violation(&self) -> bool {
         match self {
             StoreError::Database(sqlx::Error::Database(db)) => db.is_unique_violation(),
             StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
@@ -209,6 +213,29 @@ pub struct DashboardSession {
     pub created_at: Timestamp,
     /// Moved later while the session is used, never past its absolute end.
     pub expires_at: Timestamp,
+}
+
+/// The answer to a call made with an `Idempotency-Key`, written in the transaction of the
+/// call's effects (see [`Records::remembered`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Remembered {
+    pub org_id: OrgId,
+    pub key: String,
+    /// Of the call: its method, path and body.
+    pub fingerprint: String,
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub created_at: Timestamp,
+}
+
+impl Remembered {
+    /// How long a key holds its answer.
+    pub const KEPT: chrono::Duration = chrono::Duration::hours(24);
+
+    /// Before this, an answer under the same key is forgotten and the key free again.
+    pub fn expired_before(&self) -> Timestamp {
+        self.created_at - Self::KEPT
+    }
 }
 
 /// Changes to a connector, every present field parsed.
@@ -445,10 +472,17 @@ pub trait Store: Records + Send + Sync + 'static {
 
     async fn connector(&self, org: OrgId, id: ConnectorId) -> StoreResult<Option<Connector>>;
 
-    /// Records events, the sync change that caused them and their deliveries, atomically:
-    /// once this returns, nothing of it can be lost. A `Finished` change applies only to
-    /// a job still `Syncing`; otherwise nothing is written and this answers `Conflict`.
-    async fn record_events(&self, sync: SyncChange, events: Arc<[NewEvent]>) -> StoreResult<()>;
+    /// Records events, the sync change that caused them and their deliveries, and the
+    /// call's answer under its idempotency key, atomically: once this returns, nothing of
+    /// it can be lost. A `Finished` change applies only to a job still `Syncing`;
+    /// otherwise nothing is written and this answers `Conflict`. A key another call holds
+    /// writes nothing either, and answers `KeyTaken`.
+    async fn record_events(
+        &self,
+        sync: SyncChange,
+        events: Arc<[NewEvent]>,
+        remember: Option<Remembered>,
+    ) -> StoreResult<()>;
     /// A new delivery of a logged delivery's exact body to the same webhook.
     async fn resend(
         &self,

@@ -126,7 +126,15 @@ pub trait Records: Send + Sync {
     /// Forgets an email's failed sign-ins (after it signed in).
     async fn clear_login_failures(&self, email: &str) -> StoreResult<()>;
 
-    async fn create_webhook(&self, org: OrgId, webhook: &NewWebhook) -> StoreResult<Webhook>;
+    /// Creates a webhook; with `remember`, also the call's answer, made of the webhook,
+    /// under its idempotency key (`KeyTaken` when another call holds the key, and then
+    /// nothing is written).
+    async fn create_webhook(
+        &self,
+        org: OrgId,
+        webhook: &NewWebhook,
+        remember: Option<&RememberWith<Webhook>>,
+    ) -> StoreResult<Webhook>;
     async fn webhook(&self, org: OrgId, id: WebhookId) -> StoreResult<Option<Webhook>>;
     /// Oldest first, after the cursor.
     async fn list_webhooks(
@@ -151,7 +159,12 @@ pub trait Records: Send + Sync {
         reason: &str,
     ) -> StoreResult<Vec<Webhook>>;
 
-    async fn create_connector(&self, connector: &Connector) -> StoreResult<()>;
+    /// Creates a connector; with `remember`, the call's answer too, as for webhooks.
+    async fn create_connector(
+        &self,
+        connector: &Connector,
+        remember: Option<&Remembered>,
+    ) -> StoreResult<()>;
     async fn list_connectors(
         &self,
         org: OrgId,
@@ -180,7 +193,20 @@ pub trait Records: Send + Sync {
     /// to any more: each in a short transaction of its own. Pending deliveries stay, and
     /// so do their events, however old.
     async fn purge(&self, before: Timestamp, batch: u32) -> StoreResult<Purged>;
+
+    /// The answer kept under an organization's idempotency key, unless it has expired.
+    async fn remembered(
+        &self,
+        org: OrgId,
+        key: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<Remembered>>;
+    /// Forgets up to `batch` answers kept since before `before`; answers how many.
+    async fn forget_remembered(&self, before: Timestamp, batch: u32) -> StoreResult<u64>;
 }
+
+/// Makes the answer to remember from the record a call creates.
+pub type RememberWith<T> = dyn Fn(&T) -> Remembered + Send + Sync;
 
 /// What one [`Records::purge`] removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -549,7 +575,12 @@ impl<D: Db> Records for D {
         Ok(())
     }
 
-    async fn create_webhook(&self, org: OrgId, new: &NewWebhook) -> StoreResult<Webhook> {
+    async fn create_webhook(
+        &self,
+        org: OrgId,
+        new: &NewWebhook,
+        remember: Option<&RememberWith<Webhook>>,
+    ) -> StoreResult<Webhook> {
         let webhook = Webhook {
             webhook_id: WebhookId::new(),
             org_id: org,
@@ -570,7 +601,8 @@ impl<D: Db> Records for D {
             rows::WEBHOOK_COLUMNS,
             rows::webhook_values(&webhook),
         );
-        self.write(vec![insert]).await?;
+        let remember = remember.map(|with| with(&webhook));
+        write_remembering(self, remember.as_ref(), vec![insert]).await?;
         self.changed(Change::Webhooks(org));
         Ok(webhook)
     }
@@ -660,14 +692,18 @@ impl<D: Db> Records for D {
         Ok(disabled)
     }
 
-    async fn create_connector(&self, c: &Connector) -> StoreResult<()> {
+    async fn create_connector(
+        &self,
+        c: &Connector,
+        remember: Option<&Remembered>,
+    ) -> StoreResult<()> {
         let insert = sql::insert(
             D::DIALECT,
             "connectors",
             rows::CONNECTOR_COLUMNS,
             rows::connector_values(c),
         );
-        self.write(vec![insert]).await?;
+        write_remembering(self, remember, vec![insert]).await?;
         Ok(())
     }
 
@@ -839,6 +875,103 @@ impl<D: Db> Records for D {
         let events = self.write(vec![events]).await?[0];
         Ok(Purged { deliveries, events })
     }
+
+    async fn remembered(
+        &self,
+        org: OrgId,
+        key: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<Remembered>> {
+        let mut q = D::sql(
+            "SELECT org_id, key, fingerprint, status, body, created_at FROM idempotency_keys \
+             WHERE org_id = ",
+        );
+        q.bind(org).push(" AND key = ").bind(key);
+        q.push(" AND created_at >= ").bind(now - Remembered::KEPT);
+        self.read_one(q, rows::remembered).await
+    }
+
+    async fn forget_remembered(&self, before: Timestamp, batch: u32) -> StoreResult<u64> {
+        let mut q = D::sql(
+            "DELETE FROM idempotency_keys WHERE (org_id, key) IN (SELECT org_id, key \
+             FROM idempotency_keys WHERE created_at < ",
+        );
+        q.bind(before)
+            .push(" ORDER BY created_at LIMIT ")
+            .bind(batch as i64)
+            .push(D::SKIP_LOCKED)
+            .push(")");
+        Ok(self.write(vec![q]).await?[0])
+    }
+}
+
+/// Runs `statements` in one transaction with, first, the call's answer under its
+/// idempotency key: an answer under that key that has expired is replaced, and a live one
+/// refuses the write, all of it (`KeyTaken`). Answers the rows each of `statements` changed.
+async fn write_remembering<D: Db>(
+    db: &D,
+    remember: Option<&Remembered>,
+    mut statements: Vec<Sql>,
+) -> StoreResult<Vec<u64>> {
+    let Some(r) = remember else {
+        return db.write(statements).await;
+    };
+    let mut forget = D::sql("DELETE FROM idempotency_keys WHERE org_id = ");
+    forget
+        .bind(r.org_id)
+        .push(" AND key = ")
+        .bind(r.key.as_str());
+    forget.push(" AND created_at < ").bind(r.expired_before());
+    let insert = sql::insert(
+        D::DIALECT,
+        "idempotency_keys",
+        REMEMBERED_COLUMNS,
+        remembered_values(r),
+    );
+    statements.splice(0..0, [forget, insert]);
+    match db.write(statements).await {
+        Err(e) if e.is_unique_violation() => Err(StoreError::KeyTaken),
+        written => written.map(|mut changed| changed.split_off(2)),
+    }
+}
+
+pub(super) const REMEMBERED_COLUMNS: &str = "org_id, key, fingerprint, status, body, created_at";
+
+pub(super) fn remembered_values(r: &Remembered) -> Vec<Value> {
+    vec![
+        r.org_id.into(),
+        r.key.as_str().into(),
+        r.fingerprint.as_str().into(),
+        (r.status as i64).into(),
+        r.body.as_slice().into(),
+        r.created_at.into(),
+    ]
+}
+
+/// The call's answer under its idempotency key, in a statement that changes one row, or
+/// none when another call's answer lives under the key (an expired one is replaced): for
+/// writes that go on with the rest of their transaction either way.
+pub(super) fn remember(dialect: Dialect, r: &Remembered) -> Sql {
+    let mut sql = sql::insert(
+        dialect,
+        "idempotency_keys",
+        REMEMBERED_COLUMNS,
+        remembered_values(r),
+    );
+    sql.push(
+        " ON CONFLICT (org_id, key) DO UPDATE SET fingerprint = excluded.fingerprint, \
+         status = excluded.status, body = excluded.body, created_at = excluded.created_at \
+         WHERE idempotency_keys.created_at < ",
+    )
+    .bind(r.expired_before());
+    sql
+}
+
+/// Takes back a [`remember`] whose call was refused after it.
+pub(super) fn unremember(dialect: Dialect, r: &Remembered) -> Sql {
+    let mut sql = Sql::new(dialect, "DELETE FROM idempotency_keys WHERE org_id = ");
+    sql.bind(r.org_id).push(" AND key = ").bind(r.key.as_str());
+    sql
 }
 
 /// The smallest id made at `at`: every id (a UUIDv7) made before sorts below it, as text

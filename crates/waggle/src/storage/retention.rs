@@ -8,13 +8,16 @@
 //! long. A delivery still pending stays, and so does its event, until it ends. Then a
 //! SQLite file gives the pages it freed back, a few at a time too. On several nodes each
 //! runs it, and the rows each takes are its own (`SKIP LOCKED`).
+//!
+//! Whatever `--retention` says, the answers kept under idempotency keys are forgotten a
+//! day after they were made, the same way ([`forget_answers`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Purged, Store, StoreResult};
+use super::{Purged, Remembered, Store, StoreResult};
 use crate::domain::time;
 
 /// Rows removed per transaction, of each table.
@@ -87,5 +90,36 @@ async fn pause(stop: &CancellationToken) -> bool {
     tokio::select! {
         _ = stop.cancelled() => false,
         _ = tokio::time::sleep(PAUSE) => true,
+    }
+}
+
+/// How often expired answers of idempotency keys are looked for.
+const FORGET_EVERY: Duration = Duration::from_secs(600);
+
+/// Forgets the answers kept under idempotency keys once they expire, until `stop`: at
+/// start, then every [`FORGET_EVERY`]. (An expired answer is already ignored, and its key
+/// free again; this only gives its room back.)
+pub async fn forget_answers(store: Arc<dyn Store>, stop: CancellationToken) {
+    let mut wait = Duration::ZERO;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = FORGET_EVERY;
+        if store.health().borrow().trouble().is_some() {
+            continue;
+        }
+        let before = time::now() - Remembered::KEPT;
+        loop {
+            match store.forget_remembered(before, BATCH).await {
+                Ok(forgotten) if forgotten == u64::from(BATCH) && pause(&stop).await => {}
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not forget expired idempotency keys");
+                    break;
+                }
+            }
+        }
     }
 }

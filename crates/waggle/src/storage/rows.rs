@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{
     delivery_body, ApiKey, DashboardSession, DashboardUser, DeliveryJob, LogEntry, Organization,
-    StoreError, StoreResult,
+    Remembered, StoreError, StoreResult,
 };
 use crate::domain::attempt::{Attempt, AttemptResult, FailureCategory};
 use crate::domain::connector::{
@@ -249,6 +249,18 @@ pub(super) fn session(row: &dyn Row) -> StoreResult<DashboardSession> {
         csrf_token: text(row, "csrf_token")?,
         created_at: time(row, "created_at")?,
         expires_at: time(row, "expires_at")?,
+    })
+}
+
+/// An answer kept under an idempotency key (see `records::REMEMBERED_COLUMNS`).
+pub(super) fn remembered(row: &dyn Row) -> StoreResult<Remembered> {
+    Ok(Remembered {
+        org_id: id(row, "org_id")?,
+        key: text(row, "key")?,
+        fingerprint: text(row, "fingerprint")?,
+        status: u16::try_from(int(row, "status")?).map_err(|_| corrupt("status out of range"))?,
+        body: required("body", row.opt_blob("body")?)?,
+        created_at: time(row, "created_at")?,
     })
 }
 

@@ -21,6 +21,8 @@ pub use crate::support::{wait_for, Received, Receiver};
 
 pub struct TestApp {
     pub address: String,
+    /// The organization of `api_key`.
+    pub org_id: waggle::domain::ids::OrgId,
     pub api_key: String,
     pub signature_key: String,
     pub client: reqwest::Client,
@@ -214,6 +216,7 @@ pub async fn start_running(
     let running = tokio::spawn(app.run_until_stopped());
     let app = TestApp {
         address,
+        org_id: created.org_id,
         api_key: created.api_key,
         signature_key: created.signature_key,
         client: reqwest::Client::new(),
@@ -280,6 +283,7 @@ impl TestApp {
     pub fn with_key(&self, key: &str) -> TestApp {
         TestApp {
             address: self.address.clone(),
+            org_id: self.org_id,
             api_key: key.to_owned(),
             signature_key: self.signature_key.clone(),
             client: self.client.clone(),
@@ -297,6 +301,7 @@ impl TestApp {
             .expect("org");
         TestApp {
             signature_key: created.signature_key,
+            org_id: created.org_id,
             ..self.with_key(&created.api_key)
         }
     }

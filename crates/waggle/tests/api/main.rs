@@ -8,6 +8,7 @@ mod delivery;
 mod destinations;
 mod failures;
 mod helpers;
+mod idempotency;
 mod input;
 mod limits;
 mod logs;

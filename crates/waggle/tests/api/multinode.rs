@@ -642,3 +642,59 @@ async fn webhook_and_connector_changes_on_one_node_hold_for_the_next_call_on_ano
     assert!(status < 300, "{status}");
     assert_eq!(fanned_out_by_b().await.0, 404, "a connector deleted on A");
 }
+
+#[tokio::test]
+async fn an_idempotency_key_holds_from_one_node_to_another() {
+    if !needs_postgres("an_idempotency_key_holds_from_one_node_to_another") {
+        return;
+    }
+    let database = TestDatabase::create().await;
+    let db_url = database.url().to_owned();
+    let org = Org::create(&db_url);
+    let nodes = [
+        serve(&db_url, free_port(), &[]).await,
+        serve(&db_url, free_port(), &[]).await,
+    ];
+    let receiver = Receiver::start(200).await;
+    org.webhook(&nodes[0], &receiver.url("/h")).await;
+    let connector = org.connector(&nodes[0]).await;
+    let syncs = format!("/api/v1/connectors/{connector}/syncs");
+    let start = |node: &Server, key: &'static str| {
+        let request = org
+            .client
+            .post(format!("{}{syncs}", node.address))
+            .bearer_auth(&org.key)
+            .header("Idempotency-Key", key)
+            .json(&json!({"initial_sync": true}));
+        async move {
+            let r = request.send().await.expect("the node answers");
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    // One key through both nodes at once, eight calls each: one sync, one answer.
+    let calls = (0..16).map(|n| start(&nodes[n % 2], "both-nodes"));
+    let answers = futures::future::join_all(calls).await;
+    for (status, body) in &answers {
+        assert_eq!(*status, 201, "{body}");
+        assert_eq!(body["id"], answers[0].1["id"], "{body}");
+    }
+    // And later, through the other node than the first answer's.
+    let (status, again) = start(&nodes[1], "both-nodes").await;
+    assert_eq!((status, &again["id"]), (201, &answers[0].1["id"]));
+    // A call without a key, to know when everything emitted has arrived: two starts.
+    org.sync(&nodes[1].address, &connector)
+        .await
+        .expect("accepted");
+    let got = receiver.wait_for(2).await;
+    let logs = wait_for(
+        "both deliveries logged",
+        Duration::from_secs(20),
+        || async {
+            let logs = org.logs(&nodes[0]).await;
+            (logs.len() == 2 && logs.iter().all(|l| l["status"] == "delivered")).then_some(logs)
+        },
+    )
+    .await;
+    assert_eq!(logs.len(), 2);
+    assert_eq!(got.len(), 2, "one start under the key, one without");
+}

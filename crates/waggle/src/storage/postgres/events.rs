@@ -20,7 +20,9 @@ use uuid::Uuid;
 use super::{column, query, WORK_CHANNEL};
 use crate::storage::records;
 use crate::storage::sql::Dialect;
-use crate::storage::{Event, NewDelivery, NewEvent, StoreError, StoreResult, SyncChange};
+use crate::storage::{
+    Event, NewDelivery, NewEvent, Remembered, StoreError, StoreResult, SyncChange,
+};
 
 /// Batches committing at once.
 const IN_FLIGHT: usize = 2;
@@ -38,6 +40,7 @@ const QUEUE: usize = 4096;
 struct Call {
     sync: SyncChange,
     events: Arc<[NewEvent]>,
+    remember: Option<Remembered>,
     done: oneshot::Sender<StoreResult<()>>,
 }
 
@@ -69,16 +72,25 @@ impl EventWriter {
         &self,
         sync: SyncChange,
         events: Arc<[NewEvent]>,
+        remember: Option<Remembered>,
     ) -> StoreResult<()> {
         let (done, answer) = oneshot::channel();
         let stopped = || StoreError::Unavailable("the event writer has stopped".into());
         self.calls
-            .send(Call { sync, events, done })
+            .send(Call {
+                sync,
+                events,
+                remember,
+                done,
+            })
             .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
+
+/// What one call writes: its sync change, its events, its answer to remember.
+type CallWrites = (SyncChange, Arc<[NewEvent]>, Option<Remembered>);
 
 struct Batches {
     pool: PgPool,
@@ -117,7 +129,7 @@ impl Batches {
     async fn commit(&self, batch: Vec<Call>) {
         let (calls, answers): (Vec<_>, Vec<_>) = batch
             .into_iter()
-            .map(|c| ((c.sync, c.events), c.done))
+            .map(|c| ((c.sync, c.events, c.remember), c.done))
             .unzip();
         match self.write(&calls).await {
             Ok(results) => {
@@ -148,20 +160,18 @@ impl Batches {
         }
     }
 
-    /// Writes the calls' sync changes and events in one transaction. A call whose sync job
-    /// has already finished is refused (`Conflict`) and writes nothing; the others are
-    /// written. Without sync changes, the transaction is one statement.
-    async fn write(
-        &self,
-        calls: &[(SyncChange, Arc<[NewEvent]>)],
-    ) -> StoreResult<Vec<StoreResult<()>>> {
+    /// Writes the calls' idempotency keys, sync changes and events in one transaction. A
+    /// call whose key another call holds (`KeyTaken`) or whose sync job has already
+    /// finished (`Conflict`) is refused and writes nothing; the others are written.
+    /// Without keys or sync changes, the transaction is one statement.
+    async fn write(&self, calls: &[CallWrites]) -> StoreResult<Vec<StoreResult<()>>> {
         let mut results: Vec<StoreResult<()>> = Vec::with_capacity(calls.len());
         let changes: Vec<_> = calls
             .iter()
-            .map(|(sync, _)| records::sync_change(Dialect::Postgres, sync))
+            .map(|(sync, _, _)| records::sync_change(Dialect::Postgres, sync))
             .collect();
-        if changes.iter().all(Option::is_none) {
-            let events: Vec<&NewEvent> = calls.iter().flat_map(|(_, e)| e.iter()).collect();
+        if changes.iter().all(Option::is_none) && calls.iter().all(|(_, _, r)| r.is_none()) {
+            let events: Vec<&NewEvent> = calls.iter().flat_map(|(_, e, _)| e.iter()).collect();
             self.insert(&mut *self.pool.acquire().await?, &events)
                 .await?;
             results.resize_with(calls.len(), || Ok(()));
@@ -169,11 +179,24 @@ impl Batches {
         }
         let mut tx = self.pool.begin().await?;
         let mut events: Vec<&NewEvent> = Vec::new();
-        for ((_, call_events), change) in calls.iter().zip(&changes) {
+        for ((_, call_events, remember), change) in calls.iter().zip(&changes) {
+            // Two nodes given one key at once: its row orders them, and the second finds
+            // the first's answer there.
+            if let Some(r) = remember {
+                let remember = records::remember(Dialect::Postgres, r);
+                if query(&remember).execute(&mut *tx).await?.rows_affected() == 0 {
+                    results.push(Err(StoreError::KeyTaken));
+                    continue;
+                }
+            }
             if let Some(change) = change {
                 // Two nodes finishing one sync at once: the row lock orders them, and the
                 // second sees it no longer `Syncing`.
                 if query(change).execute(&mut *tx).await?.rows_affected() == 0 {
+                    if let Some(r) = remember {
+                        let unremember = records::unremember(Dialect::Postgres, r);
+                        query(&unremember).execute(&mut *tx).await?;
+                    }
                     results.push(Err(StoreError::Conflict(
                         "the sync job has already finished".into(),
                     )));

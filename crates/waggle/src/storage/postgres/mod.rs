@@ -806,8 +806,13 @@ impl Store for PgStore {
         Ok(connector)
     }
 
-    async fn record_events(&self, sync: SyncChange, events: Arc<[NewEvent]>) -> StoreResult<()> {
-        self.events.record(sync, events).await
+    async fn record_events(
+        &self,
+        sync: SyncChange,
+        events: Arc<[NewEvent]>,
+        remember: Option<Remembered>,
+    ) -> StoreResult<()> {
+        self.events.record(sync, events, remember).await
     }
 
     async fn resend(

@@ -44,6 +44,8 @@ pub(super) enum GroupWrite {
     Events {
         sync: SyncChange,
         events: Arc<[NewEvent]>,
+        /// Boxed: most calls have none, and every write of the queue is as large as this.
+        remember: Option<Box<Remembered>>,
         done: Done<()>,
     },
     Outcomes {
@@ -504,10 +506,10 @@ fn run_command(conn: &mut Connection, mut command: Box<dyn Command>, report: imp
     command.answer(Some(failure(&why, unwritable)));
 }
 
-/// One transaction for the group, its writes in the order they came. Sync changes go
-/// first: a refused one (the job had already finished) writes nothing, and its write's
-/// events are then left out, so each write is all or nothing while the group shares a
-/// commit.
+/// One transaction for the group, its writes in the order they came. Idempotency keys and
+/// sync changes go first: a refused one (the key is another call's, the job had already
+/// finished) writes nothing, and its write's events are then left out, so each write is
+/// all or nothing while the group shares a commit.
 fn commit_group(
     conn: &mut Connection,
     group: &[GroupWrite],
@@ -517,7 +519,9 @@ fn commit_group(
     let mut synced = Vec::with_capacity(group.len());
     for write in group {
         synced.push(match write {
-            GroupWrite::Events { sync, .. } => apply_sync_change(&tx, sync)?,
+            GroupWrite::Events { sync, remember, .. } => {
+                apply_call_changes(&tx, sync, remember.as_deref())?
+            }
             _ => Ok(()),
         });
     }
@@ -775,14 +779,35 @@ fn renew(conn: &Connection, ids: &[DeliveryId], until: &Timestamp) -> rusqlite::
     Ok(renewed)
 }
 
+/// A call's answer under its idempotency key, then its sync change: both or neither.
+fn apply_call_changes(
+    conn: &Connection,
+    sync: &SyncChange,
+    remember: Option<&Remembered>,
+) -> rusqlite::Result<StoreResult<()>> {
+    let Some(r) = remember else {
+        return apply_sync_change(conn, sync);
+    };
+    if execute_sql(conn, &records::remember(Dialect::Sqlite, r))? == 0 {
+        return Ok(Err(StoreError::KeyTaken));
+    }
+    let synced = apply_sync_change(conn, sync)?;
+    if synced.is_err() {
+        execute_sql(conn, &records::unremember(Dialect::Sqlite, r))?;
+    }
+    Ok(synced)
+}
+
+fn execute_sql(conn: &Connection, sql: &super::super::sql::Sql) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql.text())?
+        .execute(rusqlite::params_from_iter(sql.args()))
+}
+
 fn apply_sync_change(conn: &Connection, sync: &SyncChange) -> rusqlite::Result<StoreResult<()>> {
     let Some(change) = records::sync_change(Dialect::Sqlite, sync) else {
         return Ok(Ok(()));
     };
-    let changed = conn
-        .prepare_cached(change.text())?
-        .execute(rusqlite::params_from_iter(change.args()))?;
-    Ok(match changed {
+    Ok(match execute_sql(conn, &change)? {
         0 => Err(StoreError::Conflict(
             "the sync job has already finished".into(),
         )),

@@ -335,9 +335,19 @@ impl Store for SqliteStore {
         Ok(connector)
     }
 
-    async fn record_events(&self, sync: SyncChange, events: Arc<[NewEvent]>) -> StoreResult<()> {
-        self.group_write(|done| GroupWrite::Events { sync, events, done })
-            .await
+    async fn record_events(
+        &self,
+        sync: SyncChange,
+        events: Arc<[NewEvent]>,
+        remember: Option<Remembered>,
+    ) -> StoreResult<()> {
+        self.group_write(|done| GroupWrite::Events {
+            sync,
+            events,
+            remember: remember.map(Box::new),
+            done,
+        })
+        .await
     }
 
     async fn resend(
