@@ -84,12 +84,20 @@ async fn old_rows_go_and_deliveries_still_retried_stay_with_their_events() {
     // What is newer than the retention stays.
     app.start_sync(&connector).await;
     receiver.wait_for(4).await;
-    let delivered: Vec<_> = app
-        .all_logs("")
-        .await
-        .into_iter()
-        .filter(|l| l["status"] == "delivered")
-        .collect();
+    let delivered = wait_for(
+        "the fresh delivery's outcome",
+        Duration::from_secs(20),
+        || async {
+            let delivered: Vec<_> = app
+                .all_logs("")
+                .await
+                .into_iter()
+                .filter(|l| l["status"] == "delivered")
+                .collect();
+            (!delivered.is_empty()).then_some(delivered)
+        },
+    )
+    .await;
     assert_eq!(delivered.len(), 1, "{delivered:?}");
     let detail = app.log_detail(delivered[0]["id"].as_str().unwrap()).await;
     assert_eq!(
