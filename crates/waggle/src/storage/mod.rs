@@ -19,7 +19,9 @@ use tokio::sync::{watch, Notify};
 use crate::domain::attempt::{Attempt, DeliveryState};
 use crate::domain::connector::{Connector, ConnectorStatus, SyncJob};
 use crate::domain::event::{Environment, EventType};
-use crate::domain::ids::{ApiKeyId, ConnectorId, DeliveryId, OrgId, SyncId, UserId, WebhookId};
+use crate::domain::ids::{
+    ApiKeyId, ConnectorId, DeliveryId, EventId, OrgId, SyncId, UserId, WebhookId,
+};
 use crate::domain::payload::{self, Event};
 use crate::domain::signature::{RetiringKey, SignatureKey, SigningKeys};
 use crate::domain::time::{self, Timestamp};

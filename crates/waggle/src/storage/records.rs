@@ -193,6 +193,17 @@ pub trait Records: Send + Sync {
     /// to any more: each in a short transaction of its own. Pending deliveries stay, and
     /// so do their events, however old.
     async fn purge(&self, before: Timestamp, batch: u32) -> StoreResult<Purged>;
+    /// Removes, of the next `batch` events after `after` (in id order) made before
+    /// `before`, those no delivery refers to: events that went to no webhook, or whose
+    /// deliveries were removed without them (a crash between [`Records::purge`]'s two
+    /// transactions). Answers how many it removed, and the last event it looked at (none
+    /// when there was none left to look at).
+    async fn sweep_events(
+        &self,
+        after: Option<EventId>,
+        before: Timestamp,
+        batch: u32,
+    ) -> StoreResult<(u64, Option<EventId>)>;
 
     /// The answer kept under an organization's idempotency key, unless it has expired.
     async fn remembered(
@@ -850,30 +861,37 @@ impl<D: Db> Records for D {
     }
 
     async fn purge(&self, before: Timestamp, batch: u32) -> StoreResult<Purged> {
-        // By id, which orders by creation: the primary keys find the oldest rows first.
-        let first_kept = first_id_at(before);
+        // By id, which orders by creation: the primary key finds the oldest rows first.
         let mut deliveries =
             D::sql("DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries WHERE id < ");
         deliveries
-            .bind(first_kept)
+            .bind(first_id_at(before))
             .push(" AND status <> 'pending' ORDER BY id LIMIT ")
             .bind(batch as i64)
             .push(D::SKIP_LOCKED)
-            .push(")");
-        let mut events =
-            D::sql("DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.id < ");
-        events
-            .bind(first_kept)
-            .push(
-                " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id) \
-                 ORDER BY e.id LIMIT ",
-            )
-            .bind(batch as i64)
-            .push(D::SKIP_LOCKED)
-            .push(")");
-        let deliveries = self.write(vec![deliveries]).await?[0];
-        let events = self.write(vec![events]).await?[0];
+            .push(") RETURNING event_id");
+        let mut events = self.write_returning(deliveries, rows::event_id).await?;
+        let deliveries = events.len() as u64;
+        events.sort_unstable();
+        events.dedup();
+        let events = forget_events(self, &events).await?;
         Ok(Purged { deliveries, events })
+    }
+
+    async fn sweep_events(
+        &self,
+        after: Option<EventId>,
+        before: Timestamp,
+        batch: u32,
+    ) -> StoreResult<(u64, Option<EventId>)> {
+        let mut next = D::sql("SELECT id FROM events WHERE id < ");
+        next.bind(first_id_at(before));
+        if let Some(after) = after {
+            next.push(" AND id > ").bind(after);
+        }
+        next.push(" ORDER BY id LIMIT ").bind(batch as i64);
+        let events = self.read(next, |row| rows::id_of(row, "id")).await?;
+        Ok((forget_events(self, &events).await?, events.last().copied()))
     }
 
     async fn remembered(
@@ -903,6 +921,19 @@ impl<D: Db> Records for D {
             .push(")");
         Ok(self.write(vec![q]).await?[0])
     }
+}
+
+/// Removes those of `events` that no delivery refers to; answers how many. By their ids,
+/// so that each is a lookup of the deliveries' index on their event (a join of every old
+/// event with every delivery is what PostgreSQL's planner picks otherwise).
+async fn forget_events<D: Db>(db: &D, events: &[EventId]) -> StoreResult<u64> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let mut forget = D::sql("DELETE FROM events WHERE id IN ");
+    forget.bind_list(events.iter().map(|e| Value::from(*e)));
+    forget.push(" AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)");
+    Ok(db.write(vec![forget]).await?[0])
 }
 
 /// Runs `statements` in one transaction with, first, the call's answer under its

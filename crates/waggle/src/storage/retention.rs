@@ -18,14 +18,15 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{Purged, Remembered, Store, StoreResult};
+use crate::domain::ids::EventId;
 use crate::domain::time;
 
-/// Rows removed per transaction, of each table.
-pub const BATCH: u32 = 500;
+/// Rows of a table per transaction: about a millisecond of the write path's time.
+const BATCH: u32 = 200;
 /// Database pages given back per transaction.
 const RECLAIM_PAGES: u32 = 256;
 /// Between two transactions of a round: the write path's time for everything else.
-const PAUSE: Duration = Duration::from_millis(5);
+const PAUSE: Duration = Duration::from_millis(2);
 
 /// Removes what is older than `keep`, until `stop`.
 pub async fn run(store: Arc<dyn Store>, keep: Duration, stop: CancellationToken) {
@@ -37,6 +38,7 @@ pub async fn run(store: Arc<dyn Store>, keep: Duration, stop: CancellationToken)
         return;
     };
     let every = (keep / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
+    let mut rounds = Rounds::default();
     // The first round at once: a store that kept everything until now starts shrinking
     // with the process that was given the setting.
     let mut wait = Duration::ZERO;
@@ -49,7 +51,7 @@ pub async fn run(store: Arc<dyn Store>, keep: Duration, stop: CancellationToken)
         if store.health().borrow().trouble().is_some() {
             continue;
         }
-        match round(&*store, time::now() - span, &stop).await {
+        match rounds.run(&*store, time::now() - span, &stop).await {
             Ok(removed) if removed != Purged::default() => tracing::info!(
                 deliveries = removed.deliveries,
                 events = removed.events,
@@ -62,27 +64,53 @@ pub async fn run(store: Arc<dyn Store>, keep: Duration, stop: CancellationToken)
     }
 }
 
-/// One round: everything made before `before`, batch after batch, then the space.
-async fn round(
-    store: &dyn Store,
-    before: time::Timestamp,
-    stop: &CancellationToken,
-) -> StoreResult<Purged> {
-    let mut removed = Purged::default();
-    loop {
-        let purged = store.purge(before, BATCH).await?;
-        removed.deliveries += purged.deliveries;
-        removed.events += purged.events;
-        crate::telemetry::metrics::purged(purged);
-        let more = purged.deliveries == u64::from(BATCH) || purged.events == u64::from(BATCH);
-        if !more || !pause(stop).await {
-            break;
+/// What rounds carry from one to the next.
+#[derive(Default)]
+struct Rounds {
+    /// The last event the sweep looked at (see [`super::Records::sweep_events`]): each round
+    /// goes on from there, so that every event is looked at about once.
+    swept: Option<EventId>,
+}
+
+impl Rounds {
+    /// One round: the deliveries made before `before` and their events, batch after
+    /// batch, then the events left without deliveries, then the space.
+    async fn run(
+        &mut self,
+        store: &dyn Store,
+        before: time::Timestamp,
+        stop: &CancellationToken,
+    ) -> StoreResult<Purged> {
+        let mut removed = Purged::default();
+        loop {
+            let purged = store.purge(before, BATCH).await?;
+            removed.deliveries += purged.deliveries;
+            removed.events += purged.events;
+            crate::telemetry::metrics::purged(purged);
+            if purged.deliveries < u64::from(BATCH) || !pause(stop).await {
+                break;
+            }
         }
+        loop {
+            let (events, last) = store.sweep_events(self.swept, before, BATCH).await?;
+            removed.events += events;
+            crate::telemetry::metrics::purged(Purged {
+                deliveries: 0,
+                events,
+            });
+            let Some(last) = last else {
+                break;
+            };
+            self.swept = Some(last);
+            if !pause(stop).await {
+                break;
+            }
+        }
+        if removed != Purged::default() {
+            while store.reclaim_space(RECLAIM_PAGES).await? > 0 && pause(stop).await {}
+        }
+        Ok(removed)
     }
-    if removed != Purged::default() {
-        while store.reclaim_space(RECLAIM_PAGES).await? > 0 && pause(stop).await {}
-    }
-    Ok(removed)
 }
 
 /// Waits [`PAUSE`]; `false` when the store is stopping meanwhile.
