@@ -531,6 +531,25 @@ pub trait Store: Records + Send + Sync + 'static {
         false
     }
 
+    // Retention.
+    /// Removes up to `batch` finished deliveries made before `before` (their attempts
+    /// go with them), and the events made before it that no delivery needs any more, in
+    /// short transactions of their own. Pending deliveries stay, and so do their events,
+    /// however old. A round calls this until both counts are below `batch`.
+    async fn purge(&self, before: Timestamp, batch: u32) -> StoreResult<Purged>;
+    /// Removes, of the next `batch` events after `after` (in id order) made before
+    /// `before`, those no delivery refers to, where [`Store::purge`] leaves some: events
+    /// that went to no webhook, or whose deliveries went without them (a crash between
+    /// two transactions). Answers how many it removed, and the last event it looked at
+    /// (none when there was none left to look at).
+    async fn sweep_events(
+        &self,
+        _after: Option<EventId>,
+        _before: Timestamp,
+        _batch: u32,
+    ) -> StoreResult<(u64, Option<EventId>)> {
+        Ok((0, None))
+    }
     /// Gives the space of removed rows back to the file system, up to `pages` database
     /// pages per call, and answers how many free pages are left to give back. Where the
     /// database server manages its own space (PostgreSQL), there is none to give.

@@ -188,23 +188,6 @@ pub trait Records: Send + Sync {
     async fn list_logs(&self, org: OrgId, filter: &LogFilter) -> StoreResult<Vec<LogEntry>>;
     async fn log(&self, org: OrgId, id: DeliveryId) -> StoreResult<Option<LogDetail>>;
 
-    /// Removes up to `batch` finished deliveries made before `before` (their attempts
-    /// go with them), then up to `batch` events made before it that no delivery refers
-    /// to any more: each in a short transaction of its own. Pending deliveries stay, and
-    /// so do their events, however old.
-    async fn purge(&self, before: Timestamp, batch: u32) -> StoreResult<Purged>;
-    /// Removes, of the next `batch` events after `after` (in id order) made before
-    /// `before`, those no delivery refers to: events that went to no webhook, or whose
-    /// deliveries were removed without them (a crash between [`Records::purge`]'s two
-    /// transactions). Answers how many it removed, and the last event it looked at (none
-    /// when there was none left to look at).
-    async fn sweep_events(
-        &self,
-        after: Option<EventId>,
-        before: Timestamp,
-        batch: u32,
-    ) -> StoreResult<(u64, Option<EventId>)>;
-
     /// The answer kept under an organization's idempotency key, unless it has expired.
     async fn remembered(
         &self,
@@ -860,40 +843,6 @@ impl<D: Db> Records for D {
         }))
     }
 
-    async fn purge(&self, before: Timestamp, batch: u32) -> StoreResult<Purged> {
-        // By id, which orders by creation: the primary key finds the oldest rows first.
-        let mut deliveries =
-            D::sql("DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries WHERE id < ");
-        deliveries
-            .bind(first_id_at(before))
-            .push(" AND status <> 'pending' ORDER BY id LIMIT ")
-            .bind(batch as i64)
-            .push(D::SKIP_LOCKED)
-            .push(") RETURNING event_id");
-        let mut events = self.write_returning(deliveries, rows::event_id).await?;
-        let deliveries = events.len() as u64;
-        events.sort_unstable();
-        events.dedup();
-        let events = forget_events(self, &events).await?;
-        Ok(Purged { deliveries, events })
-    }
-
-    async fn sweep_events(
-        &self,
-        after: Option<EventId>,
-        before: Timestamp,
-        batch: u32,
-    ) -> StoreResult<(u64, Option<EventId>)> {
-        let mut next = D::sql("SELECT id FROM events WHERE id < ");
-        next.bind(first_id_at(before));
-        if let Some(after) = after {
-            next.push(" AND id > ").bind(after);
-        }
-        next.push(" ORDER BY id LIMIT ").bind(batch as i64);
-        let events = self.read(next, |row| rows::id_of(row, "id")).await?;
-        Ok((forget_events(self, &events).await?, events.last().copied()))
-    }
-
     async fn remembered(
         &self,
         org: OrgId,
@@ -923,10 +872,47 @@ impl<D: Db> Records for D {
     }
 }
 
+/// Removes up to `batch` finished deliveries made before `before`, with their attempts;
+/// answers the events they were of. By id, which orders by creation: the primary key
+/// finds the oldest rows first.
+pub(super) async fn purge_deliveries<D: Db>(
+    db: &D,
+    before: Timestamp,
+    batch: u32,
+) -> StoreResult<Vec<EventId>> {
+    let mut deliveries =
+        D::sql("DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries WHERE id < ");
+    deliveries
+        .bind(first_id_at(before))
+        .push(" AND status <> 'pending' ORDER BY id LIMIT ")
+        .bind(batch as i64)
+        .push(D::SKIP_LOCKED)
+        .push(") RETURNING event_id");
+    db.write_returning(deliveries, rows::event_id).await
+}
+
+/// Of the next `batch` events after `after` made before `before`, removes those no
+/// delivery refers to (see [`Store::sweep_events`]).
+pub(super) async fn sweep_events<D: Db>(
+    db: &D,
+    after: Option<EventId>,
+    before: Timestamp,
+    batch: u32,
+) -> StoreResult<(u64, Option<EventId>)> {
+    let mut next = D::sql("SELECT id FROM events WHERE id < ");
+    next.bind(first_id_at(before));
+    if let Some(after) = after {
+        next.push(" AND id > ").bind(after);
+    }
+    next.push(" ORDER BY id LIMIT ").bind(batch as i64);
+    let events = db.read(next, |row| rows::id_of(row, "id")).await?;
+    Ok((forget_events(db, &events).await?, events.last().copied()))
+}
+
 /// Removes those of `events` that no delivery refers to; answers how many. By their ids,
 /// so that each is a lookup of the deliveries' index on their event (a join of every old
 /// event with every delivery is what PostgreSQL's planner picks otherwise).
-async fn forget_events<D: Db>(db: &D, events: &[EventId]) -> StoreResult<u64> {
+pub(super) async fn forget_events<D: Db>(db: &D, events: &[EventId]) -> StoreResult<u64> {
     if events.is_empty() {
         return Ok(0);
     }
@@ -1007,7 +993,7 @@ pub(super) fn unremember(dialect: Dialect, r: &Remembered) -> Sql {
 
 /// The smallest id made at `at`: every id (a UUIDv7) made before sorts below it, as text
 /// and as a UUID, and every one made at or after it sorts above.
-fn first_id_at(at: Timestamp) -> uuid::Uuid {
+pub(super) fn first_id_at(at: Timestamp) -> uuid::Uuid {
     let millis = at.timestamp_millis().max(0) as u64;
     uuid::Builder::from_unix_timestamp_millis(millis, &[0; 10]).into_uuid()
 }

@@ -67,7 +67,7 @@ pub async fn run(store: Arc<dyn Store>, keep: Duration, stop: CancellationToken)
 /// What rounds carry from one to the next.
 #[derive(Default)]
 struct Rounds {
-    /// The last event the sweep looked at (see [`super::Records::sweep_events`]): each round
+    /// The last event the sweep looked at (see [`Store::sweep_events`]): each round
     /// goes on from there, so that every event is looked at about once.
     swept: Option<EventId>,
 }
@@ -87,7 +87,8 @@ impl Rounds {
             removed.deliveries += purged.deliveries;
             removed.events += purged.events;
             crate::telemetry::metrics::purged(purged);
-            if purged.deliveries < u64::from(BATCH) || !pause(stop).await {
+            let more = purged.deliveries == u64::from(BATCH) || purged.events == u64::from(BATCH);
+            if !more || !pause(stop).await {
                 break;
             }
         }

@@ -704,6 +704,10 @@ impl<'a> AttemptColumns<'a> {
     }
 }
 
+/// How much older than the retention's cutoff an event must be to go: far more than the
+/// moment between its id and those of the deliveries made with it (see `purge`).
+const FAN_OUT_MARGIN: chrono::Duration = chrono::Duration::seconds(1);
+
 #[async_trait]
 impl Db for PgStore {
     const DIALECT: Dialect = Dialect::Postgres;
@@ -968,6 +972,34 @@ impl Store for PgStore {
         let mut sorted: Vec<&DeliveryOutcome> = outcomes.iter().collect();
         sorted.sort_by_key(|o| o.delivery_id);
         self.write_outcomes(&sorted).await
+    }
+
+    /// Events go by age: no key refers from deliveries to events (see migration 0009),
+    /// and the logs read nothing of an event. A delivery needs its event only to remake its
+    /// body, and only one made with it does (a resend keeps its own). Those are made in
+    /// the event's transaction, with ids of the same moment: once the finished ones made
+    /// before `before` are gone, an event made a little earlier than that
+    /// ([`FAN_OUT_MARGIN`]) is needed only by a pending delivery, if any.
+    async fn purge(&self, before: Timestamp, batch: u32) -> StoreResult<Purged> {
+        let deliveries = records::purge_deliveries(self, before, batch).await?.len() as u64;
+        if deliveries == u64::from(batch) {
+            return Ok(Purged {
+                deliveries,
+                events: 0,
+            });
+        }
+        let events = sqlx::query(
+            "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id < $1 \
+             AND id NOT IN (SELECT event_id FROM deliveries WHERE status = 'pending' \
+               AND body IS NULL AND event_id < $1) \
+             ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(records::first_id_at(before - FAN_OUT_MARGIN))
+        .bind(i64::from(batch))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(Purged { deliveries, events })
     }
 
     async fn renew_leases(&self, ids: &[DeliveryId], until: Timestamp) -> StoreResult<u64> {

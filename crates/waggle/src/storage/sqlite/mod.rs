@@ -462,6 +462,27 @@ impl Store for SqliteStore {
             .await
     }
 
+    /// Events go by the ids of the deliveries removed, each when no delivery refers to
+    /// it any more (the logs read their fields there, resends included), looked up by the
+    /// deliveries' index on their event.
+    async fn purge(&self, before: Timestamp, batch: u32) -> StoreResult<Purged> {
+        let mut events = records::purge_deliveries(self, before, batch).await?;
+        let deliveries = events.len() as u64;
+        events.sort_unstable();
+        events.dedup();
+        let events = records::forget_events(self, &events).await?;
+        Ok(Purged { deliveries, events })
+    }
+
+    async fn sweep_events(
+        &self,
+        after: Option<EventId>,
+        before: Timestamp,
+        batch: u32,
+    ) -> StoreResult<(u64, Option<EventId>)> {
+        records::sweep_events(self, after, before, batch).await
+    }
+
     async fn reclaim_space(&self, pages: u32) -> StoreResult<u64> {
         self.command(move |conn| {
             // Only a file made with incremental vacuum can shrink while open (see
