@@ -75,8 +75,7 @@ async fn old_rows_go_and_deliveries_still_retried_stay_with_their_events() {
     // Their bodies are still made from their events, for the logs and the next attempt.
     let detail = app.log_detail(logs[0]["id"].as_str().unwrap()).await;
     assert_eq!(
-        detail["request"][0]["body"]["webhook"]["event"],
-        "connector_sync_started",
+        detail["request"][0]["body"]["webhook"]["event"], "connector_sync_started",
         "{detail}"
     );
     assert_eq!(
