@@ -522,8 +522,8 @@ mod tests {
             .collect();
         assert_eq!(picked, ["fanout", "backlog"]);
         assert!(select(Size::Quick, &["nope".to_owned()], true).is_err());
-        assert_eq!(select(Size::Full, &[], false).unwrap().len(), 7);
-        assert_eq!(select(Size::Full, &[], true).unwrap().len(), 12);
+        assert_eq!(select(Size::Full, &[], false).unwrap().len(), 8);
+        assert_eq!(select(Size::Full, &[], true).unwrap().len(), 14);
     }
 
     #[test]

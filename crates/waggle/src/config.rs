@@ -24,6 +24,11 @@ pub struct Config {
     #[arg(long, env = "WAGGLE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
 
+    /// Serve `/metrics` on this address alone (a port scrapers reach and callers of the
+    /// API do not); by default it is served with the API.
+    #[arg(long, env = "WAGGLE_METRICS_LISTEN", value_name = "ADDRESS")]
+    pub metrics_listen: Option<String>,
+
     /// Database URL: sqlite://PATH (embedded, the default), or postgres://USER@HOST/DATABASE
     /// (postgresql:// too) for several nodes sharing one database.
     #[arg(

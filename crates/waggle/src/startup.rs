@@ -24,6 +24,8 @@ const BROKEN_GRACE: Duration = Duration::from_secs(2);
 
 pub struct App {
     listener: TcpListener,
+    /// `--metrics-listen`'s, when given.
+    metrics_listener: Option<TcpListener>,
     state: AppState,
     dispatcher: Option<Dispatcher>,
     /// `--auto-disable-after`, where this node dispatches and it is not 0.
@@ -74,6 +76,14 @@ impl App {
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
+        let metrics_listener = match &config.metrics_listen {
+            Some(address) => Some(
+                TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("binding {address} (--metrics-listen)"))?,
+            ),
+            None => None,
+        };
         let state = AppState {
             store,
             keys,
@@ -82,9 +92,11 @@ impl App {
             destinations: config.destinations(),
             key_usage: Default::default(),
             limits: Arc::new(crate::api::limits::RateLimits::new(config.rate_limit)),
+            metrics_here: metrics_listener.is_none(),
         };
         Ok(Self {
             listener,
+            metrics_listener,
             state,
             auto_disable_after: (!config.no_dispatcher && !config.auto_disable_after.is_zero())
                 .then_some(config.auto_disable_after),
@@ -102,6 +114,13 @@ impl App {
 
     pub fn port(&self) -> u16 {
         self.local_addr().port()
+    }
+
+    /// The `--metrics-listen` address, when given.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .map(|l| l.local_addr().expect("a bound listener has an address"))
     }
 
     pub fn store(&self) -> Arc<dyn Store> {
@@ -168,6 +187,22 @@ impl App {
         if let Some(keep) = self.retention {
             let store = self.state.store.clone();
             tokio::spawn(storage::retention::run(store, keep, dispatch.clone()));
+        }
+        tokio::spawn(crate::telemetry::metrics::sample(
+            self.state.store.clone(),
+            self.dispatcher.clone(),
+            cancel.child_token(),
+        ));
+        if let Some(listener) = self.metrics_listener {
+            let stop = cancel.clone().cancelled_owned();
+            tokio::spawn(async move {
+                let served = axum::serve(listener, crate::telemetry::metrics::router())
+                    .with_graceful_shutdown(stop)
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "serving the metrics stopped");
+                }
+            });
         }
         let dispatching = self.dispatcher.map(|d| tokio::spawn(d.run(dispatch)));
         let router = api::router(&self.state)

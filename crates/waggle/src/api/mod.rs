@@ -29,7 +29,7 @@ pub mod openapi;
 pub mod pagination;
 pub mod webhooks;
 
-use error::ApiError;
+use error::{ApiError, ErrorOut};
 
 /// Largest API request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -48,6 +48,9 @@ pub struct AppState {
     pub destinations: DestinationPolicy,
     pub key_usage: Arc<auth::KeyUsage>,
     pub limits: Arc<limits::RateLimits>,
+    /// Whether `/metrics` answers here: not when `--metrics-listen` gives it a listener
+    /// of its own (then it is not found here).
+    pub metrics_here: bool,
 }
 
 impl AppState {
@@ -150,25 +153,23 @@ async fn health(State(state): State<AppState>) -> Response {
 }
 
 /// The process's metrics in the Prometheus text format (see `telemetry::metrics`): no
-/// key needed, and no organization's ids in them.
+/// key needed, and no organization's ids in them. With `--metrics-listen`, they are
+/// served there instead, and not found here.
 #[utoipa::path(
     get,
     path = "/metrics",
     tag = "service",
     security(()),
     responses(
-        (status = 200, description = "Prometheus text format, version 0.0.4", body = String, content_type = "text/plain")
+        (status = 200, description = "Prometheus text format, version 0.0.4", body = String, content_type = "text/plain"),
+        (status = 404, description = "Served on the `--metrics-listen` address instead", body = ErrorOut)
     )
 )]
-async fn metrics() -> Response {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        crate::telemetry::metrics::handle().render(),
-    )
-        .into_response()
+async fn metrics(State(state): State<AppState>) -> Response {
+    if !state.metrics_here {
+        return ApiError::NotFound("resource").into_response();
+    }
+    crate::telemetry::metrics::answer()
 }
 
 /// Parses an id from the path; a malformed one is simply not found.

@@ -131,6 +131,12 @@ impl Dispatcher {
 
     /// Whether a new delivery to `webhook` would fit in memory now (it may not by the time
     /// it is submitted; then it goes back to the store).
+    /// Deliveries this node holds in memory now: being attempted, or waiting for their
+    /// webhook's turn or their outcome's record.
+    pub fn held(&self) -> usize {
+        (self.inner.config.max_jobs).saturating_sub(self.inner.jobs.available_permits())
+    }
+
     pub fn has_room(&self, webhook: WebhookId) -> bool {
         self.inner.jobs.available_permits() > 0 && self.inner.lanes().has_room(webhook)
     }

@@ -94,7 +94,12 @@ pub async fn emit(
     };
     let remember = remember.map(|with| with(&emitted));
     store.record_events(sync, records.clone(), remember).await?;
-    crate::telemetry::metrics::deliveries_created(emitted.deliveries);
+    for record in records.iter() {
+        crate::telemetry::metrics::deliveries_created(
+            record.event.event_type,
+            record.deliveries.len(),
+        );
+    }
     if let Some(dispatcher) = dispatcher {
         dispatcher.submit(jobs).await;
     }

@@ -418,6 +418,19 @@ pub fn triggered<'a>(
     found.into_iter().map(|(w, (t, _))| (w, t)).collect()
 }
 
+/// The deliveries waiting, of every node (see [`Records::queue_depth`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Pending, unclaimed and due: waiting for a dispatcher with room.
+    pub due: u64,
+    /// Pending, unclaimed and due later: retries waiting for their time.
+    pub scheduled: u64,
+    /// Pending and claimed by a node: being attempted, or held for it.
+    pub claimed: u64,
+    /// When the earliest unclaimed delivery was due (or will be).
+    pub earliest: Option<Timestamp>,
+}
+
 /// Filters of `GET /api/v1/webhooks/logs`; all present ones must hold.
 #[derive(Debug, Clone, Default)]
 pub struct LogFilter {
@@ -555,6 +568,11 @@ pub trait Store: Records + Send + Sync + 'static {
     /// database server manages its own space (PostgreSQL), there is none to give.
     async fn reclaim_space(&self, _pages: u32) -> StoreResult<u64> {
         Ok(0)
+    }
+
+    /// The connection pool's size and idle connections, where the store has one.
+    fn pool_usage(&self) -> Option<(u32, usize)> {
+        None
     }
 
     /// Whether the store can write now (see [`Health`]).

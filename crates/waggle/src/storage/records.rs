@@ -197,6 +197,10 @@ pub trait Records: Send + Sync {
     ) -> StoreResult<Option<Remembered>>;
     /// Forgets up to `batch` answers kept since before `before`; answers how many.
     async fn forget_remembered(&self, before: Timestamp, batch: u32) -> StoreResult<u64>;
+
+    /// The deliveries waiting, of every node, as at `now`: from the indexes of pending
+    /// deliveries, for the metrics.
+    async fn queue_depth(&self, now: Timestamp) -> StoreResult<QueueDepth>;
 }
 
 /// Makes the answer to remember from the record a call creates.
@@ -856,6 +860,37 @@ impl<D: Db> Records for D {
         q.bind(org).push(" AND key = ").bind(key);
         q.push(" AND created_at >= ").bind(now - Remembered::KEPT);
         self.read_one(q, rows::remembered).await
+    }
+
+    async fn queue_depth(&self, now: Timestamp) -> StoreResult<QueueDepth> {
+        const UNCLAIMED: &str = "FROM deliveries WHERE status = 'pending' AND lease_until IS NULL";
+        let mut q = D::sql(format!(
+            "SELECT (SELECT count(*) {UNCLAIMED} AND next_attempt_at <= "
+        ));
+        q.bind(now);
+        q.push(&format!(
+            ") AS due, (SELECT count(*) {UNCLAIMED} AND next_attempt_at > "
+        ));
+        q.bind(now);
+        q.push(&format!(
+            ") AS scheduled, (SELECT count(*) FROM deliveries WHERE status = 'pending' \
+             AND lease_until IS NOT NULL) AS claimed, \
+             (SELECT min(next_attempt_at) {UNCLAIMED}) AS earliest"
+        ));
+        let depth = self
+            .read_one(q, |row| {
+                let count = |column| -> StoreResult<u64> {
+                    Ok(row.opt_int(column)?.unwrap_or(0).max(0) as u64)
+                };
+                Ok(QueueDepth {
+                    due: count("due")?,
+                    scheduled: count("scheduled")?,
+                    claimed: count("claimed")?,
+                    earliest: row.opt_time("earliest")?,
+                })
+            })
+            .await?;
+        Ok(depth.unwrap_or_default())
     }
 
     async fn forget_remembered(&self, before: Timestamp, batch: u32) -> StoreResult<u64> {

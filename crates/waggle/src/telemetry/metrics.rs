@@ -1,5 +1,7 @@
-//! Prometheus metrics, served at `GET /metrics` in the text format: attempts by outcome
-//! and failure category, attempt latency, API requests by route and status. No
+//! Prometheus metrics, served at `GET /metrics` in the text format (or on
+//! `--metrics-listen`): attempts by outcome and failure category, attempt latency,
+//! deliveries made by event type, the queue (due, scheduled, claimed, the oldest due's
+//! age), SQLite group commits, the PostgreSQL pool, API requests by route and status. No
 //! organization or webhook ids are labels (their number is unbounded); the per-organization
 //! view is the API's.
 //!
@@ -7,21 +9,31 @@
 //! app of the process renders it.
 
 use std::collections::HashMap;
-use std::sync::{LazyLock, OnceLock, RwLock};
+use std::sync::{Arc, LazyLock, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
 
+use crate::delivery::Dispatcher;
 use crate::domain::attempt::{AttemptResult, DeliveryState, FailureCategory};
+use crate::domain::event::EventType;
+use crate::domain::time;
+use crate::storage::Store;
 
 /// Seconds: from a fast loopback receiver to the attempt timeout.
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Writes in one SQLite group commit: from one to the group's limit.
+const GROUP_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -37,6 +49,11 @@ pub fn handle() -> PrometheusHandle {
                 .set_buckets_for_metric(
                     Matcher::Suffix("_duration_seconds".into()),
                     LATENCY_BUCKETS,
+                )
+                .expect("the buckets are not empty")
+                .set_buckets_for_metric(
+                    Matcher::Full("waggle_sqlite_group_commit_writes".into()),
+                    GROUP_BUCKETS,
                 )
                 .expect("the buckets are not empty")
                 .build_recorder();
@@ -58,6 +75,24 @@ pub fn handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// The metrics in the Prometheus text format, as an answer.
+pub fn answer() -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle().render(),
+    )
+        .into_response()
+}
+
+/// What `--metrics-listen` serves: `/metrics` alone (the API's `/metrics` is documented
+/// with the API).
+pub fn router() -> axum::Router {
+    axum::Router::new().route("/metrics", axum::routing::get(|| async { answer() }))
 }
 
 /// Outcomes of an attempt, as labels.
@@ -116,9 +151,67 @@ pub fn attempt(result: &AttemptResult, state: &DeliveryState, duration: Duration
         .record(duration.as_secs_f64());
 }
 
-/// Counts deliveries made by API calls (one per webhook an event goes to).
-pub fn deliveries_created(count: usize) {
-    ::metrics::counter!("waggle_deliveries_created_total").increment(count as u64);
+/// Counts deliveries made by API calls (one per webhook an event goes to), by event type.
+pub fn deliveries_created(event_type: EventType, count: usize) {
+    if count > 0 {
+        ::metrics::counter!("waggle_deliveries_created_total", "event_type" => event_type.as_str())
+            .increment(count as u64);
+    }
+}
+
+/// Counts a SQLite group commit: the writes it committed together, and how long it took.
+pub fn group_commit(writes: usize, took: Duration) {
+    ::metrics::histogram!("waggle_sqlite_group_commit_writes").record(writes as f64);
+    ::metrics::histogram!("waggle_sqlite_group_commit_duration_seconds").record(took.as_secs_f64());
+}
+
+/// How often the gauges of the queue and the pool are read.
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
+/// Keeps the gauges that are read rather than counted until `stop`, every
+/// [`SAMPLE_EVERY`]: the deliveries waiting in the store (of every node) and the age of
+/// the earliest one due, the deliveries this node's dispatcher holds, and the database
+/// pool's connections.
+pub async fn sample(
+    store: Arc<dyn Store>,
+    dispatcher: Option<Dispatcher>,
+    stop: CancellationToken,
+) {
+    loop {
+        if let Some(dispatcher) = &dispatcher {
+            ::metrics::gauge!("waggle_dispatcher_deliveries_held").set(dispatcher.held() as f64);
+        }
+        if let Some((size, idle)) = store.pool_usage() {
+            let in_use = (size as usize).saturating_sub(idle);
+            ::metrics::gauge!("waggle_postgres_pool_connections", "state" => "in_use")
+                .set(in_use as f64);
+            ::metrics::gauge!("waggle_postgres_pool_connections", "state" => "idle")
+                .set(idle as f64);
+        }
+        let now = time::now();
+        match store.queue_depth(now).await {
+            Ok(depth) => {
+                for (state, count) in [
+                    ("due", depth.due),
+                    ("scheduled", depth.scheduled),
+                    ("claimed", depth.claimed),
+                ] {
+                    ::metrics::gauge!("waggle_queue_deliveries", "state" => state)
+                        .set(count as f64);
+                }
+                let waited = depth
+                    .earliest
+                    .and_then(|at| (now - at).to_std().ok())
+                    .unwrap_or_default();
+                ::metrics::gauge!("waggle_queue_oldest_due_seconds").set(waited.as_secs_f64());
+            }
+            Err(e) => tracing::debug!(error = %e, "metrics: could not read the queue"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(SAMPLE_EVERY) => {}
+        }
+    }
 }
 
 /// Counts the rows retention removed.

@@ -1002,6 +1002,10 @@ impl Store for PgStore {
         Ok(Purged { deliveries, events })
     }
 
+    fn pool_usage(&self) -> Option<(u32, usize)> {
+        Some((self.pool.size(), self.pool.num_idle()))
+    }
+
     async fn renew_leases(&self, ids: &[DeliveryId], until: Timestamp) -> StoreResult<u64> {
         if ids.is_empty() {
             return Ok(0);

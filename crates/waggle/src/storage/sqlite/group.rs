@@ -325,12 +325,14 @@ impl Writer {
             if !group.is_empty() {
                 let fault = injected_fault(&self.path);
                 let health = &self.health;
+                let (writes, started) = (group.len(), std::time::Instant::now());
                 settle(
                     &mut self.conn,
                     &mut group,
                     |conn, group| commit_group(conn, group, fault),
                     |wrote| heard(health, wrote),
                 );
+                crate::telemetry::metrics::group_commit(writes, started.elapsed());
             }
             for command in commands {
                 match &*self.health.borrow() {
