@@ -116,13 +116,6 @@ impl App {
         self.local_addr().port()
     }
 
-    /// The `--metrics-listen` address, when given.
-    pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_listener
-            .as_ref()
-            .map(|l| l.local_addr().expect("a bound listener has an address"))
-    }
-
     pub fn store(&self) -> Arc<dyn Store> {
         self.state.store.clone()
     }

@@ -25,7 +25,7 @@ use crate::domain::event::{Environment, EventType};
 use crate::domain::ids::{ConnectorId, EventId, SyncId};
 use crate::domain::payload::EventData;
 use crate::domain::{time, Invalid};
-use crate::storage::{ConnectorChanges, RememberWith, SyncChange};
+use crate::storage::{ConnectorChanges, SyncChange};
 
 /// The most record ids one data-change call may carry.
 pub const MAX_CHANGED_IDS: usize = 10_000;
@@ -516,8 +516,10 @@ async fn emit_sync<T>(
     once: &Once<T>,
 ) -> Result<Response, ApiError> {
     let org = state.keys.organization(auth.org_id).await?;
-    let remember = once.remember(auth.org_id, status, &job);
-    let remember = remember.map(|r| move |_: &fanout::Emitted| r.clone());
+    let answer = job.clone();
+    let remember = once.remember_with(auth.org_id, status, move |_: &fanout::Emitted| {
+        answer.clone()
+    });
     let emitted = fanout::emit(
         state.store.as_ref(),
         state.dispatcher.as_ref(),
@@ -525,9 +527,7 @@ async fn emit_sync<T>(
         connector,
         change,
         vec![(event_type, EventData::Sync(job.clone()))],
-        remember
-            .as_ref()
-            .map(|r| r as &RememberWith<fanout::Emitted>),
+        remember.as_deref(),
     )
     .await;
     match emitted {

@@ -146,14 +146,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = bytes::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| match e {
-                BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge,
-                _ => ApiError::field(&["body"], Invalid::new("value_error", e.body_text())),
-            })?;
-        parse_json(&bytes).map(JsonBody)
+        parse_json(&body_bytes(req, state).await?).map(JsonBody)
     }
+}
+
+/// A request's whole body: 413 past the limit.
+pub async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<bytes::Bytes, ApiError> {
+    bytes::Bytes::from_request(req, state)
+        .await
+        .map_err(|e| match e {
+            BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge,
+            _ => ApiError::field(&["body"], Invalid::new("value_error", e.body_text())),
+        })
 }
 
 /// As [`parse_json`], for a body that may be left out: an empty one (or `null`) is

@@ -9,7 +9,6 @@
 //! other, refused by the store (`KeyTaken`), answers the first one's answer. Only
 //! successful answers are kept: a refused call changed nothing, and may be made again.
 
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::error::{parse_json, parse_optional_json, ApiError};
+use super::error::{body_bytes, parse_json, parse_optional_json, ApiError};
 use super::AppState;
 use crate::domain::ids::OrgId;
 use crate::domain::{time, Invalid};
@@ -108,12 +107,7 @@ impl<S: Send + Sync, T: OnceBody> FromRequest<S> for Once<T> {
             .transpose()
             .map_err(|e| ApiError::field(&["header", "Idempotency-Key"], e))?;
         let call = format!("{} {}\n", req.method(), req.uri().path());
-        let bytes = bytes::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| match e {
-                BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge,
-                _ => ApiError::field(&["body"], Invalid::new("value_error", e.body_text())),
-            })?;
+        let bytes = body_bytes(req, state).await?;
         let key = key.map(|key| {
             let digest = Sha256::new()
                 .chain_update(call.as_bytes())

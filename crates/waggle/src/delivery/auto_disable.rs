@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::time;
-use crate::storage::Store;
+use crate::storage::{Store, Turns};
 
 /// Checks for webhooks failing for `after` until `stop`.
 pub async fn run(store: Arc<dyn Store>, after: Duration, stop: CancellationToken) {
@@ -29,14 +29,8 @@ pub async fn run(store: Arc<dyn Store>, after: Duration, stop: CancellationToken
         "every attempt failed for {}",
         humantime::format_duration(after)
     );
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
-        }
-        if store.health().borrow().trouble().is_some() {
-            continue;
-        }
+    let mut turns = Turns::new(every, every);
+    while turns.next(&*store, &stop).await {
         match store
             .disable_failing_webhooks(time::now() - span, &reason)
             .await

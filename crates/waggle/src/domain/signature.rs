@@ -89,10 +89,12 @@ pub struct SigningKeys {
 impl SigningKeys {
     /// When the replaced key stops signing, if it still signs at `now`.
     pub fn retiring_until(&self, now: Timestamp) -> Option<Timestamp> {
-        self.retiring
-            .as_ref()
-            .map(|r| r.until)
-            .filter(|until| now < *until)
+        self.retiring_at(now).map(|r| r.until)
+    }
+
+    /// The replaced key, if it still signs at `now`.
+    fn retiring_at(&self, now: Timestamp) -> Option<&RetiringKey> {
+        self.retiring.as_ref().filter(|r| now < r.until)
     }
 
     /// `webhook-signature` of an attempt at `now`: the current key's `v1,` signature,
@@ -100,7 +102,7 @@ impl SigningKeys {
     /// header is the current key's alone ([`SignatureKey::sign`]).
     pub fn sign_standard(&self, id: &str, timestamp: i64, body: &[u8], now: Timestamp) -> String {
         let mut signatures = self.current.sign_standard(id, timestamp, body);
-        if let Some(retiring) = self.retiring.as_ref().filter(|r| now < r.until) {
+        if let Some(retiring) = self.retiring_at(now) {
             signatures.push(' ');
             signatures.push_str(&retiring.key.sign_standard(id, timestamp, body));
         }

@@ -138,6 +138,38 @@ impl SqliteSync {
     }
 }
 
+/// The turns of the store's background upkeep (retention, auto-disable): the first after
+/// `first`, then one every `every`, skipping those that come while the store cannot write
+/// (their writes would only fail).
+pub struct Turns {
+    wait: std::time::Duration,
+    every: std::time::Duration,
+}
+
+impl Turns {
+    pub fn new(first: std::time::Duration, every: std::time::Duration) -> Self {
+        Self { wait: first, every }
+    }
+
+    /// Waits for the next turn; `false` once `stop` fires.
+    pub async fn next(
+        &mut self,
+        store: &dyn Store,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> bool {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return false,
+                _ = tokio::time::sleep(self.wait) => {}
+            }
+            self.wait = self.every;
+            if store.health().borrow().trouble().is_none() {
+                return true;
+            }
+        }
+    }
+}
+
 /// Opens the store named by a database URL (`sqlite://…`, `postgres://…` or
 /// `postgresql://…`), migrated to the latest schema. `sqlite_sync` is for SQLite.
 pub async fn open(database_url: &str, sqlite_sync: SqliteSync) -> anyhow::Result<Arc<dyn Store>> {
@@ -378,6 +410,16 @@ pub enum Failing {
     /// The batch's attempts failed from `since` on; `afresh` when an attempt succeeded
     /// before them in the batch, so that an earlier `failing_since` no longer holds.
     Since { since: Timestamp, afresh: bool },
+}
+
+impl Failing {
+    /// As the stores bind it: whether failing, since when, and whether afresh.
+    pub fn columns(&self) -> (bool, Option<Timestamp>, bool) {
+        match *self {
+            Failing::No => (false, None, false),
+            Failing::Since { since, afresh } => (true, Some(since), afresh),
+        }
+    }
 }
 
 /// Each attempted webhook's [`Triggered`], from a batch of outcomes in any order.

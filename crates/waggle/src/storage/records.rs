@@ -853,10 +853,9 @@ impl<D: Db> Records for D {
         key: &str,
         now: Timestamp,
     ) -> StoreResult<Option<Remembered>> {
-        let mut q = D::sql(
-            "SELECT org_id, key, fingerprint, status, body, created_at FROM idempotency_keys \
-             WHERE org_id = ",
-        );
+        let mut q = D::sql(format!(
+            "SELECT {REMEMBERED_COLUMNS} FROM idempotency_keys WHERE org_id = "
+        ));
         q.bind(org).push(" AND key = ").bind(key);
         q.push(" AND created_at >= ").bind(now - Remembered::KEPT);
         self.read_one(q, rows::remembered).await
@@ -923,7 +922,8 @@ pub(super) async fn purge_deliveries<D: Db>(
         .bind(batch as i64)
         .push(D::SKIP_LOCKED)
         .push(") RETURNING event_id");
-    db.write_returning(deliveries, rows::event_id).await
+    db.write_returning(deliveries, |row| rows::id_of(row, "event_id"))
+        .await
 }
 
 /// Of the next `batch` events after `after` made before `before`, removes those no
@@ -968,11 +968,7 @@ async fn write_remembering<D: Db>(
     let Some(r) = remember else {
         return db.write(statements).await;
     };
-    let mut forget = D::sql("DELETE FROM idempotency_keys WHERE org_id = ");
-    forget
-        .bind(r.org_id)
-        .push(" AND key = ")
-        .bind(r.key.as_str());
+    let mut forget = unremember(D::DIALECT, r);
     forget.push(" AND created_at < ").bind(r.expired_before());
     let insert = sql::insert(
         D::DIALECT,
@@ -1019,7 +1015,7 @@ pub(super) fn remember(dialect: Dialect, r: &Remembered) -> Sql {
     sql
 }
 
-/// Takes back a [`remember`] whose call was refused after it.
+/// Takes back a [`remember`] whose call was refused after it: the answer under the key.
 pub(super) fn unremember(dialect: Dialect, r: &Remembered) -> Sql {
     let mut sql = Sql::new(dialect, "DELETE FROM idempotency_keys WHERE org_id = ");
     sql.bind(r.org_id).push(" AND key = ").bind(r.key.as_str());

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Purged, Remembered, Store, StoreResult};
+use super::{Purged, Remembered, Store, StoreResult, Turns};
 use crate::domain::ids::EventId;
 use crate::domain::time;
 
@@ -41,16 +41,8 @@ pub async fn run(store: Arc<dyn Store>, keep: Duration, stop: CancellationToken)
     let mut rounds = Rounds::default();
     // The first round at once: a store that kept everything until now starts shrinking
     // with the process that was given the setting.
-    let mut wait = Duration::ZERO;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        wait = every;
-        if store.health().borrow().trouble().is_some() {
-            continue;
-        }
+    let mut turns = Turns::new(Duration::ZERO, every);
+    while turns.next(&*store, &stop).await {
         match rounds.run(&*store, time::now() - span, &stop).await {
             Ok(removed) if removed != Purged::default() => tracing::info!(
                 deliveries = removed.deliveries,
@@ -129,16 +121,8 @@ const FORGET_EVERY: Duration = Duration::from_secs(600);
 /// start, then every [`FORGET_EVERY`]. (An expired answer is already ignored, and its key
 /// free again; this only gives its room back.)
 pub async fn forget_answers(store: Arc<dyn Store>, stop: CancellationToken) {
-    let mut wait = Duration::ZERO;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        wait = FORGET_EVERY;
-        if store.health().borrow().trouble().is_some() {
-            continue;
-        }
+    let mut turns = Turns::new(Duration::ZERO, FORGET_EVERY);
+    while turns.next(&*store, &stop).await {
         let before = time::now() - Remembered::KEPT;
         loop {
             match store.forget_remembered(before, BATCH).await {

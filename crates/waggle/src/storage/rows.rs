@@ -152,11 +152,6 @@ pub(super) fn id_of<T: From<Uuid>>(row: &dyn Row, column: &str) -> StoreResult<T
     id(row, column)
 }
 
-/// The `event_id` of a delivery.
-pub(super) fn event_id(row: &dyn Row) -> StoreResult<crate::domain::ids::EventId> {
-    id(row, "event_id")
-}
-
 fn json<T: serde::de::DeserializeOwned>(row: &dyn Row, column: &str) -> StoreResult<T> {
     serde_json::from_str(&text(row, column)?).map_err(|e| corrupt(format!("{column}: {e}")))
 }

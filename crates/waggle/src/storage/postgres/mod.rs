@@ -491,10 +491,7 @@ impl PgStore {
         let triggered: Vec<(WebhookId, Triggered)> = storage_triggered(sorted.iter().copied())
             .into_iter()
             .collect();
-        let failing = column(&triggered, |(_, t)| match t.failing {
-            Failing::No => (false, None, false),
-            Failing::Since { since, afresh } => (true, Some(since), afresh),
-        });
+        let failing = column(&triggered, |(_, t)| t.failing.columns());
         // Rows are locked in id order, as every other multi-row write that waits for
         // locks does, so that two of them cannot deadlock: the deliveries (`locked`,
         // which `changed` reads, and the main query reads `changed`, so both run first),

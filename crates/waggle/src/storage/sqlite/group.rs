@@ -790,26 +790,21 @@ fn apply_call_changes(
     let Some(r) = remember else {
         return apply_sync_change(conn, sync);
     };
-    if execute_sql(conn, &records::remember(Dialect::Sqlite, r))? == 0 {
+    if super::execute(conn, &records::remember(Dialect::Sqlite, r))? == 0 {
         return Ok(Err(StoreError::KeyTaken));
     }
     let synced = apply_sync_change(conn, sync)?;
     if synced.is_err() {
-        execute_sql(conn, &records::unremember(Dialect::Sqlite, r))?;
+        super::execute(conn, &records::unremember(Dialect::Sqlite, r))?;
     }
     Ok(synced)
-}
-
-fn execute_sql(conn: &Connection, sql: &super::super::sql::Sql) -> rusqlite::Result<usize> {
-    conn.prepare_cached(sql.text())?
-        .execute(rusqlite::params_from_iter(sql.args()))
 }
 
 fn apply_sync_change(conn: &Connection, sync: &SyncChange) -> rusqlite::Result<StoreResult<()>> {
     let Some(change) = records::sync_change(Dialect::Sqlite, sync) else {
         return Ok(Ok(()));
     };
-    Ok(match execute_sql(conn, &change)? {
+    Ok(match super::execute(conn, &change)? {
         0 => Err(StoreError::Conflict(
             "the sync job has already finished".into(),
         )),
@@ -918,10 +913,8 @@ fn write_outcomes(conn: &Connection, outcomes: &[DeliveryOutcome]) -> rusqlite::
          WHERE id = ?5",
     )?;
     for (webhook, t) in crate::storage::triggered(outcomes) {
-        let (failing, since, afresh) = match t.failing {
-            Failing::No => (false, None, false),
-            Failing::Since { since, afresh } => (true, Some(to_micros(&since)), afresh),
-        };
+        let (failing, since, afresh) = t.failing.columns();
+        let since = since.as_ref().map(to_micros);
         update_webhook.execute(params![
             to_micros(&t.at),
             failing,

@@ -222,7 +222,8 @@ fn fetch<T>(conn: &Connection, sql: &Sql, map: RowMap<T>) -> StoreResult<Vec<T>>
     Ok(mapped)
 }
 
-fn execute(conn: &Connection, sql: &Sql) -> StoreResult<u64> {
+/// Runs a statement; answers the rows it changed.
+fn execute(conn: &Connection, sql: &Sql) -> rusqlite::Result<u64> {
     let mut statement = conn.prepare_cached(sql.text())?;
     Ok(statement.execute(params_from_iter(sql.args()))? as u64)
 }
@@ -245,8 +246,11 @@ impl Db for SqliteStore {
     }
 
     async fn write(&self, statements: Vec<Sql>) -> StoreResult<Vec<u64>> {
-        self.command(move |conn| statements.iter().map(|s| execute(conn, s)).collect())
-            .await
+        self.command(move |conn| {
+            let changed = statements.iter().map(|s| execute(conn, s));
+            Ok(changed.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
     }
 
     async fn write_returning<T: Send + 'static>(
