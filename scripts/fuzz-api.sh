@@ -49,7 +49,7 @@ echo "== fuzzing the API from its OpenAPI document (seed $SEED, up to $MAX_EXAMP
 status=0
 root=$PWD
 # From the scratch folder: schemathesis keeps a cache where it runs.
-(cd "$work" && "$root/$VENV/bin/schemathesis" --no-color --config-file "$root/scripts/fuzz/schemathesis.toml" run \
+(cd "$work" && SCHEMATHESIS_HOOKS="$root/scripts/fuzz/hooks.py" "$root/$VENV/bin/schemathesis" --no-color --config-file "$root/scripts/fuzz/schemathesis.toml" run \
     "http://127.0.0.1:$port/api/v1/openapi.json" \
     --wait-for-schema 30 \
     --header "Authorization: Bearer $key" \
