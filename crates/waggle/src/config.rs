@@ -158,8 +158,9 @@ impl Config {
     pub fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy {
             backoff: self.retry_backoff.0.clone(),
-            window: self.retry_window,
+            window: Some(self.retry_window),
             attempt_timeout: self.attempt_timeout,
+            jitter: 0.0,
         }
     }
 

@@ -21,6 +21,7 @@ use crate::domain::attempt::AttemptResult;
 use crate::domain::destination::{DestinationPolicy, WebhookUrl};
 use crate::domain::event::{Environment, EventType};
 use crate::domain::ids::WebhookId;
+use crate::domain::retry::{self, RetryPolicyForm, RetryRules, RetrySchedule};
 use crate::domain::signature::{parse_grace, SignatureKey, SigningKeys};
 use crate::domain::time::{self, Timestamp};
 use crate::domain::webhook::{self, NewWebhook, Webhook, WebhookChanges};
@@ -61,6 +62,12 @@ pub struct WebhookIn {
     events: Vec<String>,
     /// Defaults to true.
     is_enabled: Option<bool>,
+    /// Defaults to `"standard"`, the provider's rule.
+    #[schema(value_type = Option<RetryPolicyForm>)]
+    retry_policy: Option<serde_json::Value>,
+    /// Statuses among 408, 425, 429, 500, 502, 503 and 504; defaults to none.
+    #[schema(max_items = 7)]
+    retry_on_status: Option<Vec<u16>>,
 }
 
 /// Changes to a webhook: any of its fields; those absent stay as they are.
@@ -78,6 +85,10 @@ pub struct WebhookPatch {
     #[schema(value_type = Option<Vec<EventType>>, min_items = 1, max_items = 50)]
     events: Option<Vec<String>>,
     is_enabled: Option<bool>,
+    #[schema(value_type = Option<RetryPolicyForm>)]
+    retry_policy: Option<serde_json::Value>,
+    #[schema(max_items = 7)]
+    retry_on_status: Option<Vec<u16>>,
 }
 
 impl WebhookIn {
@@ -87,6 +98,8 @@ impl WebhookIn {
         let name = p.check(&["body", "name"], webhook::parse_name(&self.name));
         let environment = p.check(&["body", "type"], Environment::parse(&self.environment));
         let events = p.check(&["body", "events"], EventType::parse_set(&self.events));
+        let schedule = parse_retry_policy(&mut p, self.retry_policy.as_ref());
+        let on_status = parse_retry_on_status(&mut p, self.retry_on_status.as_deref());
         p.finish()?;
         Ok(NewWebhook {
             url: url.expect("checked"),
@@ -94,6 +107,10 @@ impl WebhookIn {
             environment: environment.expect("checked"),
             events: events.expect("checked"),
             is_enabled: self.is_enabled.unwrap_or(true),
+            retry: RetryRules {
+                schedule: schedule.unwrap_or_default(),
+                on_status: on_status.unwrap_or_default(),
+            },
         })
     }
 }
@@ -119,10 +136,26 @@ impl WebhookPatch {
                 .as_deref()
                 .and_then(|e| p.check(&["body", "events"], EventType::parse_set(e))),
             is_enabled: self.is_enabled,
+            retry_policy: parse_retry_policy(&mut p, self.retry_policy.as_ref()),
+            retry_on_status: parse_retry_on_status(&mut p, self.retry_on_status.as_deref()),
         };
         p.finish()?;
         Ok(changes)
     }
+}
+
+fn parse_retry_policy(
+    p: &mut Problems,
+    value: Option<&serde_json::Value>,
+) -> Option<RetrySchedule> {
+    p.check(&["body", "retry_policy"], RetrySchedule::parse(value?))
+}
+
+fn parse_retry_on_status(p: &mut Problems, statuses: Option<&[u16]>) -> Option<Vec<u16>> {
+    p.check(
+        &["body", "retry_on_status"],
+        retry::parse_retry_on_status(statuses?),
+    )
 }
 
 #[utoipa::path(

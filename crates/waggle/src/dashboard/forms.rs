@@ -8,7 +8,25 @@ use super::extract::FormData;
 use super::views::{Choice, TestResultView, WebhookFormView};
 use crate::domain::destination::{DestinationPolicy, WebhookUrl};
 use crate::domain::event::{Environment, EventType};
+use crate::domain::retry::{self, RetryRules, RetrySchedule, RETRIABLE_STATUSES};
 use crate::domain::webhook::{self, NewWebhook, Webhook, WebhookChanges};
+use crate::domain::Invalid;
+
+/// The retry schedules the form offers, as `retry_policy` values: the last one takes the
+/// waits typed in `retry_delays`.
+const SCHEDULES: [(&str, &str, &str); 3] = [
+    (
+        "standard",
+        "Standard",
+        "Network failures, up to 4 retries within 60 seconds (1s, 2s, 4s, 8s).",
+    ),
+    (
+        "extended",
+        "Extended",
+        "Up to 8 attempts over about 27 hours, each wait about four times the last.",
+    ),
+    ("delays", "Custom", "The waits listed below, in order."),
+];
 
 /// The webhook form as typed: kept to show again when it does not parse.
 #[derive(Debug, Clone, Default)]
@@ -17,6 +35,11 @@ pub struct WebhookInput {
     pub name: String,
     pub environment: String,
     pub events: Vec<String>,
+    /// `standard`, `extended` or `delays` (see [`SCHEDULES`]).
+    pub retry_policy: String,
+    /// The waits of a custom schedule, comma-separated (`5s, 5m, 1h`).
+    pub retry_delays: String,
+    pub retry_on_status: Vec<String>,
 }
 
 /// Each field's problem, in the words of the domain's parsers.
@@ -26,6 +49,8 @@ pub struct WebhookErrors {
     pub name: Option<String>,
     pub environment: Option<String>,
     pub events: Option<String>,
+    pub retry_policy: Option<String>,
+    pub retry_on_status: Option<String>,
 }
 
 impl WebhookInput {
@@ -35,13 +60,17 @@ impl WebhookInput {
             name: form.get("name").unwrap_or("").to_owned(),
             environment: form.get("type").unwrap_or("").to_owned(),
             events: form.all("events"),
+            retry_policy: form.get("retry_policy").unwrap_or("").to_owned(),
+            retry_delays: form.get("retry_delays").unwrap_or("").to_owned(),
+            retry_on_status: form.all("retry_on_status"),
         }
     }
 
-    /// A new form: production preselected, nothing else.
+    /// A new form: production and the standard retries preselected, nothing else.
     pub fn blank() -> Self {
         Self {
             environment: Environment::Production.as_str().to_owned(),
+            retry_policy: "standard".to_owned(),
             ..Self::default()
         }
     }
@@ -56,11 +85,60 @@ impl WebhookInput {
                 .iter()
                 .map(|e| e.as_str().to_owned())
                 .collect(),
+            retry_policy: match &webhook.retry_policy {
+                RetrySchedule::Standard => "standard",
+                RetrySchedule::Extended => "extended",
+                RetrySchedule::Delays(_) => "delays",
+            }
+            .to_owned(),
+            retry_delays: match &webhook.retry_policy {
+                RetrySchedule::Delays(delays) => delays
+                    .iter()
+                    .map(|d| humantime::format_duration(*d).to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                _ => String::new(),
+            },
+            retry_on_status: webhook.retry_on_status.iter().map(u16::to_string).collect(),
         }
     }
 
+    /// The retry rules chosen, as the API's parsers read them.
+    fn retry(&self) -> (Result<RetrySchedule, Invalid>, Result<Vec<u16>, Invalid>) {
+        let schedule = match self.retry_policy.trim() {
+            "" | "standard" => Ok(RetrySchedule::Standard),
+            "delays" => {
+                let delays: Vec<&str> = self
+                    .retry_delays
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|d| !d.is_empty())
+                    .collect();
+                RetrySchedule::parse(&serde_json::json!({ "delays": delays }))
+            }
+            other => RetrySchedule::parse(&Value::String(other.to_owned())),
+        };
+        let statuses = self
+            .retry_on_status
+            .iter()
+            .map(|s| {
+                s.trim().parse::<u16>().map_err(|_| {
+                    Invalid::new(
+                        "value_error.retry_on_status",
+                        format!("'{s}' is not a status"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<u16>, Invalid>>()
+            .and_then(|statuses| retry::parse_retry_on_status(&statuses));
+        (schedule, statuses)
+    }
+
     /// Parses every field, reporting all problems at once, as the API's `WebhookIn` does.
-    pub fn parse(&self, destinations: &DestinationPolicy) -> Result<NewWebhook, WebhookErrors> {
+    pub fn parse(
+        &self,
+        destinations: &DestinationPolicy,
+    ) -> Result<NewWebhook, Box<WebhookErrors>> {
         let url = WebhookUrl::parse(&self.url, destinations);
         let name = webhook::parse_name(&self.name);
         let environment = if self.environment.trim().is_empty() {
@@ -72,27 +150,36 @@ impl WebhookInput {
             Environment::parse(&self.environment)
         };
         let events = EventType::parse_set(&self.events);
-        match (url, name, environment, events) {
-            (Ok(url), Ok(name), Ok(environment), Ok(events)) => Ok(NewWebhook {
-                url,
-                name,
-                environment,
-                events,
-                is_enabled: true,
-            }),
-            (url, name, environment, events) => Err(WebhookErrors {
+        let (schedule, on_status) = self.retry();
+        match (url, name, environment, events, schedule, on_status) {
+            (Ok(url), Ok(name), Ok(environment), Ok(events), Ok(schedule), Ok(on_status)) => {
+                Ok(NewWebhook {
+                    url,
+                    name,
+                    environment,
+                    events,
+                    is_enabled: true,
+                    retry: RetryRules {
+                        schedule,
+                        on_status,
+                    },
+                })
+            }
+            (url, name, environment, events, schedule, on_status) => Err(Box::new(WebhookErrors {
                 url: url.err().map(|e| e.message),
                 name: name.err().map(|e| e.message),
                 environment: environment.err().map(|e| e.message),
                 events: events.err().map(|e| e.message),
-            }),
+                retry_policy: schedule.err().map(|e| e.message),
+                retry_on_status: on_status.err().map(|e| e.message),
+            })),
         }
     }
 
     pub fn parse_changes(
         &self,
         destinations: &DestinationPolicy,
-    ) -> Result<WebhookChanges, WebhookErrors> {
+    ) -> Result<WebhookChanges, Box<WebhookErrors>> {
         let new = self.parse(destinations)?;
         Ok(WebhookChanges {
             name: Some(new.name),
@@ -100,6 +187,8 @@ impl WebhookInput {
             environment: Some(new.environment),
             events: Some(new.events),
             is_enabled: None,
+            retry_policy: Some(new.retry.schedule),
+            retry_on_status: Some(new.retry.on_status),
         })
     }
 
@@ -132,10 +221,35 @@ impl WebhookInput {
                     checked: self.events.iter().any(|v| v.trim() == t.as_str()),
                 })
                 .collect(),
+            schedules: SCHEDULES
+                .into_iter()
+                .map(|(value, label, hint)| Choice {
+                    value,
+                    label,
+                    hint,
+                    checked: self.retry_policy.trim() == value,
+                })
+                .collect(),
+            retry_delays: self.retry_delays.clone(),
+            statuses: RETRIABLE_STATUSES
+                .iter()
+                .zip(STATUS_NAMES)
+                .map(|(status, value)| Choice {
+                    value,
+                    label: value,
+                    hint: axum::http::StatusCode::from_u16(*status)
+                        .ok()
+                        .and_then(|s| s.canonical_reason())
+                        .unwrap_or(""),
+                    checked: self.retry_on_status.iter().any(|v| v.trim() == value),
+                })
+                .collect(),
             url_error: errors.url,
             name_error: errors.name,
             type_error: errors.environment,
             events_error: errors.events,
+            retry_policy_error: errors.retry_policy,
+            retry_on_status_error: errors.retry_on_status,
             action,
             test_action,
             submit_label,
@@ -143,6 +257,10 @@ impl WebhookInput {
         }
     }
 }
+
+/// [`RETRIABLE_STATUSES`] as the form's values.
+const STATUS_NAMES: [&str; RETRIABLE_STATUSES.len()] =
+    ["408", "425", "429", "500", "502", "503", "504"];
 
 /// How a Test URL went, from `api::webhooks::send_test`'s JSON, for a person.
 pub fn test_result(sent: &Value) -> TestResultView {
@@ -202,13 +320,18 @@ mod tests {
             name: " ".into(),
             environment: "staging".into(),
             events: vec![],
+            retry_policy: "delays".into(),
+            retry_delays: "5s, 2d".into(),
+            retry_on_status: vec!["404".into()],
         };
         let errors = input.parse(&DestinationPolicy::default()).unwrap_err();
         assert!(errors.url.is_some());
         assert!(errors.name.is_some());
         assert!(errors.environment.is_some());
         assert!(errors.events.is_some());
-        let view = input.view(errors, "/webhooks".into(), "/t".into(), "Create webhook");
+        assert!(errors.retry_policy.is_some());
+        assert!(errors.retry_on_status.is_some());
+        let view = input.view(*errors, "/webhooks".into(), "/t".into(), "Create webhook");
         assert_eq!(view.url, "not a url");
     }
 
@@ -219,8 +342,19 @@ mod tests {
             name: "Employee data".into(),
             environment: "development".into(),
             events: vec!["connector_synced".into(), "connector_sync_started".into()],
+            retry_policy: "delays".into(),
+            retry_delays: "5s, 1m,".into(),
+            retry_on_status: vec!["503".into(), "429".into()],
         };
         let new = input.parse(&DestinationPolicy::default()).unwrap();
+        assert_eq!(
+            new.retry.schedule,
+            RetrySchedule::Delays(vec![
+                std::time::Duration::from_secs(5),
+                std::time::Duration::from_secs(60)
+            ])
+        );
+        assert_eq!(new.retry.on_status, vec![429, 503]);
         assert_eq!(new.environment, Environment::Development);
         assert_eq!(
             new.events,

@@ -245,10 +245,17 @@ pub struct WebhookFormView {
     pub name: String,
     pub environments: Vec<Choice>,
     pub events: Vec<Choice>,
+    /// The retry schedules, one checked.
+    pub schedules: Vec<Choice>,
+    pub retry_delays: String,
+    /// The statuses that may be retried, those chosen checked.
+    pub statuses: Vec<Choice>,
     pub url_error: Option<String>,
     pub name_error: Option<String>,
     pub type_error: Option<String>,
     pub events_error: Option<String>,
+    pub retry_policy_error: Option<String>,
+    pub retry_on_status_error: Option<String>,
     pub action: String,
     pub test_action: String,
     pub submit_label: &'static str,
@@ -262,6 +269,8 @@ impl WebhookFormView {
             || self.name_error.is_some()
             || self.type_error.is_some()
             || self.events_error.is_some()
+            || self.retry_policy_error.is_some()
+            || self.retry_on_status_error.is_some()
     }
 }
 

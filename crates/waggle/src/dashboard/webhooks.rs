@@ -113,7 +113,7 @@ pub async fn create(
             Ok(see_other("/webhooks?notice=created"))
         }
         Err(errors) => {
-            let form = new_form(&input, errors);
+            let form = new_form(&input, *errors);
             webhooks_page(&state, &session, form, &HashMap::new()).await
         }
     }
@@ -296,7 +296,7 @@ pub async fn update(
             )))
         }
         Err(errors) => {
-            let form = edit_form(webhook.webhook_id, &input, errors);
+            let form = edit_form(webhook.webhook_id, &input, *errors);
             webhook_page(&state, &session, &webhook, form, &HashMap::new()).await
         }
     }

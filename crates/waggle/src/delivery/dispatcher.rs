@@ -26,10 +26,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::keys::KeyCache;
 use super::lanes::Lanes;
+use super::rules::RulesCache;
 use super::sender::Sender;
 use crate::domain::attempt::{Attempt, AttemptResult, DeliveryState, FailureCategory};
 use crate::domain::ids::{DeliveryId, WebhookId};
-use crate::domain::retry::RetryPolicy;
+use crate::domain::retry::{self, RetryPolicy, RETRIABLE_STATUSES};
 use crate::domain::time::{self, to_delta, Timestamp};
 use crate::storage::{DeliveryJob, DeliveryOutcome, Health, Store};
 
@@ -77,6 +78,7 @@ struct Inner {
     store: Arc<dyn Store>,
     sender: Sender,
     keys: Arc<KeyCache>,
+    rules: RulesCache,
     config: DispatcherConfig,
     /// One permit per job held in memory.
     jobs: Arc<Semaphore>,
@@ -108,6 +110,7 @@ impl Dispatcher {
         let (tx, rx) = mpsc::unbounded_channel();
         Self {
             inner: Arc::new(Inner {
+                rules: RulesCache::new(store.clone(), config.retry.clone()),
                 store,
                 sender,
                 keys,
@@ -302,7 +305,6 @@ impl Inner {
     /// One attempt of `job`. Its log lines name the delivery themselves: a span per
     /// attempt would cost more than the few lines it could carry.
     async fn attempt(self: Arc<Self>, job: DeliveryJob, permit: OwnedSemaphorePermit) {
-        let policy = &self.config.retry;
         let number = job.attempt_number;
         let first_attempt_at = job.first_attempt_at;
         let outcome = |attempt: Option<Attempt>, state: DeliveryState, first: Option<Timestamp>| {
@@ -320,6 +322,12 @@ impl Inner {
                 lease_until: None,
             }
         };
+        // A first attempt is made under any rules; a retry needs its webhook's.
+        let mut rules = match number > 1 {
+            true => Some(self.rules.get(job.org_id, job.webhook_id).await),
+            false => None,
+        };
+        let policy = &rules.as_ref().unwrap_or(self.rules.standard()).policy;
         // An attempt beyond the budget, or a retry that cannot start inside the window, is
         // not made. The window opens with the first recorded attempt, so a first attempt a
         // crash interrupted is still made after the restart.
@@ -388,15 +396,38 @@ impl Inner {
             ),
         };
         let first = first_attempt_at.unwrap_or(started_at);
-        let state = match &result {
-            AttemptResult::Response { status, .. } => DeliveryState::Delivered { status: *status },
-            AttemptResult::Failure { category, .. } if category.is_retriable() => {
-                match policy.next_attempt(first, number, time::now()) {
-                    Some(at) => DeliveryState::RetryScheduled { at },
-                    None => DeliveryState::Failed,
-                }
+        // A network failure may be retried, and so may a status its webhook lists.
+        let (ended, retriable, status, asked) = match &result {
+            AttemptResult::Response {
+                status, headers, ..
+            } => (
+                DeliveryState::Delivered { status: *status },
+                RETRIABLE_STATUSES.contains(status),
+                Some(*status),
+                headers
+                    .iter()
+                    .find(|(name, _)| name.eq_ignore_ascii_case("retry-after"))
+                    .and_then(|(_, value)| retry::retry_after(value, time::now())),
+            ),
+            AttemptResult::Failure { category, .. } => {
+                (DeliveryState::Failed, category.is_retriable(), None, None)
             }
-            AttemptResult::Failure { .. } => DeliveryState::Failed,
+        };
+        let state = if retriable {
+            let rules = match rules.take() {
+                Some(rules) => rules,
+                None => self.rules.get(job.org_id, job.webhook_id).await,
+            };
+            let retried = status.is_none_or(|status| rules.on_status.contains(&status));
+            match retried
+                .then(|| rules.policy.next_attempt(first, number, time::now(), asked))
+                .flatten()
+            {
+                Some(at) => DeliveryState::RetryScheduled { at, status },
+                None => ended,
+            }
+        } else {
+            ended
         };
         crate::telemetry::metrics::attempt(&result, &state, duration);
         match &result {
@@ -495,7 +526,7 @@ impl Inner {
         let earliest = outcomes
             .iter()
             .filter_map(|o| match o.state {
-                DeliveryState::RetryScheduled { at } => Some(at),
+                DeliveryState::RetryScheduled { at, .. } => Some(at),
                 _ => None,
             })
             .min();

@@ -1,5 +1,5 @@
 //! Getting events to webhooks: the HTTP sender and its failure classification, the signing
-//! keys it uses, the dispatcher that claims, attempts, retries and records deliveries,
+//! keys it uses, each webhook's retry rules, the dispatcher that claims, attempts, retries and records deliveries,
 //! and the check that disables webhooks whose attempts have all failed for too long.
 
 pub mod auto_disable;
@@ -7,6 +7,7 @@ pub mod dispatcher;
 pub mod fanout;
 pub mod keys;
 mod lanes;
+pub mod rules;
 pub mod sender;
 
 pub use dispatcher::Dispatcher;

@@ -133,10 +133,11 @@ pub struct Attempt {
 /// Where a delivery stands after an attempt (or a decision not to make one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryState {
-    /// An HTTP response came back: done, never retried.
+    /// An HTTP response came back: done (unless its webhook retries that status).
     Delivered { status: u16 },
-    /// A network failure; the next attempt is due then.
-    RetryScheduled { at: Timestamp },
+    /// A network failure, or a status the webhook retries (`status`); the next attempt
+    /// is due `at`.
+    RetryScheduled { at: Timestamp, status: Option<u16> },
     /// Retries used up, the window passed, or the destination was refused.
     Failed,
 }

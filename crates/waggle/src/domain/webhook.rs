@@ -5,6 +5,7 @@ use serde::Serialize;
 use super::destination::WebhookUrl;
 use super::event::{Environment, EventType};
 use super::ids::{OrgId, WebhookId};
+use super::retry::{RetryPolicyForm, RetryRules, RetrySchedule};
 use super::time::{self, Timestamp};
 use super::Invalid;
 
@@ -32,12 +33,28 @@ pub struct Webhook {
     #[serde(with = "time::serde_format::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub disabled_at: Option<Timestamp>,
+    /// When a failed delivery is tried again: `"standard"` (the provider's rule: network
+    /// failures, four retries within 60 s), `"extended"` (8 attempts over about 27 h,
+    /// exponential with jitter) or `{"delays": [...]}`.
+    #[schema(value_type = RetryPolicyForm)]
+    pub retry_policy: RetrySchedule,
+    /// HTTP statuses retried too, as network failures are; a `Retry-After` in their
+    /// answer is honoured up to the next wait of the schedule.
+    #[schema(value_type = Vec<u16>, example = json!([429, 503]))]
+    pub retry_on_status: Vec<u16>,
 }
 
 impl Webhook {
     /// The fan-out rule of SPEC §2.
     pub fn wants(&self, environment: Environment, event_type: EventType) -> bool {
         self.is_enabled && self.environment == environment && self.events.contains(&event_type)
+    }
+
+    pub fn retry_rules(&self) -> RetryRules {
+        RetryRules {
+            schedule: self.retry_policy.clone(),
+            on_status: self.retry_on_status.clone(),
+        }
     }
 }
 
@@ -49,6 +66,7 @@ pub struct NewWebhook {
     pub environment: Environment,
     pub events: Vec<EventType>,
     pub is_enabled: bool,
+    pub retry: RetryRules,
 }
 
 /// Changes to a webhook, every present field parsed.
@@ -59,6 +77,8 @@ pub struct WebhookChanges {
     pub environment: Option<Environment>,
     pub events: Option<Vec<EventType>>,
     pub is_enabled: Option<bool>,
+    pub retry_policy: Option<RetrySchedule>,
+    pub retry_on_status: Option<Vec<u16>>,
 }
 
 pub fn parse_name(value: &str) -> Result<String, Invalid> {
@@ -83,6 +103,8 @@ mod tests {
             events: vec![EventType::ConnectorSynced],
             disabled_reason: None,
             disabled_at: None,
+            retry_policy: RetrySchedule::Standard,
+            retry_on_status: Vec::new(),
         };
         assert!(hook.wants(Environment::Production, EventType::ConnectorSynced));
         assert!(!hook.wants(Environment::Development, EventType::ConnectorSynced));

@@ -592,6 +592,8 @@ impl<D: Db> Records for D {
             events: new.events.clone(),
             disabled_reason: None,
             disabled_at: None,
+            retry_policy: new.retry.schedule.clone(),
+            retry_on_status: new.retry.on_status.clone(),
         };
         let insert = sql::insert(
             D::DIALECT,
@@ -658,6 +660,12 @@ impl<D: Db> Records for D {
             set.push(("disabled_reason", Option::<&str>::None.into()));
             set.push(("disabled_at", Option::<Timestamp>::None.into()));
             set.push(("failing_since", Option::<Timestamp>::None.into()));
+        }
+        if let Some(policy) = &changes.retry_policy {
+            set.push(("retry_policy", rows::json_text(policy).into()));
+        }
+        if let Some(statuses) = &changes.retry_on_status {
+            set.push(("retry_on_status", rows::json_text(statuses).into()));
         }
         let update = sql::update(
             D::DIALECT,

@@ -21,6 +21,7 @@ use crate::domain::connector::{
     Connector, ConnectorStatus, DisplayStatus, SyncError, SyncJob, SyncType,
 };
 use crate::domain::event::{Environment, EventType};
+use crate::domain::retry::RetrySchedule;
 use crate::domain::signature::{RetiringKey, SignatureKey};
 use crate::domain::time::Timestamp;
 use crate::domain::webhook::Webhook;
@@ -270,7 +271,7 @@ pub(super) fn remembered(row: &dyn Row) -> StoreResult<Remembered> {
 }
 
 pub(super) const WEBHOOK_COLUMNS: &str = "id, org_id, name, url, type, events, is_enabled, \
-     created_at, last_triggered_at, disabled_reason, disabled_at";
+     created_at, last_triggered_at, disabled_reason, disabled_at, retry_policy, retry_on_status";
 
 pub(super) fn webhook(row: &dyn Row) -> StoreResult<Webhook> {
     Ok(Webhook {
@@ -285,6 +286,9 @@ pub(super) fn webhook(row: &dyn Row) -> StoreResult<Webhook> {
         events: json(row, "events")?,
         disabled_reason: row.opt_text("disabled_reason")?,
         disabled_at: row.opt_time("disabled_at")?,
+        retry_policy: RetrySchedule::parse(&json(row, "retry_policy")?)
+            .map_err(|e| corrupt(format!("retry_policy: {e}")))?,
+        retry_on_status: json(row, "retry_on_status")?,
     })
 }
 
@@ -302,6 +306,8 @@ pub(super) fn webhook_values(w: &Webhook) -> Vec<Value> {
         w.last_triggered_at.into(),
         w.disabled_reason.as_deref().into(),
         w.disabled_at.into(),
+        json_text(&w.retry_policy).into(),
+        json_text(&w.retry_on_status).into(),
     ]
 }
 

@@ -18,6 +18,7 @@ mod multinode;
 mod openapi;
 mod outage;
 mod retention;
+mod retry_policies;
 mod storage;
 #[path = "../support/mod.rs"]
 mod support;

@@ -484,7 +484,7 @@ impl PgStore {
         let now = time::now();
         let states = column(changes, |c| match c.outcome.state {
             DeliveryState::Delivered { status } => (Some(status as i32), None, Some(now)),
-            DeliveryState::RetryScheduled { at } => (None, Some(at), None),
+            DeliveryState::RetryScheduled { at, status } => (status.map(i32::from), Some(at), None),
             DeliveryState::Failed => (None, None, Some(now)),
         });
         // Every attempt triggers its webhook, whether or not its outcome still applied.
@@ -1071,7 +1071,10 @@ mod tests {
     #[test]
     fn a_batch_changes_each_delivery_as_its_outcomes_would_one_by_one() {
         let (a, b, c) = (DeliveryId::new(), DeliveryId::new(), DeliveryId::new());
-        let retry = DeliveryState::RetryScheduled { at: time::now() };
+        let retry = DeliveryState::RetryScheduled {
+            at: time::now(),
+            status: None,
+        };
         let outcomes = [
             outcome(a, retry, true),
             outcome(a, DeliveryState::Failed, true),

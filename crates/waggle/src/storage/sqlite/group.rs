@@ -890,7 +890,9 @@ fn write_outcomes(conn: &Connection, outcomes: &[DeliveryOutcome]) -> rusqlite::
         }
         let (response_code, next_attempt_at, finished) = match o.state {
             DeliveryState::Delivered { status } => (Some(status as i64), None, Some(now)),
-            DeliveryState::RetryScheduled { at } => (None, Some(to_micros(&at)), None),
+            DeliveryState::RetryScheduled { at, status } => {
+                (status.map(i64::from), Some(to_micros(&at)), None)
+            }
             DeliveryState::Failed => (None, None, Some(now)),
         };
         update_delivery.execute(params![
