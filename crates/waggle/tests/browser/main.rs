@@ -130,6 +130,13 @@ async fn a_webhook_is_created_tested_edited_and_deleted_in_the_browser() {
         browser
             .click("label[for='event-employee_data_changed']")
             .await;
+        // Its retries: the provider's rule until changed; then waits of its own, and 503s
+        // retried too.
+        browser.click(".retries summary").await;
+        assert!(browser.is_checked("#retry-policy-standard").await);
+        browser.click("label[for='retry-policy-delays']").await;
+        browser.fill("#retry-delays", "5s, 5m").await;
+        browser.click("label[for='retry-on-503']").await;
         browser.click("#submit-webhook").await;
         browser.wait_for_text("Changes saved.").await;
         assert_eq!(browser.text("h1").await, "Employee changes");
@@ -140,6 +147,8 @@ async fn a_webhook_is_created_tested_edited_and_deleted_in_the_browser() {
             .await;
         assert_eq!(read["is_enabled"], false);
         assert_eq!(read["name"], "Employee changes");
+        assert_eq!(read["retry_policy"], serde_json::json!({"delays": ["5s", "5m"]}));
+        assert_eq!(read["retry_on_status"], serde_json::json!([503]));
         assert_eq!(
             read["events"],
             serde_json::json!([
