@@ -93,6 +93,7 @@ impl App {
             key_usage: Default::default(),
             limits: Arc::new(crate::api::limits::RateLimits::new(config.rate_limit)),
             metrics_here: metrics_listener.is_none(),
+            recovering: Arc::default(),
         };
         Ok(Self {
             listener,
@@ -177,6 +178,14 @@ impl App {
             self.state.store.clone(),
             cancel.child_token(),
         ));
+        // Nodes that deliver also recover.
+        if self.dispatcher.is_some() {
+            tokio::spawn(crate::delivery::recover::run(
+                self.state.store.clone(),
+                self.state.recovering.clone(),
+                dispatch.clone(),
+            ));
+        }
         if let Some(keep) = self.retention {
             let store = self.state.store.clone();
             tokio::spawn(storage::retention::run(store, keep, dispatch.clone()));

@@ -27,6 +27,7 @@ pub mod limits;
 pub mod logs;
 pub mod openapi;
 pub mod pagination;
+pub mod recoveries;
 pub mod webhooks;
 
 use error::{ApiError, ErrorOut};
@@ -51,6 +52,8 @@ pub struct AppState {
     /// Whether `/metrics` answers here: not when `--metrics-listen` gives it a listener
     /// of its own (then it is not found here).
     pub metrics_here: bool,
+    /// Wakes this node's recoveries task: a recovery was started here.
+    pub recovering: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -91,6 +94,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .merge(webhooks::router())
         .merge(logs::router())
         .merge(connectors::router())
+        .merge(recoveries::router())
         .merge(api_keys::router())
         .routes(routes!(openapi::openapi_json))
 }

@@ -7,6 +7,7 @@ pub mod destination;
 pub mod event;
 pub mod ids;
 pub mod payload;
+pub mod recovery;
 pub mod retry;
 pub mod signature;
 pub mod time;

@@ -20,9 +20,10 @@ use crate::domain::attempt::{Attempt, DeliveryState};
 use crate::domain::connector::{Connector, ConnectorStatus, SyncJob};
 use crate::domain::event::{Environment, EventType};
 use crate::domain::ids::{
-    ApiKeyId, ConnectorId, DeliveryId, EventId, OrgId, SyncId, UserId, WebhookId,
+    ApiKeyId, ConnectorId, DeliveryId, EventId, OrgId, RecoveryId, SyncId, UserId, WebhookId,
 };
 use crate::domain::payload::{self, Event};
+use crate::domain::recovery::{Recovery, RecoveryRange, RecoveryStatus};
 use crate::domain::signature::{RetiringKey, SignatureKey, SigningKeys};
 use crate::domain::time::{self, Timestamp};
 use crate::domain::webhook::{NewWebhook, Webhook, WebhookChanges};

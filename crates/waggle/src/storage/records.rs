@@ -159,6 +159,39 @@ pub trait Records: Send + Sync {
         reason: &str,
     ) -> StoreResult<Vec<Webhook>>;
 
+    /// Starts recovering the failed deliveries of `webhook` in `range`, counting them; or,
+    /// while a recovery of the same range runs, answers that one.
+    async fn start_recovery(
+        &self,
+        org: OrgId,
+        webhook: WebhookId,
+        range: &RecoveryRange,
+    ) -> StoreResult<Recovery>;
+    async fn recovery(
+        &self,
+        org: OrgId,
+        webhook: WebhookId,
+        id: RecoveryId,
+    ) -> StoreResult<Option<Recovery>>;
+    /// Takes a running recovery that no node works on (none has, or its claim ran out),
+    /// claimed until `lease_until`.
+    async fn claim_recovery(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> StoreResult<Option<Recovery>>;
+    /// Up to `limit` deliveries `recovery` has still to make anew, oldest first: those of
+    /// its range that ended in an error and were not resent since.
+    async fn recoverable(&self, recovery: &Recovery, limit: u32) -> StoreResult<Vec<DeliveryId>>;
+    /// Counts `made` more deliveries made anew, and extends the claim to `lease_until`;
+    /// `None`: the recovery is done.
+    async fn record_recovery(
+        &self,
+        id: RecoveryId,
+        made: u64,
+        lease_until: Option<Timestamp>,
+    ) -> StoreResult<()>;
+
     /// Creates a connector; with `remember`, the call's answer too, as for webhooks.
     async fn create_connector(
         &self,
@@ -211,6 +244,28 @@ pub type RememberWith<T> = dyn Fn(&T) -> Remembered + Send + Sync;
 pub struct Purged {
     pub deliveries: u64,
     pub events: u64,
+}
+
+/// Selects `columns` of the deliveries `recovery` makes anew: those of its webhook made in
+/// its range that ended in an error and were not resent since. Ids are UUIDv7, so the
+/// range is also one of ids, which the index of a webhook's deliveries reads directly;
+/// the times are then checked exactly (an id is made a little after its delivery's time).
+fn recoverable<D: Db>(columns: &str, recovery: &Recovery) -> Sql {
+    let mut sql = D::sql(format!("SELECT {columns} FROM deliveries WHERE org_id = "));
+    sql.bind(recovery.org_id);
+    sql.push(" AND webhook_id = ").bind(recovery.webhook_id);
+    sql.push(" AND id >= ")
+        .bind(DeliveryId::first_at(&recovery.since));
+    sql.push(" AND id < ").bind(DeliveryId::first_at(
+        &(recovery.until + chrono::Duration::seconds(1)),
+    ));
+    sql.push(" AND created_at >= ").bind(recovery.since);
+    sql.push(" AND created_at < ").bind(recovery.until);
+    sql.push(
+        " AND status <> 'pending' AND (status = 'failed' OR response_code >= 400) \
+         AND resent_as IS NULL",
+    );
+    sql
 }
 
 /// The webhooks an event of `environment` goes to, oldest first.
@@ -696,6 +751,126 @@ impl<D: Db> Records for D {
             self.changed(Change::Webhooks(webhook.org_id));
         }
         Ok(disabled)
+    }
+
+    async fn start_recovery(
+        &self,
+        org: OrgId,
+        webhook: WebhookId,
+        range: &RecoveryRange,
+    ) -> StoreResult<Recovery> {
+        let running = || async {
+            let mut sql = D::sql(format!(
+                "SELECT {} FROM recoveries WHERE webhook_id = ",
+                rows::RECOVERY_COLUMNS
+            ));
+            sql.bind(webhook).push(" AND org_id = ").bind(org);
+            sql.push(" AND range_key = ").bind(range.key.as_str());
+            sql.push(" AND status = 'running'");
+            self.read_one(sql, rows::recovery).await
+        };
+        if let Some(recovery) = running().await? {
+            return Ok(recovery);
+        }
+        let recovery = Recovery {
+            id: RecoveryId::new(),
+            org_id: org,
+            webhook_id: webhook,
+            since: range.since,
+            until: range.until,
+            status: RecoveryStatus::Running,
+            deliveries: 0,
+            recovered: 0,
+            // Stored with microseconds: keep the answer equal to what a read gives.
+            created_at: time::from_micros(time::to_micros(&time::now())),
+            finished_at: None,
+        };
+        let found = self
+            .read_one(recoverable::<D>("count(*) AS found", &recovery), |row| {
+                Ok(row.opt_int("found")?.unwrap_or(0))
+            })
+            .await?
+            .unwrap_or(0);
+        let recovery = Recovery {
+            deliveries: found.max(0) as u64,
+            ..recovery
+        };
+        let mut values = rows::recovery_values(&recovery);
+        values.push(range.key.as_str().into());
+        let insert = sql::insert(
+            D::DIALECT,
+            "recoveries",
+            &format!("{}, range_key", rows::RECOVERY_COLUMNS),
+            values,
+        );
+        match self.write(vec![insert]).await {
+            Ok(_) => Ok(recovery),
+            // The same range, asked at the same moment: the first one made answers both.
+            Err(e) if e.is_unique_violation() => running().await?.ok_or(e),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn recovery(
+        &self,
+        org: OrgId,
+        webhook: WebhookId,
+        id: RecoveryId,
+    ) -> StoreResult<Option<Recovery>> {
+        let mut sql = D::sql(format!(
+            "SELECT {} FROM recoveries WHERE id = ",
+            rows::RECOVERY_COLUMNS
+        ));
+        sql.bind(id).push(" AND org_id = ").bind(org);
+        sql.push(" AND webhook_id = ").bind(webhook);
+        self.read_one(sql, rows::recovery).await
+    }
+
+    async fn claim_recovery(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> StoreResult<Option<Recovery>> {
+        let mut sql = D::sql("UPDATE recoveries SET lease_until = ");
+        sql.bind(lease_until);
+        sql.push(" WHERE id = (SELECT id FROM recoveries WHERE status = 'running' AND ");
+        sql.push("(lease_until IS NULL OR lease_until <= ")
+            .bind(now);
+        sql.push(format!(") ORDER BY created_at LIMIT 1{})", D::SKIP_LOCKED).as_str());
+        sql.push(" AND status = 'running' AND (lease_until IS NULL OR lease_until <= ");
+        sql.bind(now)
+            .push(") RETURNING ")
+            .push(rows::RECOVERY_COLUMNS);
+        Ok(self
+            .write_returning(sql, rows::recovery)
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    async fn recoverable(&self, recovery: &Recovery, limit: u32) -> StoreResult<Vec<DeliveryId>> {
+        let mut sql = recoverable::<D>("id", recovery);
+        sql.push(" ORDER BY id LIMIT ").bind(limit as i64);
+        self.read(sql, |row| rows::id_of(row, "id")).await
+    }
+
+    async fn record_recovery(
+        &self,
+        id: RecoveryId,
+        made: u64,
+        lease_until: Option<Timestamp>,
+    ) -> StoreResult<()> {
+        let mut sql = D::sql("UPDATE recoveries SET recovered = recovered + ");
+        sql.bind(made as i64)
+            .push(", lease_until = ")
+            .bind(lease_until);
+        if lease_until.is_none() {
+            sql.push(", status = 'done', finished_at = ")
+                .bind(time::now());
+        }
+        sql.push(" WHERE id = ").bind(id);
+        self.write(vec![sql]).await?;
+        Ok(())
     }
 
     async fn create_connector(

@@ -21,6 +21,7 @@ use crate::domain::connector::{
     Connector, ConnectorStatus, DisplayStatus, SyncError, SyncJob, SyncType,
 };
 use crate::domain::event::{Environment, EventType};
+use crate::domain::recovery::{Recovery, RecoveryStatus};
 use crate::domain::retry::RetrySchedule;
 use crate::domain::signature::{RetiringKey, SignatureKey};
 use crate::domain::time::Timestamp;
@@ -117,7 +118,8 @@ id_values!(
     SyncId,
     WebhookId,
     EventId,
-    DeliveryId
+    DeliveryId,
+    RecoveryId
 );
 
 pub(super) fn corrupt(what: impl std::fmt::Display) -> StoreError {
@@ -308,6 +310,40 @@ pub(super) fn webhook_values(w: &Webhook) -> Vec<Value> {
         w.disabled_at.into(),
         json_text(&w.retry_policy).into(),
         json_text(&w.retry_on_status).into(),
+    ]
+}
+
+pub(super) const RECOVERY_COLUMNS: &str = "id, org_id, webhook_id, since, until, status, \
+     deliveries, recovered, created_at, finished_at";
+
+pub(super) fn recovery(row: &dyn Row) -> StoreResult<Recovery> {
+    Ok(Recovery {
+        id: id(row, "id")?,
+        org_id: id(row, "org_id")?,
+        webhook_id: id(row, "webhook_id")?,
+        since: time(row, "since")?,
+        until: time(row, "until")?,
+        status: named(row, "status", RecoveryStatus::parse)?,
+        deliveries: int(row, "deliveries")?.max(0) as u64,
+        recovered: int(row, "recovered")?.max(0) as u64,
+        created_at: time(row, "created_at")?,
+        finished_at: row.opt_time("finished_at")?,
+    })
+}
+
+/// The columns of [`RECOVERY_COLUMNS`] a new recovery is written with, in that order.
+pub(super) fn recovery_values(r: &Recovery) -> Vec<Value> {
+    vec![
+        r.id.into(),
+        r.org_id.into(),
+        r.webhook_id.into(),
+        r.since.into(),
+        r.until.into(),
+        r.status.as_str().into(),
+        (r.deliveries as i64).into(),
+        (r.recovered as i64).into(),
+        r.created_at.into(),
+        r.finished_at.into(),
     ]
 }
 

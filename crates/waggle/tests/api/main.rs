@@ -17,6 +17,7 @@ mod metrics;
 mod multinode;
 mod openapi;
 mod outage;
+mod recover;
 mod retention;
 mod retry_policies;
 mod storage;

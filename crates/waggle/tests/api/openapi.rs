@@ -4,6 +4,7 @@
 //! nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -217,8 +218,21 @@ async fn another_organization_finds_none_of_the_first_ones_resources_by_id() {
         .post("/api/v1/api-keys", json!({"name": "second"}))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{key}");
+    let recover = format!("/api/v1/webhooks/{}/recover", id(&hook, "webhook_id"));
+    let since = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let (status, recovery) = app.post(&recover, json!({"since": since})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{recovery}");
+    // Done before the walk: a recovery's progress is not what the walk is watching.
+    let read = format!("{recover}/{}", id(&recovery, "id"));
+    wait_for(
+        "the recovery to finish",
+        Duration::from_secs(20),
+        || async { (app.get(&read).await.1["status"] == "done").then_some(()) },
+    )
+    .await;
     let ids: BTreeMap<&str, String> = [
         ("webhook_id", id(&hook, "webhook_id")),
+        ("recovery_id", id(&recovery, "id")),
         ("connector_id", id(&connector, "id")),
         ("sync_id", id(&sync, "id")),
         ("log_id", id(&logs[0], "id")),

@@ -286,10 +286,15 @@ async fn a_webhooks_own_budget_holds_across_a_kill_and_a_restart() {
     let (url, count) = scripted(&["503 Service Unavailable"]).await;
     let mut server = serve(&db_url, free_port(), &[]).await;
     let base = server.address.clone();
-    call(&client, &key, format!("{base}/api/v1/webhooks"), json!({
-        "url": url, "name": "h", "type": "production", "events": ["connector_sync_started"],
-        "retry_policy": {"delays": ["1s", "1s", "1s", "1s", "1s"]}, "retry_on_status": [503]
-    }))
+    call(
+        &client,
+        &key,
+        format!("{base}/api/v1/webhooks"),
+        json!({
+            "url": url, "name": "h", "type": "production", "events": ["connector_sync_started"],
+            "retry_policy": {"delays": ["1s", "1s", "1s", "1s", "1s"]}, "retry_on_status": [503]
+        }),
+    )
     .await
     .expect("webhook created");
     let connector = call(&client, &key, format!("{base}/api/v1/connectors"), json!({
@@ -297,8 +302,13 @@ async fn a_webhooks_own_budget_holds_across_a_kill_and_a_restart() {
         "categories": ["HRIS"], "origin_id": "u", "end_user_name": "John Doe", "end_user_email": "a@b.c"}))
     .await
     .expect("connector created");
-    let syncs = format!("{base}/api/v1/connectors/{}/syncs", connector["id"].as_str().unwrap());
-    call(&client, &key, syncs, json!({})).await.expect("sync started");
+    let syncs = format!(
+        "{base}/api/v1/connectors/{}/syncs",
+        connector["id"].as_str().unwrap()
+    );
+    call(&client, &key, syncs, json!({}))
+        .await
+        .expect("sync started");
     let logs = format!("{base}/api/v1/webhooks/logs");
     wait_for("two attempts logged", Duration::from_secs(20), || async {
         let page = fetch(&client, &key, logs.clone()).await;
@@ -310,17 +320,27 @@ async fn a_webhooks_own_budget_holds_across_a_kill_and_a_restart() {
     // Another process takes the delivery where the first left it: six attempts in all.
     let server = serve(&db_url, free_port(), &[]).await;
     let logs = format!("{}/api/v1/webhooks/logs", server.address);
-    let settled = wait_for("the delivery to settle", Duration::from_secs(30), || async {
-        let page = fetch(&client, &key, logs.clone()).await;
-        let log = page["items"][0].clone();
-        (log["status"] != "pending").then_some(log)
-    })
+    let settled = wait_for(
+        "the delivery to settle",
+        Duration::from_secs(30),
+        || async {
+            let page = fetch(&client, &key, logs.clone()).await;
+            let log = page["items"][0].clone();
+            (log["status"] != "pending").then_some(log)
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let made = count.load(Ordering::SeqCst);
     // A claim the kill interrupted counts as an attempt (it may have reached the
     // receiver unlogged); the kill most likely fell in a wait, and then all six are logged.
     let logged = settled["attempts"].as_u64().unwrap() as usize;
-    assert!((5..=6).contains(&made), "{made} attempts for a budget of 6: {settled}");
-    assert!(logged <= made && made - logged <= 1, "{logged} logged of {made}: {settled}");
+    assert!(
+        (5..=6).contains(&made),
+        "{made} attempts for a budget of 6: {settled}"
+    );
+    assert!(
+        logged <= made && made - logged <= 1,
+        "{logged} logged of {made}: {settled}"
+    );
 }

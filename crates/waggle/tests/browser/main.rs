@@ -147,7 +147,10 @@ async fn a_webhook_is_created_tested_edited_and_deleted_in_the_browser() {
             .await;
         assert_eq!(read["is_enabled"], false);
         assert_eq!(read["name"], "Employee changes");
-        assert_eq!(read["retry_policy"], serde_json::json!({"delays": ["5s", "5m"]}));
+        assert_eq!(
+            read["retry_policy"],
+            serde_json::json!({"delays": ["5s", "5m"]})
+        );
         assert_eq!(read["retry_on_status"], serde_json::json!([503]));
         assert_eq!(
             read["events"],

@@ -866,6 +866,11 @@ impl Store for PgStore {
         .fetch_one(&mut *tx)
         .await?;
         let job = rows::job(&PgColumns(&row))?;
+        sqlx::query("UPDATE deliveries SET resent_as = $1 WHERE id = $2")
+            .bind(new_id.as_uuid())
+            .bind(log.as_uuid())
+            .execute(&mut *tx)
+            .await?;
         if lease_until.is_none() {
             notify(&mut tx, WORK_CHANNEL, "").await?;
         }

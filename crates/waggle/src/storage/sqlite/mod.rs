@@ -414,6 +414,8 @@ impl Store for SqliteStore {
                     ],
                     |row| Ok(rows::job(&SqliteRow(row))),
                 )??;
+            conn.prepare_cached("UPDATE deliveries SET resent_as = ? WHERE id = ?")?
+                .execute(rusqlite::params![new_id.to_string(), log])?;
             Ok(Some(job))
         })
         .await
