@@ -52,6 +52,7 @@ pub fn router() -> Router<AppState> {
             "/webhooks/{webhook_id}/test-url",
             post(webhooks::test_url_for_webhook),
         )
+        .route("/webhooks/{webhook_id}/recover", post(webhooks::recover))
         .route(
             "/webhooks/{webhook_id}/enabled",
             post(webhooks::set_enabled),

@@ -164,7 +164,47 @@ pub struct WebhookPage {
     pub csrf: String,
     pub webhook: WebhookRow,
     pub form: WebhookFormView,
+    pub recover: RecoverView,
     pub logs: LogList,
+}
+
+/// The "Recover failed deliveries" form, and the recovery it last started.
+pub struct RecoverView {
+    /// The range as typed (`datetime-local` values, UTC).
+    pub since: String,
+    pub until: String,
+    pub error: Option<String>,
+    /// How the recovery it started is going, in words.
+    pub progress: Option<String>,
+}
+
+impl RecoverView {
+    /// A new form: the last day.
+    pub fn blank() -> Self {
+        let since = crate::domain::time::now() - chrono::Duration::days(1);
+        Self {
+            since: since.format("%Y-%m-%dT%H:%M").to_string(),
+            until: String::new(),
+            error: None,
+            progress: None,
+        }
+    }
+
+    pub fn progress_of(recovery: &crate::domain::recovery::Recovery) -> String {
+        use crate::domain::recovery::RecoveryStatus;
+        let range = format!("{} to {}", when(&recovery.since), when(&recovery.until));
+        match (recovery.status, recovery.deliveries) {
+            (_, 0) => format!("No failed deliveries to recover from {range}."),
+            (RecoveryStatus::Running, n) => format!(
+                "Recovering {n} failed deliveries from {range}: {} sent again so far.",
+                recovery.recovered
+            ),
+            (RecoveryStatus::Done, n) => format!(
+                "Recovered: {} of {n} failed deliveries from {range} sent again.",
+                recovery.recovered
+            ),
+        }
+    }
 }
 
 #[derive(Template)]

@@ -1,5 +1,6 @@
 //! The Webhooks page (the list, "New webhook", "Security" and "API keys") and each
-//! webhook's own page (edit, enable/disable, delete, its logs).
+//! webhook's own page (edit, enable/disable, delete, recover its failed deliveries, its
+//! logs).
 
 use std::collections::HashMap;
 
@@ -14,13 +15,14 @@ use super::extract::{FormData, PathId};
 use super::forms::{test_result, WebhookErrors, WebhookInput};
 use super::session::{Posted, Session};
 use super::views::{
-    self, ApiKeyPage, ApiKeyRow, ConfirmPage, LogList, WebhookFormView, WebhookPage, WebhookRow,
-    WebhooksPage,
+    self, ApiKeyPage, ApiKeyRow, ConfirmPage, LogList, RecoverView, WebhookFormView, WebhookPage,
+    WebhookRow, WebhooksPage,
 };
 use crate::api::error::ApiError;
 use crate::api::{self, AppState};
 use crate::domain::destination::WebhookUrl;
 use crate::domain::ids::{ApiKeyId, WebhookId};
+use crate::domain::recovery;
 use crate::domain::signature::{parse_grace, SignatureKey};
 use crate::domain::time;
 use crate::domain::webhook::{Webhook, WebhookChanges};
@@ -226,6 +228,25 @@ async fn webhook_page(
     form: WebhookFormView,
     query: &HashMap<String, String>,
 ) -> Result<Response, PageError> {
+    let mut recover = RecoverView::blank();
+    if let Some(id) = query.get("recovery").and_then(|id| id.parse().ok()) {
+        let recovery = state
+            .store
+            .recovery(session.org_id, webhook.webhook_id, id)
+            .await?;
+        recover.progress = recovery.as_ref().map(RecoverView::progress_of);
+    }
+    recovery_page(state, session, webhook, form, recover, query).await
+}
+
+async fn recovery_page(
+    state: &AppState,
+    session: &Session,
+    webhook: &Webhook,
+    form: WebhookFormView,
+    recover: RecoverView,
+    query: &HashMap<String, String>,
+) -> Result<Response, PageError> {
     let cursor = query.get("cursor").map(String::as_str);
     let before = api::pagination::decode(cursor).unwrap_or(None);
     let filter = LogFilter {
@@ -257,8 +278,13 @@ async fn webhook_page(
         webhook: WebhookRow::from(webhook),
         logs,
         form,
+        recover,
     };
-    render(status_for(&page.form), &page)
+    let status = match page.recover.error {
+        Some(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        None => status_for(&page.form),
+    };
+    render(status, &page)
 }
 
 pub async fn detail_page(
@@ -298,6 +324,54 @@ pub async fn update(
         Err(errors) => {
             let form = edit_form(webhook.webhook_id, &input, *errors);
             webhook_page(&state, &session, &webhook, form, &HashMap::new()).await
+        }
+    }
+}
+
+/// "Recover failed": starts a recovery of the range typed, then shows how it goes.
+pub async fn recover(
+    State(state): State<AppState>,
+    PathId(id): PathId<WebhookId>,
+    Posted { session, form }: Posted,
+) -> Result<Response, PageError> {
+    let webhook = find(&state, &session, id).await?;
+    let (since, until) = (
+        form.get("since").unwrap_or("").trim(),
+        form.get("until").unwrap_or("").trim(),
+    );
+    let until = (!until.is_empty()).then_some(until);
+    match recovery::parse_range(since, until, time::now()) {
+        Ok(range) => {
+            let recovery = state
+                .store
+                .start_recovery(session.org_id, id, &range)
+                .await?;
+            state.recovering.notify_one();
+            tracing::info!(recovery_id = %recovery.id, webhook_id = %id, org_id = %session.org_id, "recovery started in the dashboard");
+            Ok(see_other(&format!(
+                "/webhooks/{id}?recovery={}#recover",
+                recovery.id
+            )))
+        }
+        Err(problems) => {
+            let recover = RecoverView {
+                since: since.to_owned(),
+                until: until.unwrap_or_default().to_owned(),
+                error: Some(
+                    problems
+                        .into_iter()
+                        .map(|(_, invalid)| invalid.message)
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
+                progress: None,
+            };
+            let form = edit_form(
+                id,
+                &WebhookInput::from_webhook(&webhook),
+                WebhookErrors::default(),
+            );
+            recovery_page(&state, &session, &webhook, form, recover, &HashMap::new()).await
         }
     }
 }

@@ -562,3 +562,91 @@ async fn a_webhook_disabled_by_waggle_shows_why_until_enabled_again() {
     assert_eq!(w["is_enabled"], true);
     assert_eq!(w["disabled_reason"], serde_json::Value::Null);
 }
+
+#[tokio::test]
+async fn failed_deliveries_are_recovered_from_the_webhooks_page() {
+    let app = spawn_app().await;
+    let failing = crate::support::Receiver::start(503).await;
+    let webhook_id = app
+        .create_webhook(&app.first, "Failing", &failing.url("/h"))
+        .await;
+    app.start_sync(&app.first).await;
+    wait_for(
+        "the failed delivery",
+        std::time::Duration::from_secs(20),
+        || async {
+            let logs = app.logs(&app.first).await;
+            logs.first()
+                .filter(|l| l["response_code"] == 503)
+                .map(|_| ())
+        },
+    )
+    .await;
+    let mut visitor = Visitor::new(&app);
+    visitor.sign_in(&app.first.email, PASSWORD).await;
+    let path = format!("/webhooks/{webhook_id}");
+    let page = visitor.get(&path).await;
+    assert!(page.body.contains("Recover failed deliveries"));
+    let csrf = page.csrf();
+    let action = format!("{path}/recover");
+
+    // A range that does not hold is the form's error, and nothing is sent.
+    for (since, until, error) in [
+        ("", "", "invalid datetime"),
+        ("2020-01-01T00:00", "2020-03-01T00:00", "at most 31 days"),
+        ("2030-01-01T00:00", "", "must be before"),
+    ] {
+        let page = visitor
+            .post(
+                &action,
+                &[("csrf_token", &csrf), ("since", since), ("until", until)],
+            )
+            .await;
+        assert_eq!(
+            page.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{since}..{until}"
+        );
+        assert!(page.body.contains("id=\"recover-error\""), "{}", page.body);
+        assert!(page.body.contains(error), "{error}: {}", page.body);
+        assert!(
+            page.body.contains(&format!("value=\"{since}\"")),
+            "what was typed stays"
+        );
+    }
+    assert_eq!(failing.count(), 1);
+
+    // The last hour: the one failure is sent again, and the page says so.
+    let since = (chrono::Utc::now() - chrono::Duration::hours(1))
+        .format("%Y-%m-%dT%H:%M")
+        .to_string();
+    let page = visitor
+        .post(
+            &action,
+            &[("csrf_token", &csrf), ("since", &since), ("until", "")],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    let location = page.location.expect("a redirect to the recovery");
+    assert!(
+        location.starts_with(&format!("{path}?recovery=")),
+        "{location}"
+    );
+    wait_for(
+        "the delivery sent again",
+        std::time::Duration::from_secs(20),
+        || async { (failing.count() == 2).then_some(()) },
+    )
+    .await;
+    // The page reads the recovery as it is: done once its delivery is made.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let shown = loop {
+        let page = visitor.get(&location).await;
+        if page.body.contains("Recovered: 1 of 1 failed deliveries") {
+            break page.body;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", page.body);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(shown.contains("id=\"recover-progress\""));
+}

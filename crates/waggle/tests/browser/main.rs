@@ -229,6 +229,12 @@ async fn a_delivery_shows_in_the_logs_with_its_request_and_response() {
             .goto(&app.url(&format!("/webhooks/{webhook_id}")))
             .await;
         assert_eq!(browser.find_all("#logs .log-row").await.len(), 1);
+        // Recover failed, over the last day the form offers: nothing failed.
+        browser.click("#recover-failed").await;
+        browser
+            .wait_for_text("No failed deliveries to recover")
+            .await;
+        assert_eq!(receiver.count(), 1, "nothing sent again");
 
         // The delivery: request headers and body, response status, headers and body.
         browser.click("#logs .log-row .row-link").await;
