@@ -46,7 +46,8 @@ pub struct LogOut {
     pub end_user_name: String,
     pub origin_id: String,
     pub webhook_action: EventType,
-    /// `pending`, `delivered`, `failed` or `cancelled`.
+    /// `pending`, `blocked` (waiting for an earlier delivery of its connector, to a webhook
+    /// that wants them in order), `delivered`, `failed` or `cancelled`.
     #[schema(example = "delivered")]
     pub status: String,
     pub attempts: u32,

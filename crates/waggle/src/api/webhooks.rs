@@ -68,6 +68,8 @@ pub struct WebhookIn {
     /// Statuses among 408, 425, 429, 500, 502, 503 and 504; defaults to none.
     #[schema(max_items = 7)]
     retry_on_status: Option<Vec<u16>>,
+    /// Each connector's events in the order accepted; defaults to false.
+    ordered: Option<bool>,
 }
 
 /// Changes to a webhook: any of its fields; those absent stay as they are.
@@ -89,6 +91,7 @@ pub struct WebhookPatch {
     retry_policy: Option<serde_json::Value>,
     #[schema(max_items = 7)]
     retry_on_status: Option<Vec<u16>>,
+    ordered: Option<bool>,
 }
 
 impl WebhookIn {
@@ -111,6 +114,7 @@ impl WebhookIn {
                 schedule: schedule.unwrap_or_default(),
                 on_status: on_status.unwrap_or_default(),
             },
+            ordered: self.ordered.unwrap_or(false),
         })
     }
 }
@@ -138,6 +142,7 @@ impl WebhookPatch {
             is_enabled: self.is_enabled,
             retry_policy: parse_retry_policy(&mut p, self.retry_policy.as_ref()),
             retry_on_status: parse_retry_on_status(&mut p, self.retry_on_status.as_deref()),
+            ordered: self.ordered,
         };
         p.finish()?;
         Ok(changes)

@@ -40,6 +40,8 @@ pub struct WebhookInput {
     /// The waits of a custom schedule, comma-separated (`5s, 5m, 1h`).
     pub retry_delays: String,
     pub retry_on_status: Vec<String>,
+    /// Each connector's events in the order accepted.
+    pub ordered: bool,
 }
 
 /// Each field's problem, in the words of the domain's parsers.
@@ -63,6 +65,7 @@ impl WebhookInput {
             retry_policy: form.get("retry_policy").unwrap_or("").to_owned(),
             retry_delays: form.get("retry_delays").unwrap_or("").to_owned(),
             retry_on_status: form.all("retry_on_status"),
+            ordered: form.get("ordered").is_some(),
         }
     }
 
@@ -100,6 +103,7 @@ impl WebhookInput {
                 _ => String::new(),
             },
             retry_on_status: webhook.retry_on_status.iter().map(u16::to_string).collect(),
+            ordered: webhook.ordered,
         }
     }
 
@@ -163,6 +167,7 @@ impl WebhookInput {
                         schedule,
                         on_status,
                     },
+                    ordered: self.ordered,
                 })
             }
             (url, name, environment, events, schedule, on_status) => Err(Box::new(WebhookErrors {
@@ -189,6 +194,7 @@ impl WebhookInput {
             is_enabled: None,
             retry_policy: Some(new.retry.schedule),
             retry_on_status: Some(new.retry.on_status),
+            ordered: Some(new.ordered),
         })
     }
 
@@ -231,6 +237,7 @@ impl WebhookInput {
                 })
                 .collect(),
             retry_delays: self.retry_delays.clone(),
+            ordered: self.ordered,
             statuses: RETRIABLE_STATUSES
                 .iter()
                 .zip(STATUS_NAMES)
@@ -323,6 +330,7 @@ mod tests {
             retry_policy: "delays".into(),
             retry_delays: "5s, 2d".into(),
             retry_on_status: vec!["404".into()],
+            ordered: false,
         };
         let errors = input.parse(&DestinationPolicy::default()).unwrap_err();
         assert!(errors.url.is_some());
@@ -345,6 +353,7 @@ mod tests {
             retry_policy: "delays".into(),
             retry_delays: "5s, 1m,".into(),
             retry_on_status: vec!["503".into(), "429".into()],
+            ordered: true,
         };
         let new = input.parse(&DestinationPolicy::default()).unwrap();
         assert_eq!(

@@ -288,6 +288,7 @@ pub struct WebhookFormView {
     /// The retry schedules, one checked.
     pub schedules: Vec<Choice>,
     pub retry_delays: String,
+    pub ordered: bool,
     /// The statuses that may be retried, those chosen checked.
     pub statuses: Vec<Choice>,
     pub url_error: Option<String>,
@@ -441,6 +442,7 @@ impl From<&LogEntry> for LogRow {
             ),
             (None, "pending") if e.attempt_count > 0 => ("Retrying".to_owned(), "pending"),
             (None, "pending") => ("Pending".to_owned(), "pending"),
+            (None, "blocked") => ("Blocked · waits for the one before".to_owned(), "pending"),
             (None, "cancelled") => ("Cancelled".to_owned(), "warn"),
             (None, _) => (
                 format!(

@@ -140,6 +140,11 @@ impl Dispatcher {
         (self.inner.config.max_jobs).saturating_sub(self.inner.jobs.available_permits())
     }
 
+    /// Has the poller look for due work now rather than at its next turn.
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
     pub fn has_room(&self, webhook: WebhookId) -> bool {
         self.inner.jobs.available_permits() > 0 && self.inner.lanes().has_room(webhook)
     }
@@ -320,6 +325,7 @@ impl Inner {
                 state,
                 last_error,
                 lease_until: None,
+                ordered_by: job.ordered_by,
             }
         };
         // A first attempt is made under any rules; a retry needs its webhook's.
@@ -530,7 +536,9 @@ impl Inner {
                 _ => None,
             })
             .min();
-        let mut wake = self.starved.swap(false, Ordering::AcqRel);
+        // The end of an ordered delivery made the next one due: the poller takes it now.
+        let mut wake = self.starved.swap(false, Ordering::AcqRel)
+            | outcomes.iter().any(|o| o.lets_next_go().is_some());
         if let Some(at) = earliest {
             let mut current = self.earliest_retry.lock().expect("dispatcher lock");
             wake |= current.is_none_or(|c| at < c);

@@ -61,9 +61,13 @@ pub async fn emit(
                 body: Bytes::from(rendered.body_for(w.webhook_id, &w.url)),
                 // A webhook this node has no room for gets its delivery unclaimed: the
                 // poller (here or on another node) takes it when there is room, and the
-                // API call does not pay for handing it over and back.
+                // API call does not pay for handing it over and back. So does a webhook
+                // that wants its connectors' events in order: the store decides whether
+                // the delivery is due or waits behind another, and the poller takes it
+                // when it is due.
                 lease_until: lease_until
-                    .filter(|_| dispatcher.is_some_and(|d| d.has_room(w.webhook_id))),
+                    .filter(|_| !w.ordered && dispatcher.is_some_and(|d| d.has_room(w.webhook_id))),
+                ordered_by: w.ordered.then_some(connector.id),
             })
             .collect();
         jobs.extend(
@@ -79,6 +83,7 @@ pub async fn emit(
                     attempt_number: 1,
                     attempts_recorded: 0,
                     first_attempt_at: None,
+                    ordered_by: None,
                 }),
         );
         records.push(NewEvent {
@@ -102,6 +107,10 @@ pub async fn emit(
     }
     if let Some(dispatcher) = dispatcher {
         dispatcher.submit(jobs).await;
+        let mut deliveries = records.iter().flat_map(|r| r.deliveries.iter());
+        if deliveries.any(|d| d.ordered_by.is_some()) {
+            dispatcher.wake();
+        }
     }
     Ok(emitted)
 }

@@ -92,29 +92,3 @@ typed_id!(
     /// One recovery: the failed deliveries of a webhook in a range, made anew.
     RecoveryId
 );
-
-impl DeliveryId {
-    /// The least id a delivery made at `at` (to the millisecond) can have: ids are
-    /// UUIDv7, so the deliveries made in a range of time are a range of ids.
-    pub fn first_at(at: &chrono::DateTime<chrono::Utc>) -> Self {
-        let millis = at.timestamp_millis().max(0) as u128 & ((1 << 48) - 1);
-        Self(Uuid::from_u128((millis << 80) | (0x7 << 76) | (0b10 << 62)))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_delivery_made_at_a_time_is_not_before_the_first_id_of_that_time() {
-        let before = chrono::Utc::now();
-        let made = DeliveryId::new();
-        let after = before + chrono::Duration::milliseconds(2);
-        assert!(DeliveryId::first_at(&before) <= made);
-        assert!(made < DeliveryId::first_at(&after));
-        assert_eq!(DeliveryId::first_at(&before).as_uuid().get_version_num(), 7);
-        // Their text forms sort alike, as SQLite compares them.
-        assert!(DeliveryId::first_at(&before).to_string() <= made.to_string());
-    }
-}

@@ -42,6 +42,10 @@ pub struct Webhook {
     /// answer is honoured up to the next wait of the schedule.
     #[schema(value_type = Vec<u16>, example = json!([429, 503]))]
     pub retry_on_status: Vec<u16>,
+    /// The events of each connector arrive in the order the API accepted them: a delivery
+    /// waits (`blocked` in the logs) until the one before it, of the same connector, has
+    /// succeeded or ended.
+    pub ordered: bool,
 }
 
 impl Webhook {
@@ -67,6 +71,7 @@ pub struct NewWebhook {
     pub events: Vec<EventType>,
     pub is_enabled: bool,
     pub retry: RetryRules,
+    pub ordered: bool,
 }
 
 /// Changes to a webhook, every present field parsed.
@@ -79,6 +84,7 @@ pub struct WebhookChanges {
     pub is_enabled: Option<bool>,
     pub retry_policy: Option<RetrySchedule>,
     pub retry_on_status: Option<Vec<u16>>,
+    pub ordered: Option<bool>,
 }
 
 pub fn parse_name(value: &str) -> Result<String, Invalid> {
@@ -105,6 +111,7 @@ mod tests {
             disabled_at: None,
             retry_policy: RetrySchedule::Standard,
             retry_on_status: Vec::new(),
+            ordered: false,
         };
         assert!(hook.wants(Environment::Production, EventType::ConnectorSynced));
         assert!(!hook.wants(Environment::Development, EventType::ConnectorSynced));

@@ -338,6 +338,9 @@ pub struct NewDelivery {
     pub body: Bytes,
     /// Set when the creating node hands the delivery to its own dispatcher at once.
     pub lease_until: Option<Timestamp>,
+    /// The connector whose events its webhook wants in order: the delivery waits until
+    /// the ones before it, to that webhook and of that connector, have ended.
+    pub ordered_by: Option<ConnectorId>,
 }
 
 /// A delivery's next attempt, as the dispatcher needs it.
@@ -355,6 +358,8 @@ pub struct DeliveryJob {
     pub attempts_recorded: u32,
     /// When the first recorded attempt started: the retry window's origin.
     pub first_attempt_at: Option<Timestamp>,
+    /// See [`NewDelivery::ordered_by`]: its end lets the next one go.
+    pub ordered_by: Option<ConnectorId>,
 }
 
 /// How much one claim may take (see [`Store::claim_due`]): the room the dispatcher has
@@ -392,6 +397,19 @@ pub struct DeliveryOutcome {
     pub last_error: Option<String>,
     /// How long a scheduled retry stays claimed by this node.
     pub lease_until: Option<Timestamp>,
+    /// The job's: a final outcome makes the next delivery of this connector due.
+    pub ordered_by: Option<ConnectorId>,
+}
+
+impl DeliveryOutcome {
+    /// The webhook and connector whose next delivery this outcome lets go, if it ends an
+    /// ordered delivery.
+    pub fn lets_next_go(&self) -> Option<(WebhookId, ConnectorId)> {
+        match self.state {
+            DeliveryState::RetryScheduled { .. } => None,
+            _ => self.ordered_by.map(|c| (self.webhook_id, c)),
+        }
+    }
 }
 
 /// What a batch of outcomes says of each webhook it made attempts to: when it was last
@@ -632,6 +650,7 @@ mod tests {
     fn attempt(webhook: WebhookId, at: Timestamp, status: Option<u16>) -> DeliveryOutcome {
         let delivery_id = DeliveryId::new();
         DeliveryOutcome {
+            ordered_by: None,
             delivery_id,
             webhook_id: webhook,
             attempt: Some(Attempt {

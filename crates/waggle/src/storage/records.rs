@@ -254,11 +254,9 @@ fn recoverable<D: Db>(columns: &str, recovery: &Recovery) -> Sql {
     let mut sql = D::sql(format!("SELECT {columns} FROM deliveries WHERE org_id = "));
     sql.bind(recovery.org_id);
     sql.push(" AND webhook_id = ").bind(recovery.webhook_id);
-    sql.push(" AND id >= ")
-        .bind(DeliveryId::first_at(&recovery.since));
-    sql.push(" AND id < ").bind(DeliveryId::first_at(
-        &(recovery.until + chrono::Duration::seconds(1)),
-    ));
+    sql.push(" AND id >= ").bind(first_id_at(recovery.since));
+    sql.push(" AND id < ")
+        .bind(first_id_at(recovery.until + chrono::Duration::seconds(1)));
     sql.push(" AND created_at >= ").bind(recovery.since);
     sql.push(" AND created_at < ").bind(recovery.until);
     sql.push(
@@ -649,6 +647,7 @@ impl<D: Db> Records for D {
             disabled_at: None,
             retry_policy: new.retry.schedule.clone(),
             retry_on_status: new.retry.on_status.clone(),
+            ordered: new.ordered,
         };
         let insert = sql::insert(
             D::DIALECT,
@@ -721,6 +720,9 @@ impl<D: Db> Records for D {
         }
         if let Some(statuses) = &changes.retry_on_status {
             set.push(("retry_on_status", rows::json_text(statuses).into()));
+        }
+        if let Some(ordered) = changes.ordered {
+            set.push(("ordered", ordered.into()));
         }
         let update = sql::update(
             D::DIALECT,
@@ -1215,8 +1217,9 @@ pub(super) fn first_id_at(at: Timestamp) -> uuid::Uuid {
 /// What [`rows::log_entry`] reads, of a delivery `d` whose event's fields are in `e`.
 fn log_columns(e: &str) -> String {
     format!(
-        "d.id, d.webhook_id, d.webhook_name, {e}.connector_id, {e}.event_type, d.url, d.status, \
-         d.response_code, d.attempt_count, d.last_error, {e}.integration_name, \
+        "d.id, d.webhook_id, d.webhook_name, {e}.connector_id, {e}.event_type, d.url, \
+         CASE WHEN d.status = 'pending' AND d.next_attempt_at IS NULL THEN 'blocked' \
+         ELSE d.status END AS status, d.response_code, d.attempt_count, d.last_error, {e}.integration_name, \
          {e}.end_user_name, {e}.origin_id, d.created_at, d.next_attempt_at"
     )
 }

@@ -34,6 +34,7 @@ pub(super) trait Row {
     fn flag(&self, column: &str) -> StoreResult<bool>;
     fn opt_blob(&self, column: &str) -> StoreResult<Option<Vec<u8>>>;
     fn uuid(&self, column: &str) -> StoreResult<Uuid>;
+    fn opt_uuid(&self, column: &str) -> StoreResult<Option<Uuid>>;
     fn opt_time(&self, column: &str) -> StoreResult<Option<Timestamp>>;
 }
 
@@ -273,7 +274,8 @@ pub(super) fn remembered(row: &dyn Row) -> StoreResult<Remembered> {
 }
 
 pub(super) const WEBHOOK_COLUMNS: &str = "id, org_id, name, url, type, events, is_enabled, \
-     created_at, last_triggered_at, disabled_reason, disabled_at, retry_policy, retry_on_status";
+     created_at, last_triggered_at, disabled_reason, disabled_at, retry_policy, retry_on_status, \
+     ordered";
 
 pub(super) fn webhook(row: &dyn Row) -> StoreResult<Webhook> {
     Ok(Webhook {
@@ -291,6 +293,7 @@ pub(super) fn webhook(row: &dyn Row) -> StoreResult<Webhook> {
         retry_policy: RetrySchedule::parse(&json(row, "retry_policy")?)
             .map_err(|e| corrupt(format!("retry_policy: {e}")))?,
         retry_on_status: json(row, "retry_on_status")?,
+        ordered: row.flag("ordered")?,
     })
 }
 
@@ -310,6 +313,7 @@ pub(super) fn webhook_values(w: &Webhook) -> Vec<Value> {
         w.disabled_at.into(),
         json_text(&w.retry_policy).into(),
         json_text(&w.retry_on_status).into(),
+        w.ordered.into(),
     ]
 }
 
@@ -465,7 +469,8 @@ pub(super) fn body(row: &dyn Row) -> StoreResult<Bytes> {
 }
 
 /// A claimed delivery, from a row with [`body`]'s columns, `id`, `org_id`, the counts
-/// `attempt_count` and `attempts_started` (this claim's included) and `first_attempt_at`.
+/// `attempt_count` and `attempts_started` (this claim's included), `first_attempt_at`
+/// and `ordered_by`.
 pub(super) fn job(row: &dyn Row) -> StoreResult<DeliveryJob> {
     Ok(DeliveryJob {
         id: id(row, "id")?,
@@ -476,6 +481,7 @@ pub(super) fn job(row: &dyn Row) -> StoreResult<DeliveryJob> {
         attempt_number: count(row, "attempts_started")?,
         attempts_recorded: count(row, "attempt_count")?,
         first_attempt_at: row.opt_time("first_attempt_at")?,
+        ordered_by: row.opt_uuid("ordered_by")?.map(ConnectorId::from),
     })
 }
 

@@ -16,6 +16,7 @@ mod memory;
 mod metrics;
 mod multinode;
 mod openapi;
+mod ordered;
 mod outage;
 mod recover;
 mod retention;

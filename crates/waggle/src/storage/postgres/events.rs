@@ -170,7 +170,15 @@ impl Batches {
             .iter()
             .map(|(sync, _, _)| records::sync_change(Dialect::Postgres, sync))
             .collect();
-        if changes.iter().all(Option::is_none) && calls.iter().all(|(_, _, r)| r.is_none()) {
+        let orders = calls
+            .iter()
+            .flat_map(|(_, events, _)| events.iter())
+            .flat_map(|e| e.deliveries.iter())
+            .filter_map(|d| Some((d.webhook_id, d.ordered_by?)));
+        if changes.iter().all(Option::is_none)
+            && calls.iter().all(|(_, _, r)| r.is_none())
+            && orders.clone().next().is_none()
+        {
             let events: Vec<&NewEvent> = calls.iter().flat_map(|(_, e, _)| e.iter()).collect();
             self.insert(&mut *self.pool.acquire().await?, &events)
                 .await?;
@@ -178,6 +186,7 @@ impl Batches {
             return Ok(results);
         }
         let mut tx = self.pool.begin().await?;
+        super::lock_orders(&mut tx, orders).await?;
         let mut events: Vec<&NewEvent> = Vec::new();
         for ((_, call_events, remember), change) in calls.iter().zip(&changes) {
             // Two nodes given one key at once: its row orders them, and the second finds
@@ -223,6 +232,16 @@ impl Batches {
             .flat_map(|r| r.deliveries.iter().map(move |d| (&r.event, d)))
             .collect();
         let unclaimed = deliveries.iter().any(|(_, d)| d.lease_until.is_none());
+        // A delivery behind another of the same order in this very statement waits: the
+        // statement does not see its own rows.
+        let mut orders = std::collections::HashSet::new();
+        let behind: Vec<bool> = deliveries
+            .iter()
+            .map(|(_, d)| {
+                d.ordered_by
+                    .is_some_and(|c| !orders.insert((d.webhook_id, c)))
+            })
+            .collect();
         let claimant = |d: &NewDelivery| d.lease_until.map(|_| self.node);
         // Data-modifying CTEs all run, in one statement: the deliveries' foreign key to
         // their event is checked at its end, when the events are there.
@@ -234,16 +253,20 @@ impl Batches {
              new_deliveries AS (INSERT INTO deliveries (id, org_id, event_id, webhook_id, \
                webhook_name, connector_id, event_type, integration_name, end_user_name, \
                origin_id, url, status, created_at, next_attempt_at, lease_until, claimed_by, \
-               attempts_started) \
+               attempts_started, ordered_by) \
                SELECT id, org_id, event_id, webhook_id, webhook_name, connector_id, event_type, \
                integration_name, end_user_name, origin_id, url, 'pending', created_at, \
-               created_at, lease_until, claimed_by, attempts_started \
+               CASE WHEN behind OR (ordered_by IS NOT NULL AND EXISTS (SELECT 1 FROM deliveries p \
+                 WHERE p.webhook_id = v.webhook_id AND p.ordered_by = v.ordered_by \
+                 AND p.status = 'pending')) THEN NULL ELSE created_at END, \
+               lease_until, claimed_by, attempts_started, ordered_by \
                FROM UNNEST($8::uuid[], $9::uuid[], $10::uuid[], $11::uuid[], $12::text[], \
                $13::uuid[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], \
-               $19::timestamptz[], $20::timestamptz[], $21::uuid[], $22::int4[]) \
+               $19::timestamptz[], $20::timestamptz[], $21::uuid[], $22::int4[], $25::uuid[], \
+               $26::bool[]) \
                AS v (id, org_id, event_id, webhook_id, webhook_name, connector_id, event_type, \
                integration_name, end_user_name, origin_id, url, created_at, lease_until, \
-               claimed_by, attempts_started)) \
+               claimed_by, attempts_started, ordered_by, behind)) \
              SELECT pg_notify($23, '') WHERE $24",
         )
         .bind(column(events, |r| r.event.id.as_uuid()))
@@ -274,6 +297,10 @@ impl Batches {
         .bind(column(&deliveries, |(_, d)| d.lease_until.is_some() as i32))
         .bind(WORK_CHANNEL)
         .bind(unclaimed)
+        .bind(column(&deliveries, |(_, d)| {
+            d.ordered_by.map(|c| c.as_uuid())
+        }))
+        .bind(&behind)
         .execute(conn)
         .await?;
         Ok(())

@@ -254,6 +254,33 @@ impl Notifications {
     }
 }
 
+/// Takes, in one order, the locks of the webhooks and connectors whose ordered deliveries
+/// a transaction adds or ends, until it ends. A delivery added waits when another of its
+/// webhook and connector is pending, and the end of one lets the next go: under the lock,
+/// each sees what the other committed (two nodes at once cannot both find no delivery
+/// ahead, nor can an end miss a delivery added at the same moment). Taken before any
+/// row lock, and sorted, so that two transactions cannot wait for each other.
+pub(super) async fn lock_orders(
+    conn: &mut PgConnection,
+    orders: impl Iterator<Item = (WebhookId, ConnectorId)>,
+) -> StoreResult<()> {
+    let mut keys: Vec<i64> = orders
+        .map(|(webhook, connector)| {
+            let mixed = webhook.as_uuid().as_u128() ^ connector.as_uuid().as_u128().rotate_left(64);
+            ((mixed >> 64) as u64 ^ mixed as u64) as i64
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    for key in keys {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(key)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
 async fn notify(conn: &mut PgConnection, channel: &str, payload: &str) -> StoreResult<()> {
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(channel)
@@ -284,6 +311,9 @@ impl Row for PgColumns<'_> {
         Ok(self.0.try_get(column)?)
     }
     fn uuid(&self, column: &str) -> StoreResult<Uuid> {
+        Ok(self.0.try_get(column)?)
+    }
+    fn opt_uuid(&self, column: &str) -> StoreResult<Option<Uuid>> {
         Ok(self.0.try_get(column)?)
     }
     fn opt_time(&self, column: &str) -> StoreResult<Option<Timestamp>> {
@@ -333,7 +363,7 @@ const CLAIM: &str = "UPDATE deliveries d SET lease_until = $1, claimed_by = $2, 
      attempts_started = d.attempts_started + 1";
 const CLAIMED: &str = "RETURNING d.id, d.org_id, d.webhook_id, d.url, d.body, d.event_type, \
      (SELECT e.shared_body FROM events e WHERE e.id = d.event_id) AS shared_body, \
-     d.attempt_count, d.attempts_started, d.first_attempt_at";
+     d.attempt_count, d.attempts_started, d.first_attempt_at, d.ordered_by";
 
 fn uuids(ids: &[DeliveryId]) -> Vec<Uuid> {
     ids.iter().map(DeliveryId::as_uuid).collect()
@@ -450,11 +480,14 @@ impl PgStore {
         let attempts = distinct_attempts(sorted);
         let mut chunks = attempt_chunks(&attempts);
         let last = chunks.pop().unwrap_or_default();
-        if chunks.is_empty() {
+        let next_go: Vec<(WebhookId, ConnectorId)> =
+            sorted.iter().filter_map(|o| o.lets_next_go()).collect();
+        if chunks.is_empty() && next_go.is_empty() {
             let mut conn = self.pool.acquire().await?;
             return self.apply_outcomes(&mut conn, &changes, last, sorted).await;
         }
         let mut tx = self.pool.begin().await?;
+        lock_orders(&mut tx, next_go.iter().copied()).await?;
         // The deliveries are locked first, in id order (see `apply_outcomes`): the
         // attempts' foreign keys lock them too, in no order of their own.
         sqlx::query("SELECT 1 FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE")
@@ -468,6 +501,25 @@ impl PgStore {
                 .await?;
         }
         self.apply_outcomes(&mut tx, &changes, last, sorted).await?;
+        let now = time::now();
+        let mut let_go = 0;
+        for (webhook, connector) in &next_go {
+            // The first pending delivery of the webhook and connector, when it waits.
+            let_go += sqlx::query(
+                "UPDATE deliveries SET next_attempt_at = $3 WHERE id = (SELECT id \
+                 FROM deliveries WHERE webhook_id = $1 AND ordered_by = $2 \
+                 AND status = 'pending' ORDER BY id LIMIT 1) AND next_attempt_at IS NULL",
+            )
+            .bind(webhook.as_uuid())
+            .bind(connector.as_uuid())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        if let_go > 0 {
+            notify(&mut tx, WORK_CHANNEL, "").await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -852,7 +904,8 @@ impl Store for PgStore {
              SELECT $1, org_id, event_id, webhook_id, $2, connector_id, event_type, integration_name, \
              end_user_name, origin_id, $3, $9, 'pending', $4, $4, $5, $6, $7 FROM deliveries \
              WHERE id = $8 RETURNING id, org_id, webhook_id, url, body, event_type, \
-             NULL::bytea AS shared_body, attempt_count, attempts_started, first_attempt_at",
+             NULL::bytea AS shared_body, attempt_count, attempts_started, first_attempt_at, \
+             NULL::uuid AS ordered_by",
         )
         .bind(new_id.as_uuid())
         .bind(webhook_name)
@@ -1052,6 +1105,7 @@ mod tests {
     fn outcome(id: DeliveryId, state: DeliveryState, attempted: bool) -> DeliveryOutcome {
         let started_at = time::now();
         DeliveryOutcome {
+            ordered_by: None,
             delivery_id: id,
             webhook_id: WebhookId::new(),
             attempt: attempted.then(|| Attempt {

@@ -649,7 +649,7 @@ fn claim_due(conn: &Connection, claim: &Claim) -> rusqlite::Result<StoreResult<V
     // is the only writer of the rows it reads.
     let mut read = conn.prepare_cached(
         "SELECT id, org_id, webhook_id, url, body, attempt_count, attempts_started + 1, \
-         first_attempt_at, event_id FROM deliveries WHERE rowid = ?",
+         first_attempt_at, event_id, ordered_by FROM deliveries WHERE rowid = ?",
     )?;
     let mut take = conn.prepare_cached(
         "UPDATE deliveries SET attempts_started = attempts_started + 1, lease_until = ? \
@@ -698,6 +698,15 @@ fn claim_due(conn: &Connection, claim: &Claim) -> rusqlite::Result<StoreResult<V
             attempts_recorded: row.get::<_, i64>(5)? as u32,
             attempt_number: row.get::<_, i64>(6)? as u32,
             first_attempt_at: row.get::<_, Option<i64>>(7)?.map(time::from_micros),
+            ordered_by: match row.get::<_, Option<String>>(9)?.map(|c| c.parse()) {
+                Some(Ok(connector)) => Some(connector),
+                Some(Err(_)) => {
+                    return Ok(Err(StoreError::Corrupt(format!(
+                        "bad ordered_by in claimed delivery {delivery}"
+                    ))))
+                }
+                None => None,
+            },
         });
         drop(rows);
         take.execute(params![lease_until, rowid])?;
@@ -821,10 +830,16 @@ fn insert_events(conn: &Connection, events: &[NewEvent]) -> rusqlite::Result<()>
          shared_body, integration_name, end_user_name, origin_id) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?;
+    // A delivery its webhook wants in order waits, with no next attempt, while another of
+    // its webhook and connector is pending (this thread is the only writer: the rows it
+    // reads are all there).
     let mut insert_delivery = conn.prepare_cached(
         "INSERT INTO deliveries (id, org_id, event_id, webhook_id, webhook_name, url, status, \
-         created_at, next_attempt_at, lease_until, attempts_started) \
-         VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
+         created_at, next_attempt_at, lease_until, attempts_started, ordered_by) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, \
+         CASE WHEN ?10 IS NOT NULL AND EXISTS (SELECT 1 FROM deliveries \
+           WHERE webhook_id = ?4 AND ordered_by = ?10 AND status = 'pending') \
+         THEN NULL ELSE ?7 END, ?8, ?9, ?10)",
     )?;
     for NewEvent {
         event,
@@ -856,9 +871,9 @@ fn insert_events(conn: &Connection, events: &[NewEvent]) -> rusqlite::Result<()>
                 d.webhook_name,
                 d.url,
                 created,
-                created,
                 d.lease_until.as_ref().map(to_micros),
                 d.lease_until.is_some() as i64,
+                d.ordered_by.map(|c| c.to_string()),
             ])?;
         }
     }
@@ -906,6 +921,16 @@ fn write_outcomes(conn: &Connection, outcomes: &[DeliveryOutcome]) -> rusqlite::
             finished,
             delivery_id,
         ])?;
+    }
+    // The end of an ordered delivery lets the next one of its webhook and connector go:
+    // the first pending one, when it waits.
+    let mut let_next_go = conn.prepare_cached(
+        "UPDATE deliveries SET next_attempt_at = ?3 WHERE rowid = (SELECT rowid \
+         FROM deliveries WHERE webhook_id = ?1 AND ordered_by = ?2 AND status = 'pending' \
+         ORDER BY id LIMIT 1) AND next_attempt_at IS NULL",
+    )?;
+    for (webhook, connector) in outcomes.iter().filter_map(DeliveryOutcome::lets_next_go) {
+        let_next_go.execute(params![webhook.to_string(), connector.to_string(), now])?;
     }
     // Every attempt triggers its webhook, whether or not its outcome still applied.
     let mut update_webhook = conn.prepare_cached(

@@ -187,6 +187,12 @@ impl Row for SqliteRow<'_, '_> {
             .map_err(|e| rows::corrupt(format!("{column}: {e}")))?;
         Uuid::parse_str(text).map_err(|_| rows::corrupt(format!("bad id in {column}: {text}")))
     }
+    fn opt_uuid(&self, column: &str) -> StoreResult<Option<Uuid>> {
+        match self.0.get_ref(column)? {
+            rusqlite::types::ValueRef::Null => Ok(None),
+            _ => self.uuid(column).map(Some),
+        }
+    }
     fn opt_time(&self, column: &str) -> StoreResult<Option<Timestamp>> {
         Ok(self.0.get::<_, Option<i64>>(column)?.map(from_micros))
     }
@@ -398,7 +404,8 @@ impl Store for SqliteStore {
                      SELECT ?, org_id, event_id, webhook_id, ?, ?, ?, 'pending', ?, ?, ?, ? \
                      FROM deliveries WHERE id = ? \
                      RETURNING id, org_id, webhook_id, url, body, NULL AS event_type, \
-                     NULL AS shared_body, attempt_count, attempts_started, first_attempt_at",
+                     NULL AS shared_body, attempt_count, attempts_started, first_attempt_at, \
+                     NULL AS ordered_by",
                 )?
                 .query_row(
                     rusqlite::params![
