@@ -137,6 +137,7 @@ async fn a_webhook_is_created_tested_edited_and_deleted_in_the_browser() {
         browser.click("label[for='retry-policy-delays']").await;
         browser.fill("#retry-delays", "5s, 5m").await;
         browser.click("label[for='retry-on-503']").await;
+        browser.click("label[for='ordered']").await;
         browser.click("#submit-webhook").await;
         browser.wait_for_text("Changes saved.").await;
         assert_eq!(browser.text("h1").await, "Employee changes");
@@ -152,6 +153,7 @@ async fn a_webhook_is_created_tested_edited_and_deleted_in_the_browser() {
             serde_json::json!({"delays": ["5s", "5m"]})
         );
         assert_eq!(read["retry_on_status"], serde_json::json!([503]));
+        assert_eq!(read["ordered"], true);
         assert_eq!(
             read["events"],
             serde_json::json!([
