@@ -57,9 +57,10 @@ struct Options {
     /// with --quick).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=20))]
     runs: Option<u32>,
-    /// Only these scenarios (fanout, one_to_one, steady_1000, isolation_alone,
-    /// isolation_base, isolation, backlog, pg_fanout_1, pg_fanout_2, pg_fanout_3,
-    /// pg_one_to_one, pg_steady_1000).
+    /// Only these scenarios (fanout, fanout_ordered, one_to_one, steady_1000,
+    /// isolation_alone, isolation_base, isolation, backlog, pg_fanout_1, pg_fanout_2,
+    /// pg_fanout_3, pg_one_to_one, pg_steady_1000, steady_1000_purging,
+    /// pg_steady_1000_purging).
     #[arg(long, value_name = "NAME", value_delimiter = ',')]
     scenario: Vec<String>,
     /// The waggle binary (default: `waggle` beside this executable, i.e. target/release).

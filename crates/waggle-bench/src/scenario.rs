@@ -43,6 +43,8 @@ pub struct Scenario {
     /// put in the database before waggle starts with `--retention 30d`, which removes
     /// them while the scenario runs.
     old_events: u64,
+    /// Whether its webhooks ask for ordered delivery (each connector's events in order).
+    ordered: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -78,6 +80,7 @@ pub fn all(size: Size) -> Vec<Scenario> {
             postgres: false,
             nodes: 1,
             old_events: 0,
+            ordered: false,
         },
         Scenario {
             name: "one_to_one",
@@ -90,6 +93,7 @@ pub fn all(size: Size) -> Vec<Scenario> {
             postgres: false,
             nodes: 1,
             old_events: 0,
+            ordered: false,
         },
         Scenario {
             name: "steady_1000",
@@ -103,6 +107,7 @@ pub fn all(size: Size) -> Vec<Scenario> {
             postgres: false,
             nodes: 1,
             old_events: 0,
+            ordered: false,
         },
         Scenario {
             name: "isolation",
@@ -116,6 +121,7 @@ pub fn all(size: Size) -> Vec<Scenario> {
             postgres: false,
             nodes: 1,
             old_events: 0,
+            ordered: false,
         },
         Scenario {
             name: "backlog",
@@ -128,6 +134,7 @@ pub fn all(size: Size) -> Vec<Scenario> {
             postgres: false,
             nodes: 1,
             old_events: 0,
+            ordered: false,
         },
     ];
     // What `isolation` is compared with: the same run with every destination live (the
@@ -142,9 +149,21 @@ pub fn all(size: Size) -> Vec<Scenario> {
             ..isolation
         },
     );
-    let steady = scenarios[2].clone();
+    // The same fan-out to webhooks that want each connector's events in order: one
+    // connector, so every webhook gets one delivery at a time, each let go by the end of
+    // the one before.
+    let fanout = scenarios[0].clone();
     scenarios.insert(
-        3,
+        1,
+        Scenario {
+            name: "fanout_ordered",
+            ordered: true,
+            ..fanout
+        },
+    );
+    let steady = scenarios[3].clone();
+    scenarios.insert(
+        4,
         Scenario {
             name: "isolation_alone",
             webhooks: 5,
@@ -161,7 +180,7 @@ pub fn all(size: Size) -> Vec<Scenario> {
             ..scenarios[0].clone()
         });
     }
-    let one_to_one = scenarios[1].clone();
+    let one_to_one = scenarios[2].clone();
     scenarios.push(Scenario {
         name: "pg_one_to_one",
         postgres: true,
@@ -319,7 +338,9 @@ async fn set_up(
         } else {
             receiver.hook_url(n)
         };
-        server.create_webhook(&url, &format!("bench {n}")).await?;
+        server
+            .create_webhook(&url, &format!("bench {n}"), scenario.ordered)
+            .await?;
     }
     Ok(connector)
 }
@@ -521,9 +542,31 @@ mod tests {
             .map(|s| s.name)
             .collect();
         assert_eq!(picked, ["fanout", "backlog"]);
+        let names: Vec<&str> = all(Size::Full).iter().map(|s| s.name).collect();
+        assert_eq!(
+            names[..8],
+            [
+                "fanout",
+                "fanout_ordered",
+                "one_to_one",
+                "steady_1000",
+                "isolation_alone",
+                "isolation_base",
+                "isolation",
+                "backlog"
+            ]
+        );
+        let find = |name| {
+            all(Size::Full)
+                .into_iter()
+                .find(|s| s.name == name)
+                .unwrap()
+        };
+        assert_eq!(find("pg_one_to_one").webhooks, 1);
+        assert!(find("fanout_ordered").ordered && !find("pg_fanout_1").ordered);
         assert!(select(Size::Quick, &["nope".to_owned()], true).is_err());
-        assert_eq!(select(Size::Full, &[], false).unwrap().len(), 8);
-        assert_eq!(select(Size::Full, &[], true).unwrap().len(), 14);
+        assert_eq!(select(Size::Full, &[], false).unwrap().len(), 9);
+        assert_eq!(select(Size::Full, &[], true).unwrap().len(), 15);
     }
 
     #[test]

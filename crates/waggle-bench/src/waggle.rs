@@ -373,8 +373,8 @@ impl Server {
             .context("connector without an id")
     }
 
-    /// A production webhook to `url` for `connector_data_modified`.
-    pub async fn create_webhook(&self, url: &str, name: &str) -> anyhow::Result<()> {
+    /// A production webhook to `url` for `connector_data_modified`, `ordered` or not.
+    pub async fn create_webhook(&self, url: &str, name: &str, ordered: bool) -> anyhow::Result<()> {
         self.post(
             "/webhooks",
             json!({
@@ -382,6 +382,7 @@ impl Server {
                 "name": name,
                 "type": "production",
                 "events": ["connector_data_modified"],
+                "ordered": ordered,
             }),
         )
         .await?;
