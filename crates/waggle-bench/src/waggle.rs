@@ -373,19 +373,20 @@ impl Server {
             .context("connector without an id")
     }
 
-    /// A production webhook to `url` for `connector_data_modified`, `ordered` or not.
+    /// A production webhook to `url` for `connector_data_modified`, `ordered` or not (the
+    /// field is sent only when set, so that a waggle from before it runs the other
+    /// scenarios).
     pub async fn create_webhook(&self, url: &str, name: &str, ordered: bool) -> anyhow::Result<()> {
-        self.post(
-            "/webhooks",
-            json!({
-                "url": url,
-                "name": name,
-                "type": "production",
-                "events": ["connector_data_modified"],
-                "ordered": ordered,
-            }),
-        )
-        .await?;
+        let mut webhook = json!({
+            "url": url,
+            "name": name,
+            "type": "production",
+            "events": ["connector_data_modified"],
+        });
+        if ordered {
+            webhook["ordered"] = json!(true);
+        }
+        self.post("/webhooks", webhook).await?;
         Ok(())
     }
 }

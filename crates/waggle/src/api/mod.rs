@@ -28,6 +28,7 @@ pub mod logs;
 pub mod openapi;
 pub mod pagination;
 pub mod recoveries;
+pub mod stats;
 pub mod webhooks;
 
 use error::{ApiError, ErrorOut};
@@ -95,6 +96,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .merge(logs::router())
         .merge(connectors::router())
         .merge(recoveries::router())
+        .merge(stats::router())
         .merge(api_keys::router())
         .routes(routes!(openapi::openapi_json))
 }

@@ -39,6 +39,7 @@ pub const BEARER: &str = "api_key";
         (name = "logs", description = "Every delivery, attempt by attempt"),
         (name = "connectors", description = "Connectors, their syncs and data changes: the calls that emit events"),
         (name = "api-keys", description = "The organization's own API keys"),
+        (name = "stats", description = "Each webhook's deliveries, success rate and latency"),
         (name = "service", description = "Health and this document"),
     )
 )]

@@ -165,7 +165,90 @@ pub struct WebhookPage {
     pub webhook: WebhookRow,
     pub form: WebhookFormView,
     pub recover: RecoverView,
+    pub chart: ChartView,
     pub logs: LogList,
+}
+
+/// The last day of a webhook's deliveries as a bar chart drawn on the server (an SVG of
+/// 24 hourly bars, succeeded below and failed above), with the figures beside it.
+pub struct ChartView {
+    pub bars: Vec<Bar>,
+    /// What the tallest bar counts.
+    pub peak: u64,
+    /// The figures of the last hour and the last day, in words.
+    pub last_hour: String,
+    pub last_day: String,
+}
+
+/// One hour's bar: its succeeded and failed parts, in the chart's units.
+pub struct Bar {
+    pub x: u32,
+    pub ok_y: u32,
+    pub ok_height: u32,
+    pub failed_y: u32,
+    pub failed_height: u32,
+    /// What the bar shows, for a tooltip and for screen readers.
+    pub title: String,
+}
+
+/// The chart's drawing area: 24 bars of [`BAR_WIDTH`] with a gap, [`CHART_HEIGHT`] tall.
+pub const CHART_HEIGHT: u32 = 100;
+const BAR_WIDTH: u32 = 16;
+
+impl ChartView {
+    pub fn of(stats: &crate::domain::stats::WebhookStats) -> Self {
+        let peak = stats
+            .hourly
+            .iter()
+            .map(|h| h.succeeded + h.failed)
+            .max()
+            .unwrap_or(0);
+        let scale = |n: u64| match peak {
+            0 => 0,
+            peak => ((n as f64 / peak as f64) * CHART_HEIGHT as f64).round() as u32,
+        };
+        let bars = stats
+            .hourly
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let (ok_height, failed_height) = (scale(h.succeeded), scale(h.failed));
+                let ok_y = CHART_HEIGHT - ok_height;
+                Bar {
+                    x: i as u32 * (BAR_WIDTH + 4),
+                    ok_y,
+                    ok_height,
+                    failed_y: ok_y - failed_height.min(ok_y),
+                    failed_height: failed_height.min(ok_y),
+                    title: format!(
+                        "{}: {} succeeded, {} failed",
+                        h.start.format("%H:%M UTC"),
+                        h.succeeded,
+                        h.failed
+                    ),
+                }
+            })
+            .collect();
+        Self {
+            bars,
+            peak,
+            last_hour: window_text(&stats.last_hour),
+            last_day: window_text(&stats.last_day),
+        }
+    }
+}
+
+fn window_text(w: &crate::domain::stats::Window) -> String {
+    let rate = w
+        .success_rate
+        .map(|r| format!("{:.1} % succeeded", r * 100.0))
+        .unwrap_or_else(|| "none ended yet".into());
+    let latency = match (w.p50_ms, w.p99_ms) {
+        (Some(p50), Some(p99)) => format!(", answered in {p50} ms (p50) / {p99} ms (p99)"),
+        _ => String::new(),
+    };
+    let plural = if w.deliveries == 1 { "y" } else { "ies" };
+    format!("{} deliver{plural}, {rate}{latency}", w.deliveries)
 }
 
 /// The "Recover failed deliveries" form, and the recovery it last started.

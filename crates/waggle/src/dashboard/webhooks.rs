@@ -15,8 +15,8 @@ use super::extract::{FormData, PathId};
 use super::forms::{test_result, WebhookErrors, WebhookInput};
 use super::session::{Posted, Session};
 use super::views::{
-    self, ApiKeyPage, ApiKeyRow, ConfirmPage, LogList, RecoverView, WebhookFormView, WebhookPage,
-    WebhookRow, WebhooksPage,
+    self, ApiKeyPage, ApiKeyRow, ChartView, ConfirmPage, LogList, RecoverView, WebhookFormView,
+    WebhookPage, WebhookRow, WebhooksPage,
 };
 use crate::api::error::ApiError;
 use crate::api::{self, AppState};
@@ -268,6 +268,14 @@ async fn recovery_page(
         false,
         "No deliveries to this webhook yet.",
     );
+    let stats = state
+        .store
+        .stats(session.org_id, Some(webhook.webhook_id), time::now())
+        .await?;
+    let chart = stats
+        .first()
+        .map(ChartView::of)
+        .ok_or(PageError::NotFound)?;
     let page = WebhookPage {
         layout: session.layout(
             webhook.name.clone(),
@@ -279,6 +287,7 @@ async fn recovery_page(
         logs,
         form,
         recover,
+        chart,
     };
     let status = match page.recover.error {
         Some(_) => StatusCode::UNPROCESSABLE_ENTITY,

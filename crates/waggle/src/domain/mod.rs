@@ -10,6 +10,7 @@ pub mod payload;
 pub mod recovery;
 pub mod retry;
 pub mod signature;
+pub mod stats;
 pub mod time;
 pub mod webhook;
 

@@ -25,6 +25,7 @@ use crate::domain::ids::{
 use crate::domain::payload::{self, Event};
 use crate::domain::recovery::{Recovery, RecoveryRange, RecoveryStatus};
 use crate::domain::signature::{RetiringKey, SignatureKey, SigningKeys};
+use crate::domain::stats::{self, WebhookStats};
 use crate::domain::time::{self, Timestamp};
 use crate::domain::webhook::{NewWebhook, Webhook, WebhookChanges};
 

@@ -35,6 +35,8 @@ pub(super) trait Db: Send + Sync + 'static {
     /// Ends a `SELECT` of rows a statement will delete, so that several nodes deleting
     /// at once each take rows of their own instead of queueing on the same ones.
     const SKIP_LOCKED: &'static str;
+    /// The hour a delivery `d` was made in, as hours since the Unix epoch (an integer).
+    const HOUR_OF: &'static str;
 
     async fn read<T: Send + 'static>(&self, sql: Sql, map: RowMap<T>) -> StoreResult<Vec<T>>;
     /// Runs the statements in one transaction: all or none. Answers the rows each changed.
@@ -191,6 +193,15 @@ pub trait Records: Send + Sync {
         made: u64,
         lease_until: Option<Timestamp>,
     ) -> StoreResult<()>;
+
+    /// Each webhook's figures over the last hour and day before `now` (see
+    /// `domain::stats`): the organization's webhooks, or the one named.
+    async fn stats(
+        &self,
+        org: OrgId,
+        webhook: Option<WebhookId>,
+        now: Timestamp,
+    ) -> StoreResult<Vec<WebhookStats>>;
 
     /// Creates a connector; with `remember`, the call's answer too, as for webhooks.
     async fn create_connector(
@@ -873,6 +884,98 @@ impl<D: Db> Records for D {
         sql.push(" WHERE id = ").bind(id);
         self.write(vec![sql]).await?;
         Ok(())
+    }
+
+    async fn stats(
+        &self,
+        org: OrgId,
+        webhook: Option<WebhookId>,
+        now: Timestamp,
+    ) -> StoreResult<Vec<WebhookStats>> {
+        let (day, hour) = (
+            now - chrono::Duration::days(1),
+            now - chrono::Duration::hours(1),
+        );
+        let mut webhooks = D::sql("SELECT id, name FROM webhooks WHERE org_id = ");
+        webhooks.bind(org);
+        if let Some(webhook) = webhook {
+            webhooks.push(" AND id = ").bind(webhook);
+        }
+        webhooks.push(" ORDER BY id");
+        let webhooks = self
+            .read(webhooks, |row| {
+                Ok((
+                    rows::id_of::<WebhookId>(row, "id")?,
+                    rows::text_of(row, "name")?,
+                ))
+            })
+            .await?;
+        // The deliveries made since `day`, of the one webhook or all, each flagged when
+        // made in the last hour; ids are UUIDv7, so the range is one of the index too.
+        let made_since = |select: &str, from: &str| {
+            let mut sql = D::sql("SELECT d.webhook_id, CASE WHEN d.created_at >= ");
+            sql.bind(hour);
+            sql.push(
+                format!(" THEN 1 ELSE 0 END AS recent, {select} FROM {from} WHERE d.org_id = ")
+                    .as_str(),
+            );
+            sql.bind(org);
+            sql.push(" AND d.id >= ").bind(first_id_at(day));
+            sql.push(" AND d.created_at >= ").bind(day);
+            if let Some(webhook) = webhook {
+                sql.push(" AND d.webhook_id = ").bind(webhook);
+            }
+            sql
+        };
+        let mut counts = made_since(
+            &format!(
+                "{} AS hour, count(*) AS deliveries, \
+                 SUM(CASE WHEN d.status = 'delivered' AND d.response_code >= 200 \
+                   AND d.response_code < 300 THEN 1 ELSE 0 END) AS succeeded, \
+                 SUM(CASE WHEN d.status = 'failed' OR (d.status = 'delivered' \
+                   AND (d.response_code < 200 OR d.response_code >= 300)) THEN 1 ELSE 0 END) \
+                   AS failed",
+                D::HOUR_OF
+            ),
+            "deliveries d",
+        );
+        counts.push(" GROUP BY 1, 2, 3");
+        let counts = self
+            .read(counts, |row| {
+                let n = |column| -> StoreResult<u64> {
+                    Ok(row.opt_int(column)?.unwrap_or(0).max(0) as u64)
+                };
+                Ok((
+                    rows::id_of::<WebhookId>(row, "webhook_id")?,
+                    n("recent")? == 1,
+                    row.opt_int("hour")?.unwrap_or(0),
+                    stats::Counts {
+                        deliveries: n("deliveries")?,
+                        succeeded: n("succeeded")?,
+                        failed: n("failed")?,
+                    },
+                ))
+            })
+            .await?;
+        let mut latencies = made_since(
+            &format!("{} AS bucket, count(*) AS answered", stats::BUCKET_SQL),
+            "deliveries d JOIN attempts a ON a.delivery_id = d.id",
+        );
+        latencies.push(" AND a.response_status IS NOT NULL GROUP BY 1, 2, 3");
+        let latencies = self
+            .read(latencies, |row| {
+                Ok((
+                    rows::id_of::<WebhookId>(row, "webhook_id")?,
+                    row.opt_int("recent")? == Some(1),
+                    row.opt_int("bucket")?.unwrap_or(0),
+                    row.opt_int("answered")?.unwrap_or(0).max(0) as u64,
+                ))
+            })
+            .await?;
+        Ok(webhooks
+            .into_iter()
+            .map(|(id, name)| stats::of_webhook(id, name, now, &counts, &latencies))
+            .collect())
     }
 
     async fn create_connector(

@@ -156,6 +156,11 @@ pub(super) fn id_of<T: From<Uuid>>(row: &dyn Row, column: &str) -> StoreResult<T
     id(row, column)
 }
 
+/// One text column that must not be NULL.
+pub(super) fn text_of(row: &dyn Row, column: &str) -> StoreResult<String> {
+    text(row, column)
+}
+
 fn json<T: serde::de::DeserializeOwned>(row: &dyn Row, column: &str) -> StoreResult<T> {
     serde_json::from_str(&text(row, column)?).map_err(|e| corrupt(format!("{column}: {e}")))
 }

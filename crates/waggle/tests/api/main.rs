@@ -21,6 +21,7 @@ mod outage;
 mod recover;
 mod retention;
 mod retry_policies;
+mod stats;
 mod storage;
 #[path = "../support/mod.rs"]
 mod support;

@@ -587,6 +587,15 @@ async fn failed_deliveries_are_recovered_from_the_webhooks_page() {
     let path = format!("/webhooks/{webhook_id}");
     let page = visitor.get(&path).await;
     assert!(page.body.contains("Recover failed deliveries"));
+    // The last day, drawn on the server: 24 hourly bars, and the figures in words.
+    assert!(page.body.contains("id=\"activity-chart\""));
+    assert_eq!(page.body.matches("<rect class=\"failed\"").count(), 24);
+    assert!(
+        page.body
+            .contains("<dd id=\"stats-day\">1 delivery, 0.0 % succeeded, answered in"),
+        "{}",
+        page.body
+    );
     let csrf = page.csrf();
     let action = format!("{path}/recover");
 

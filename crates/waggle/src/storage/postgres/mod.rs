@@ -768,6 +768,7 @@ impl Db for PgStore {
         "(SELECT e.shared_body FROM events e WHERE e.id = d.event_id) AS shared_body";
     const RECORDS_VERSION: &'static str = "o.records_version";
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    const HOUR_OF: &'static str = "floor(extract(epoch FROM d.created_at) / 3600)::bigint";
 
     async fn read<T: Send + 'static>(&self, sql: Sql, map: RowMap<T>) -> StoreResult<Vec<T>> {
         map_all(&query(&sql).fetch_all(&self.pool).await?, map)

@@ -246,6 +246,7 @@ impl Db for SqliteStore {
     const RECORDS_VERSION: &'static str = "0";
     /// One writer: no other deletes at once.
     const SKIP_LOCKED: &'static str = "";
+    const HOUR_OF: &'static str = "d.created_at / 3600000000";
 
     async fn read<T: Send + 'static>(&self, sql: Sql, map: RowMap<T>) -> StoreResult<Vec<T>> {
         self.readers.run(move |conn| fetch(conn, &sql, map)).await
