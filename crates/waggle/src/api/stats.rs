@@ -11,7 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::ApiAuth;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorOut};
 use super::AppState;
 use crate::domain::ids::WebhookId;
 use crate::domain::stats::WebhookStats;
@@ -41,7 +41,10 @@ pub struct StatsOut {
     tag = "stats",
     operation_id = "get_stats",
     params(("webhook_id" = Option<String>, Query, format = Uuid, description = "Only this webhook")),
-    responses((status = 200, description = "The figures of each webhook", body = StatsOut))
+    responses(
+        (status = 200, description = "The figures of each webhook", body = StatsOut),
+        (status = 404, description = "The organization has no webhook of that id", body = ErrorOut),
+    )
 )]
 async fn stats(
     State(state): State<AppState>,
