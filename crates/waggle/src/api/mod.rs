@@ -72,6 +72,20 @@ impl AppState {
         }
         Ok(new_id)
     }
+
+    /// Starts recovering the failed deliveries of `webhook` in `range` (or answers the
+    /// recovery of that range already running), and wakes this node's recoveries task.
+    pub async fn recover(
+        &self,
+        org: OrgId,
+        webhook: crate::domain::ids::WebhookId,
+        range: &crate::domain::recovery::RecoveryRange,
+    ) -> Result<crate::domain::recovery::Recovery, ApiError> {
+        let recovery = self.store.start_recovery(org, webhook, range).await?;
+        self.recovering.notify_one();
+        tracing::info!(recovery_id = %recovery.id, webhook_id = %webhook, org_id = %org, deliveries = recovery.deliveries, "recovery started");
+        Ok(recovery)
+    }
 }
 
 /// The API's routes with their documentation (see [`openapi`]): what both [`router`] and

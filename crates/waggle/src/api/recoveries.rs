@@ -69,12 +69,7 @@ async fn recover(
         .webhook(auth.org_id, webhook)
         .await?
         .ok_or(ApiError::NotFound("webhook"))?;
-    let recovery = state
-        .store
-        .start_recovery(auth.org_id, webhook, &range)
-        .await?;
-    state.recovering.notify_one();
-    tracing::info!(recovery_id = %recovery.id, webhook_id = %webhook, org_id = %auth.org_id, deliveries = recovery.deliveries, "recovery started");
+    let recovery = state.recover(auth.org_id, webhook, &range).await?;
     Ok((StatusCode::ACCEPTED, Json(recovery)))
 }
 

@@ -351,12 +351,7 @@ pub async fn recover(
     let until = (!until.is_empty()).then_some(until);
     match recovery::parse_range(since, until, time::now()) {
         Ok(range) => {
-            let recovery = state
-                .store
-                .start_recovery(session.org_id, id, &range)
-                .await?;
-            state.recovering.notify_one();
-            tracing::info!(recovery_id = %recovery.id, webhook_id = %id, org_id = %session.org_id, "recovery started in the dashboard");
+            let recovery = state.recover(session.org_id, id, &range).await?;
             Ok(see_other(&format!(
                 "/webhooks/{id}?recovery={}#recover",
                 recovery.id
