@@ -435,7 +435,7 @@ impl Inner {
         } else {
             ended
         };
-        crate::telemetry::metrics::attempt(&result, &state, duration);
+        crate::telemetry::metrics::attempt(&result, &state, duration, job.event_type);
         match &result {
             AttemptResult::Response { status, .. } => {
                 tracing::debug!(delivery_id = %job.id, number, status, ?duration, "delivered")

@@ -84,6 +84,7 @@ pub async fn emit(
                     attempts_recorded: 0,
                     first_attempt_at: None,
                     ordered_by: None,
+                    event_type: Some(event_type),
                 }),
         );
         records.push(NewEvent {

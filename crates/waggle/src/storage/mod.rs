@@ -361,6 +361,9 @@ pub struct DeliveryJob {
     pub first_attempt_at: Option<Timestamp>,
     /// See [`NewDelivery::ordered_by`]: its end lets the next one go.
     pub ordered_by: Option<ConnectorId>,
+    /// Its event's type, for the attempt metrics; `None` where the claim did not read it
+    /// (a resend on SQLite keeps its own body and reads no event).
+    pub event_type: Option<EventType>,
 }
 
 /// How much one claim may take (see [`Store::claim_due`]): the room the dispatcher has

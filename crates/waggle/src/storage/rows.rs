@@ -487,6 +487,9 @@ pub(super) fn job(row: &dyn Row) -> StoreResult<DeliveryJob> {
         attempts_recorded: count(row, "attempt_count")?,
         first_attempt_at: row.opt_time("first_attempt_at")?,
         ordered_by: row.opt_uuid("ordered_by")?.map(ConnectorId::from),
+        event_type: row
+            .opt_text("event_type")?
+            .and_then(|t| EventType::parse(&t).ok()),
     })
 }
 

@@ -101,24 +101,34 @@ const OUTCOMES: [&str; 3] = ["delivered", "retry_scheduled", "failed"];
 const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
 /// Failure categories, and "none" for an attempt that got an answer.
 const CATEGORIES: usize = FailureCategory::ALL.len() + 1;
+/// Event types, and "unknown" for a resend whose claim did not read its event.
+const EVENT_TYPES: usize = EventType::ALL.len() + 1;
 
 /// The attempt metrics' handles, one per label set, each made on first use: recording
 /// into a handle is an atomic add, where naming the metric and its labels at each record
 /// hashes them and looks them up in the recorder's registry (about a tenth of an
 /// attempt's CPU, measured).
 struct AttemptHandles {
-    counted: [[[OnceLock<Counter>; STATUS_CLASSES.len()]; CATEGORIES]; OUTCOMES.len()],
+    counted:
+        [[[[OnceLock<Counter>; EVENT_TYPES]; STATUS_CLASSES.len()]; CATEGORIES]; OUTCOMES.len()],
     timed: [OnceLock<Histogram>; OUTCOMES.len()],
 }
 
 static ATTEMPTS: AttemptHandles = AttemptHandles {
-    counted: [const { [const { [const { OnceLock::new() }; STATUS_CLASSES.len()] }; CATEGORIES] };
-        OUTCOMES.len()],
+    counted: [const {
+        [const { [const { [const { OnceLock::new() }; EVENT_TYPES] }; STATUS_CLASSES.len()] };
+            CATEGORIES]
+    }; OUTCOMES.len()],
     timed: [const { OnceLock::new() }; OUTCOMES.len()],
 };
 
-/// Counts an attempt and times it.
-pub fn attempt(result: &AttemptResult, state: &DeliveryState, duration: Duration) {
+/// Counts an attempt (of an event of `event_type`, when known) and times it.
+pub fn attempt(
+    result: &AttemptResult,
+    state: &DeliveryState,
+    duration: Duration,
+    event_type: Option<EventType>,
+) {
     let outcome = match state {
         DeliveryState::Delivered { .. } => 0,
         DeliveryState::RetryScheduled { .. } => 1,
@@ -134,13 +144,20 @@ pub fn attempt(result: &AttemptResult, state: &DeliveryState, duration: Duration
             .position(|a| *a == c)
             .expect("every category is in ALL")
     });
-    ATTEMPTS.counted[outcome][category_index][status]
+    let event_index = event_type.map_or(EVENT_TYPES - 1, |t| {
+        EventType::ALL
+            .iter()
+            .position(|a| *a == t)
+            .expect("every event type is in ALL")
+    });
+    ATTEMPTS.counted[outcome][category_index][status][event_index]
         .get_or_init(|| {
             ::metrics::counter!(
                 "waggle_attempts_total",
                 "outcome" => OUTCOMES[outcome],
                 "failure_category" => category.map_or("none", FailureCategory::as_str),
                 "status" => STATUS_CLASSES[status],
+                "event_type" => event_type.map_or("unknown", EventType::as_str),
             )
         })
         .increment(1);

@@ -79,12 +79,21 @@ async fn metrics_count_attempts_and_api_calls_by_label_without_ids() {
         let delivered = total(
             &scrape,
             "waggle_attempts_total",
-            &[("outcome", "delivered"), ("status", "2xx")],
+            &[
+                ("outcome", "delivered"),
+                ("status", "2xx"),
+                ("event_type", "connector_data_modified"),
+            ],
         );
+        // The last retries, claimed from the store, know their event's type too.
         let refused = total(
             &scrape,
             "waggle_attempts_total",
-            &[("failure_category", "connect_error")],
+            &[
+                ("failure_category", "connect_error"),
+                ("outcome", "failed"),
+                ("event_type", "connector_data_modified"),
+            ],
         );
         (delivered >= 100.0 && refused >= 1.0).then_some((text, scrape))
     })

@@ -673,6 +673,8 @@ fn claim_due(conn: &Connection, claim: &Claim) -> rusqlite::Result<StoreResult<V
             ))));
         };
         let own: Option<Vec<u8>> = row.get(4)?;
+        // A delivery with a body of its own (a resend) reads no event.
+        let of_event = own.is_none();
         let event_id = text(8)?;
         if own.is_none() && event.as_ref().is_none_or(|(of, ..)| *of != event_id) {
             let (event_type, shared) = event_of
@@ -698,6 +700,9 @@ fn claim_due(conn: &Connection, claim: &Claim) -> rusqlite::Result<StoreResult<V
             attempts_recorded: row.get::<_, i64>(5)? as u32,
             attempt_number: row.get::<_, i64>(6)? as u32,
             first_attempt_at: row.get::<_, Option<i64>>(7)?.map(time::from_micros),
+            event_type: of_event
+                .then(|| EventType::parse(event_type).ok())
+                .flatten(),
             ordered_by: match row.get::<_, Option<String>>(9)?.map(|c| c.parse()) {
                 Some(Ok(connector)) => Some(connector),
                 Some(Err(_)) => {
