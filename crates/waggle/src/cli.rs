@@ -24,7 +24,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the API, the dashboard and the dispatcher.
-    Serve(Config),
+    Serve(Box<Config>),
     /// Manage organizations.
     Org {
         #[command(subcommand)]
@@ -61,11 +61,10 @@ pub enum ConfigCommand {
 pub fn parse() -> anyhow::Result<Cli> {
     let args: Vec<OsString> = std::env::args_os().collect();
     let cli = Cli::parse_from(&args);
-    let Command::Serve(Config {
-        config_file: Some(path),
-        ..
-    }) = &cli.command
-    else {
+    let Command::Serve(config) = &cli.command else {
+        return Ok(cli);
+    };
+    let Some(path) = &config.config_file else {
         return Ok(cli);
     };
     let values = crate::config::file::read(path)?;
@@ -98,7 +97,7 @@ fn print_config(matches: &clap::ArgMatches) -> anyhow::Result<String> {
             continue;
         };
         let mut values: Vec<String> = raw.map(|v| v.to_string_lossy().into_owned()).collect();
-        if id == "database" {
+        if matches!(id.as_str(), "database" | "otlp_endpoint") {
             values = values.iter().map(|url| redact(url)).collect();
         }
         let value = match arg.get_action() {
@@ -170,11 +169,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(config) => {
-            crate::telemetry::init(config.log_json);
-            let app = App::build(config.clone()).await?;
+            let traces = crate::telemetry::init(config.log_json, config.otlp_endpoint.as_deref())?;
+            let app = App::build(*config.clone()).await?;
             first_run(&app).await?;
             tracing::info!(address = %app.local_addr(), database = %redact(&config.database), "waggle is serving");
-            app.run_until_stopped().await
+            let served = app.run_until_stopped().await;
+            if let Some(traces) = traces {
+                let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
+            }
+            served
         }
         Command::Org {
             command:
@@ -185,7 +188,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     database,
                 },
         } => {
-            crate::telemetry::init(false);
+            crate::telemetry::init(false, None)?;
             // An organization's keys are shown once: written to disk before they are.
             let store = storage::open(&database, storage::SqliteSync::Full).await?;
             let admin = admin_email

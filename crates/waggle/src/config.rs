@@ -121,6 +121,18 @@ pub struct Config {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "WAGGLE_LOG_JSON", default_value_t = false)]
     pub log_json: bool,
+
+    /// Export traces over OTLP/HTTP to this collector (`http://collector:4318`; a URL with
+    /// a path is used as it is): a span per API request and per delivery attempt, each
+    /// attempt a child of the request that made its delivery. Off when unset.
+    #[arg(long, env = "WAGGLE_OTLP_ENDPOINT", value_name = "URL", value_parser = parse_otlp_endpoint)]
+    pub otlp_endpoint: Option<String>,
+}
+
+fn parse_otlp_endpoint(value: &str) -> Result<String, String> {
+    crate::telemetry::traces::traces_url(value)
+        .map(|_| value.to_owned())
+        .map_err(|e| format!("{e:#}"))
 }
 
 /// The retry waits, as one command-line value (`1s,2s,4s,8s`).

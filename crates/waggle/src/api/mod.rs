@@ -64,7 +64,13 @@ impl AppState {
         let lease = self.dispatcher.as_ref().map(Dispatcher::lease_for_new);
         let job = self
             .store
-            .resend(org, log, new_id, lease)
+            .resend(
+                org,
+                log,
+                new_id,
+                lease,
+                crate::telemetry::traces::current_traceparent(),
+            )
             .await?
             .ok_or(ApiError::NotFound("log"))?;
         if let Some(dispatcher) = &self.dispatcher {
@@ -125,6 +131,14 @@ pub fn router(state: &AppState) -> Router<AppState> {
         ));
     let (public, _) = public_routes().split_for_parts();
     let track = axum::middleware::from_fn(crate::telemetry::metrics::track);
+    // Inside `track`, where the matched route is known: each API call's span is named by
+    // its route and is current while the handler runs.
+    let v1 = match crate::telemetry::traces::exporting() {
+        true => v1.route_layer(axum::middleware::from_fn(
+            crate::telemetry::traces::around_request,
+        )),
+        false => v1,
+    };
     Router::new()
         .nest("/api/v1", v1.route_layer(track.clone()))
         .merge(public.route_layer(track))

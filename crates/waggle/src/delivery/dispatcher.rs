@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, Span};
 
 use super::keys::KeyCache;
 use super::lanes::Lanes;
@@ -182,7 +183,8 @@ impl Dispatcher {
             .expect("dispatcher lock")
             .insert(job.id);
         let inner = self.inner.clone();
-        tokio::spawn(async move { inner.attempt(job, permit).await });
+        let span = crate::telemetry::traces::attempt_span(&job);
+        tokio::spawn(async move { inner.attempt(job, permit).await }.instrument(span));
     }
 
     /// Polls for due work and writes outcomes until `cancel` fires, then waits for the
@@ -308,7 +310,8 @@ impl Dispatcher {
 
 impl Inner {
     /// One attempt of `job`. Its log lines name the delivery themselves: a span per
-    /// attempt would cost more than the few lines it could carry.
+    /// attempt would cost more than the few lines it could carry, so it has one only
+    /// while traces are exported.
     async fn attempt(self: Arc<Self>, job: DeliveryJob, permit: OwnedSemaphorePermit) {
         let number = job.attempt_number;
         let first_attempt_at = job.first_attempt_at;
@@ -436,6 +439,7 @@ impl Inner {
             ended
         };
         crate::telemetry::metrics::attempt(&result, &state, duration, job.event_type);
+        crate::telemetry::traces::record_attempt(&Span::current(), &result);
         match &result {
             AttemptResult::Response { status, .. } => {
                 tracing::debug!(delivery_id = %job.id, number, status, ?duration, "delivered")

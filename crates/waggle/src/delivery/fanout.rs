@@ -37,6 +37,7 @@ pub async fn emit(
     let webhooks = store.webhooks_for(org.id, connector.environment).await?;
     let lease_until = dispatcher.map(Dispatcher::lease_for_new);
     let created_at = time::now();
+    let traceparent = crate::telemetry::traces::current_traceparent();
     let mut records = Vec::with_capacity(events.len());
     let mut jobs = Vec::new();
     for (event_type, data) in events {
@@ -85,12 +86,14 @@ pub async fn emit(
                     first_attempt_at: None,
                     ordered_by: None,
                     event_type: Some(event_type),
+                    traceparent: traceparent.clone(),
                 }),
         );
         records.push(NewEvent {
             event,
             shared_body: rendered.shared().clone(),
             deliveries,
+            traceparent: traceparent.clone(),
         });
     }
     let records: std::sync::Arc<[NewEvent]> = records.into();

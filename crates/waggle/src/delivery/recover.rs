@@ -60,7 +60,7 @@ async fn work(store: &dyn Store, recovery: &Recovery, stop: &CancellationToken) 
         let mut made = 0;
         for source in sources {
             match store
-                .resend(recovery.org_id, source, DeliveryId::new(), None)
+                .resend(recovery.org_id, source, DeliveryId::new(), None, None)
                 .await
             {
                 Ok(found) => made += found.is_some() as u64,

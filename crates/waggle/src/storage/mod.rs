@@ -305,6 +305,9 @@ pub struct NewEvent {
     /// may keep it once and remake each delivery's body from it and the delivery's columns.
     pub shared_body: Bytes,
     pub deliveries: Vec<NewDelivery>,
+    /// The trace context of the API request that made the event, kept with each of its
+    /// deliveries so that their attempts join its trace (see `telemetry::traces`).
+    pub traceparent: Option<Arc<str>>,
 }
 
 /// A delivery's exact body as the stores keep it: its own when it has one, else remade
@@ -364,6 +367,9 @@ pub struct DeliveryJob {
     /// Its event's type, for the attempt metrics; `None` where the claim did not read it
     /// (a resend on SQLite keeps its own body and reads no event).
     pub event_type: Option<EventType>,
+    /// The trace context of the API request that made the delivery, when traces are
+    /// exported.
+    pub traceparent: Option<Arc<str>>,
 }
 
 /// How much one claim may take (see [`Store::claim_due`]): the room the dispatcher has
@@ -570,6 +576,7 @@ pub trait Store: Records + Send + Sync + 'static {
         log: DeliveryId,
         new_id: DeliveryId,
         lease_until: Option<Timestamp>,
+        traceparent: Option<Arc<str>>,
     ) -> StoreResult<Option<DeliveryJob>>;
 
     // Dispatching.

@@ -474,8 +474,8 @@ pub(super) fn body(row: &dyn Row) -> StoreResult<Bytes> {
 }
 
 /// A claimed delivery, from a row with [`body`]'s columns, `id`, `org_id`, the counts
-/// `attempt_count` and `attempts_started` (this claim's included), `first_attempt_at`
-/// and `ordered_by`.
+/// `attempt_count` and `attempts_started` (this claim's included), `first_attempt_at`,
+/// `ordered_by` and `traceparent`.
 pub(super) fn job(row: &dyn Row) -> StoreResult<DeliveryJob> {
     Ok(DeliveryJob {
         id: id(row, "id")?,
@@ -490,6 +490,7 @@ pub(super) fn job(row: &dyn Row) -> StoreResult<DeliveryJob> {
         event_type: row
             .opt_text("event_type")?
             .and_then(|t| EventType::parse(&t).ok()),
+        traceparent: row.opt_text("traceparent")?.map(Into::into),
     })
 }
 

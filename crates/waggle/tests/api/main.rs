@@ -25,4 +25,5 @@ mod stats;
 mod storage;
 #[path = "../support/mod.rs"]
 mod support;
+mod traces;
 mod webhooks;

@@ -15,7 +15,7 @@ use crate::helpers::*;
 
 /// A receiver answering its n-th request with the n-th of `answers` (the last one from
 /// then on), each a status line and header lines; it counts the requests.
-async fn scripted(answers: &'static [&'static str]) -> (String, Arc<AtomicUsize>) {
+pub(crate) async fn scripted(answers: &'static [&'static str]) -> (String, Arc<AtomicUsize>) {
     let count = Arc::new(AtomicUsize::new(0));
     let counted = count.clone();
     let url = misbehaving(move |mut socket| {

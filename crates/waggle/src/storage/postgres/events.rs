@@ -231,6 +231,10 @@ impl Batches {
             .iter()
             .flat_map(|r| r.deliveries.iter().map(move |d| (&r.event, d)))
             .collect();
+        let traceparents: Vec<Option<&str>> = events
+            .iter()
+            .flat_map(|r| r.deliveries.iter().map(|_| r.traceparent.as_deref()))
+            .collect();
         let unclaimed = deliveries.iter().any(|(_, d)| d.lease_until.is_none());
         // A delivery behind another of the same order in this very statement waits: the
         // statement does not see its own rows.
@@ -253,20 +257,20 @@ impl Batches {
              new_deliveries AS (INSERT INTO deliveries (id, org_id, event_id, webhook_id, \
                webhook_name, connector_id, event_type, integration_name, end_user_name, \
                origin_id, url, status, created_at, next_attempt_at, lease_until, claimed_by, \
-               attempts_started, ordered_by) \
+               attempts_started, ordered_by, traceparent) \
                SELECT id, org_id, event_id, webhook_id, webhook_name, connector_id, event_type, \
                integration_name, end_user_name, origin_id, url, 'pending', created_at, \
                CASE WHEN behind OR (ordered_by IS NOT NULL AND EXISTS (SELECT 1 FROM deliveries p \
                  WHERE p.webhook_id = v.webhook_id AND p.ordered_by = v.ordered_by \
                  AND p.status = 'pending')) THEN NULL ELSE created_at END, \
-               lease_until, claimed_by, attempts_started, ordered_by \
+               lease_until, claimed_by, attempts_started, ordered_by, traceparent \
                FROM UNNEST($8::uuid[], $9::uuid[], $10::uuid[], $11::uuid[], $12::text[], \
                $13::uuid[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], \
                $19::timestamptz[], $20::timestamptz[], $21::uuid[], $22::int4[], $25::uuid[], \
-               $26::bool[]) \
+               $26::bool[], $27::text[]) \
                AS v (id, org_id, event_id, webhook_id, webhook_name, connector_id, event_type, \
                integration_name, end_user_name, origin_id, url, created_at, lease_until, \
-               claimed_by, attempts_started, ordered_by, behind)) \
+               claimed_by, attempts_started, ordered_by, behind, traceparent)) \
              SELECT pg_notify($23, '') WHERE $24",
         )
         .bind(column(events, |r| r.event.id.as_uuid()))
@@ -301,6 +305,7 @@ impl Batches {
             d.ordered_by.map(|c| c.as_uuid())
         }))
         .bind(&behind)
+        .bind(&traceparents)
         .execute(conn)
         .await?;
         Ok(())

@@ -363,7 +363,7 @@ const CLAIM: &str = "UPDATE deliveries d SET lease_until = $1, claimed_by = $2, 
      attempts_started = d.attempts_started + 1";
 const CLAIMED: &str = "RETURNING d.id, d.org_id, d.webhook_id, d.url, d.body, d.event_type, \
      (SELECT e.shared_body FROM events e WHERE e.id = d.event_id) AS shared_body, \
-     d.attempt_count, d.attempts_started, d.first_attempt_at, d.ordered_by";
+     d.attempt_count, d.attempts_started, d.first_attempt_at, d.ordered_by, d.traceparent";
 
 fn uuids(ids: &[DeliveryId]) -> Vec<Uuid> {
     ids.iter().map(DeliveryId::as_uuid).collect()
@@ -875,6 +875,7 @@ impl Store for PgStore {
         log: DeliveryId,
         new_id: DeliveryId,
         lease_until: Option<Timestamp>,
+        traceparent: Option<Arc<str>>,
     ) -> StoreResult<Option<DeliveryJob>> {
         let mut tx = self.pool.begin().await?;
         let source = sqlx::query(&format!(
@@ -901,12 +902,12 @@ impl Store for PgStore {
         let row = sqlx::query(
             "INSERT INTO deliveries (id, org_id, event_id, webhook_id, webhook_name, connector_id, \
              event_type, integration_name, end_user_name, origin_id, url, body, status, created_at, \
-             next_attempt_at, lease_until, claimed_by, attempts_started) \
+             next_attempt_at, lease_until, claimed_by, attempts_started, traceparent) \
              SELECT $1, org_id, event_id, webhook_id, $2, connector_id, event_type, integration_name, \
-             end_user_name, origin_id, $3, $9, 'pending', $4, $4, $5, $6, $7 FROM deliveries \
+             end_user_name, origin_id, $3, $9, 'pending', $4, $4, $5, $6, $7, $10 FROM deliveries \
              WHERE id = $8 RETURNING id, org_id, webhook_id, url, body, event_type, \
              NULL::bytea AS shared_body, attempt_count, attempts_started, first_attempt_at, \
-             NULL::uuid AS ordered_by",
+             NULL::uuid AS ordered_by, traceparent",
         )
         .bind(new_id.as_uuid())
         .bind(webhook_name)
@@ -917,6 +918,7 @@ impl Store for PgStore {
         .bind(lease_until.is_some() as i32)
         .bind(log.as_uuid())
         .bind(&body[..])
+        .bind(traceparent.as_deref())
         .fetch_one(&mut *tx)
         .await?;
         let job = rows::job(&PgColumns(&row))?;

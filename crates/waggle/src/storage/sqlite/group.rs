@@ -649,7 +649,7 @@ fn claim_due(conn: &Connection, claim: &Claim) -> rusqlite::Result<StoreResult<V
     // is the only writer of the rows it reads.
     let mut read = conn.prepare_cached(
         "SELECT id, org_id, webhook_id, url, body, attempt_count, attempts_started + 1, \
-         first_attempt_at, event_id, ordered_by FROM deliveries WHERE rowid = ?",
+         first_attempt_at, event_id, ordered_by, traceparent FROM deliveries WHERE rowid = ?",
     )?;
     let mut take = conn.prepare_cached(
         "UPDATE deliveries SET attempts_started = attempts_started + 1, lease_until = ? \
@@ -712,6 +712,7 @@ fn claim_due(conn: &Connection, claim: &Claim) -> rusqlite::Result<StoreResult<V
                 }
                 None => None,
             },
+            traceparent: row.get::<_, Option<String>>(10)?.map(Into::into),
         });
         drop(rows);
         take.execute(params![lease_until, rowid])?;
@@ -840,16 +841,17 @@ fn insert_events(conn: &Connection, events: &[NewEvent]) -> rusqlite::Result<()>
     // reads are all there).
     let mut insert_delivery = conn.prepare_cached(
         "INSERT INTO deliveries (id, org_id, event_id, webhook_id, webhook_name, url, status, \
-         created_at, next_attempt_at, lease_until, attempts_started, ordered_by) \
+         created_at, next_attempt_at, lease_until, attempts_started, ordered_by, traceparent) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, \
          CASE WHEN ?10 IS NOT NULL AND EXISTS (SELECT 1 FROM deliveries \
            WHERE webhook_id = ?4 AND ordered_by = ?10 AND status = 'pending') \
-         THEN NULL ELSE ?7 END, ?8, ?9, ?10)",
+         THEN NULL ELSE ?7 END, ?8, ?9, ?10, ?11)",
     )?;
     for NewEvent {
         event,
         shared_body,
         deliveries,
+        traceparent,
     } in events
     {
         let (event_id, org_id) = (event.id.to_string(), event.org_id.to_string());
@@ -879,6 +881,7 @@ fn insert_events(conn: &Connection, events: &[NewEvent]) -> rusqlite::Result<()>
                 d.lease_until.as_ref().map(to_micros),
                 d.lease_until.is_some() as i64,
                 d.ordered_by.map(|c| c.to_string()),
+                traceparent.as_deref(),
             ])?;
         }
     }

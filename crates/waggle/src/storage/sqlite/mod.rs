@@ -367,6 +367,7 @@ impl Store for SqliteStore {
         log: DeliveryId,
         new_id: DeliveryId,
         lease_until: Option<Timestamp>,
+        traceparent: Option<Arc<str>>,
     ) -> StoreResult<Option<DeliveryJob>> {
         let (log, org) = (log.to_string(), org.to_string());
         self.command(move |conn| {
@@ -401,12 +402,13 @@ impl Store for SqliteStore {
             let job = conn
                 .prepare_cached(
                     "INSERT INTO deliveries (id, org_id, event_id, webhook_id, webhook_name, url, \
-                     body, status, created_at, next_attempt_at, lease_until, attempts_started) \
-                     SELECT ?, org_id, event_id, webhook_id, ?, ?, ?, 'pending', ?, ?, ?, ? \
+                     body, status, created_at, next_attempt_at, lease_until, attempts_started, \
+                     traceparent) \
+                     SELECT ?, org_id, event_id, webhook_id, ?, ?, ?, 'pending', ?, ?, ?, ?, ? \
                      FROM deliveries WHERE id = ? \
                      RETURNING id, org_id, webhook_id, url, body, NULL AS event_type, \
                      NULL AS shared_body, attempt_count, attempts_started, first_attempt_at, \
-                     NULL AS ordered_by",
+                     NULL AS ordered_by, traceparent",
                 )?
                 .query_row(
                     rusqlite::params![
@@ -418,6 +420,7 @@ impl Store for SqliteStore {
                         now,
                         lease_until.as_ref().map(to_micros),
                         lease_until.is_some() as i64,
+                        traceparent.as_deref(),
                         log,
                     ],
                     |row| Ok(rows::job(&SqliteRow(row))),
