@@ -409,15 +409,24 @@ impl Inner {
         let (ended, retriable, status, asked) = match &result {
             AttemptResult::Response {
                 status, headers, ..
-            } => (
-                DeliveryState::Delivered { status: *status },
-                RETRIABLE_STATUSES.contains(status),
-                Some(*status),
-                headers
-                    .iter()
-                    .find(|(name, _)| name.eq_ignore_ascii_case("retry-after"))
-                    .and_then(|(_, value)| retry::retry_after(value, time::now())),
-            ),
+            } => {
+                // Only an answer that may be retried has its Retry-After looked for.
+                let retriable = RETRIABLE_STATUSES.contains(status);
+                let asked = retriable
+                    .then(|| {
+                        headers
+                            .iter()
+                            .find(|(name, _)| name.eq_ignore_ascii_case("retry-after"))
+                    })
+                    .flatten()
+                    .and_then(|(_, value)| retry::retry_after(value, time::now()));
+                (
+                    DeliveryState::Delivered { status: *status },
+                    retriable,
+                    Some(*status),
+                    asked,
+                )
+            }
             AttemptResult::Failure { category, .. } => {
                 (DeliveryState::Failed, category.is_retriable(), None, None)
             }
