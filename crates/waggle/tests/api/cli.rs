@@ -239,7 +239,8 @@ async fn a_config_file_sets_every_flag_under_its_name_below_env_and_flags() {
     // print: the file over the defaults, the environment over the file, secrets hidden.
     std::fs::write(
         &bad,
-        "database = \"postgres://waggle:hunter2@db.internal/waggle\"\nrate_limit = 3\n",
+        "database = \"postgres://waggle:hunter2@db.internal/waggle\"\nrate_limit = 3\n\
+         otlp_endpoint = \"https://otel:hunter2@collector.internal:4318\"\n",
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_waggle"))
@@ -257,6 +258,10 @@ async fn a_config_file_sets_every_flag_under_its_name_below_env_and_flags() {
     assert_eq!(
         printed["database"].as_str(),
         Some("postgres://waggle:***@db.internal/waggle")
+    );
+    assert_eq!(
+        printed["otlp_endpoint"].as_str(),
+        Some("https://otel:***@collector.internal:4318/")
     );
     assert_eq!(printed["retry_window"].as_str(), Some("60s"));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("hunter2"));
