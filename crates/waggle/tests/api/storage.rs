@@ -3,7 +3,8 @@
 //! exits non-zero, and loses nothing the API acknowledged: after a restart on the same
 //! file, every acknowledged event is delivered, and the refused call left nothing. A
 //! full disk turns them to 503 too, but only until space returns: the app goes on by
-//! itself, and again loses nothing.
+//! itself, and again loses nothing. So does a database file the node starts on while it
+//! is read-only, once it may be written again.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -256,4 +257,176 @@ async fn a_full_disk_answers_503_writes_nothing_and_service_resumes_when_space_r
     assert!(logs.iter().all(|l| l["status"] == "delivered"), "{logs:?}");
     app.cancel.cancel();
     let _ = running.await;
+}
+
+/// `chmod` on the database's files, as the test (root) may.
+fn chmod(dir: &std::path::Path, mode: &str) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let done = std::process::Command::new("chmod")
+            .arg(mode)
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(done.success(), "chmod {mode} {}", path.display());
+    }
+}
+
+#[tokio::test]
+async fn a_read_only_database_file_answers_503_and_service_resumes_once_it_may_be_written() {
+    if backend() == Backend::Postgres {
+        eprintln!("file permissions under PostgreSQL are the database server's");
+        return;
+    }
+    // Root writes whatever a file's mode says: the server runs as `nobody`.
+    let nobody = ["--reuid=65534", "--regid=65534", "--clear-groups"];
+    let can_switch = std::process::Command::new("setpriv")
+        .args(nobody)
+        .arg("true")
+        .status()
+        .is_ok_and(|s| s.success());
+    if !can_switch {
+        assert!(
+            std::env::var("WAGGLE_REQUIRE_FAULTS").as_deref() != Ok("1"),
+            "WAGGLE_REQUIRE_FAULTS=1, but the server cannot be run as another user here"
+        );
+        eprintln!("SKIPPED: the read-only test runs the server as nobody (run as root)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}/waggle.db", dir.path().display());
+    let key = org_create(&db_url)["api_key"].as_str().unwrap().to_owned();
+    let chown = std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let start = || {
+        let port = free_port();
+        let child = std::process::Command::new("setpriv")
+            .args(nobody)
+            .arg(waggle_bin())
+            .args([
+                "serve",
+                "--allow-private-destinations",
+                "--poll-interval",
+                "50ms",
+            ])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--database",
+                &db_url,
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Server {
+            child,
+            address: format!("http://127.0.0.1:{port}"),
+        }
+    };
+    let client = reqwest::Client::new();
+    let healthz = |server: &Server| {
+        let (client, url) = (client.clone(), format!("{}/healthz", server.address));
+        async move {
+            let r = client.get(url).send().await.ok()?;
+            Some((
+                r.status().as_u16(),
+                r.json::<serde_json::Value>().await.ok()?,
+            ))
+        }
+    };
+
+    let receiver = Receiver::start(200).await;
+    let mut server = start();
+    wait_for("the server to answer", Duration::from_secs(15), || {
+        healthz(&server)
+    })
+    .await;
+    let base = server.address.clone();
+    call(
+        &client,
+        &key,
+        format!("{base}/api/v1/webhooks"),
+        json!({
+        "url": receiver.url("/h"), "name": "h", "type": "production",
+        "events": ["connector_sync_started"]}),
+    )
+    .await
+    .expect("webhook created");
+    let connector = call(&client, &key, format!("{base}/api/v1/connectors"), json!({
+        "environment": "production", "display_name": "BreatheHR", "integration_slug": "breathehr",
+        "categories": ["HRIS"], "origin_id": "u", "end_user_name": "John Doe", "end_user_email": "a@b.c"}))
+    .await
+    .expect("connector created");
+    let syncs = format!("/api/v1/connectors/{}/syncs", id(&connector, "id"));
+    let mut acknowledged = HashSet::new();
+    for _ in 0..3 {
+        let sync = call(&client, &key, format!("{base}{syncs}"), json!({}))
+            .await
+            .unwrap();
+        acknowledged.insert(id(&sync, "id"));
+    }
+    server.terminate().await;
+
+    // Started on a file it may not write: it serves, reads answer, writes are refused.
+    chmod(dir.path(), "a-w");
+    let server = start();
+    let base = server.address.clone();
+    let (status, body) = wait_for("the server to answer", Duration::from_secs(15), || {
+        healthz(&server)
+    })
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "unavailable");
+    assert!(
+        body["reason"].as_str().unwrap().contains("readonly"),
+        "{body}"
+    );
+    for _ in 0..3 {
+        let refused = client
+            .post(format!("{base}{syncs}"))
+            .bearer_auth(&key)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body: serde_json::Value = refused.json().await.unwrap();
+        assert_eq!(body, json!({"detail": "storage unavailable"}));
+    }
+    let read = fetch(
+        &client,
+        &key,
+        format!("{base}{}", syncs.replace("/syncs", "")),
+    )
+    .await;
+    assert_eq!(read["id"], connector["id"], "reads still answer");
+
+    // Writable again: the node writes by itself, without a restart.
+    chmod(dir.path(), "u+w");
+    wait_for(
+        "the store to write again",
+        Duration::from_secs(10),
+        || async { (healthz(&server).await?.0 == 200).then_some(()) },
+    )
+    .await;
+    let sync = call(&client, &key, format!("{base}{syncs}"), json!({})).await;
+    acknowledged.insert(id(&sync.expect("a sync accepted once writable"), "id"));
+    wait_for(
+        "every acknowledged sync delivered, and nothing refused",
+        Duration::from_secs(20),
+        || async {
+            let got: HashSet<String> = receiver
+                .requests()
+                .iter()
+                .map(|r| r.json()["data"]["id"].as_str().unwrap().to_owned())
+                .collect();
+            (got == acknowledged).then_some(())
+        },
+    )
+    .await;
 }

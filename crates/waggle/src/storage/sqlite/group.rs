@@ -31,6 +31,7 @@ use tokio::sync::{oneshot, watch};
 use super::super::records;
 use super::super::sql::Dialect;
 use super::super::*;
+use super::readers::Reopen;
 use crate::domain::attempt::{Attempt, AttemptResult};
 use crate::domain::time::{self, to_micros};
 
@@ -224,6 +225,7 @@ pub(super) fn start(
     path: &Path,
     sync: SqliteSync,
     health: watch::Sender<Health>,
+    readers: Reopen,
 ) -> anyhow::Result<mpsc::Sender<GroupWrite>> {
     use anyhow::Context;
     let conn =
@@ -234,10 +236,11 @@ pub(super) fn start(
         .name("sqlite-writer".into())
         .spawn(move || {
             let mut writer = Writer {
-                conn,
+                conn: Some(conn),
                 path,
                 sync,
                 health,
+                readers,
             };
             writer.run(writes)
         })
@@ -269,13 +272,16 @@ fn open(path: &Path, sync: SqliteSync) -> rusqlite::Result<Connection> {
 }
 
 struct Writer {
-    conn: Connection,
+    /// `None` while a probe found the file could not be opened at all.
+    conn: Option<Connection>,
     /// The database file, which names this writer to a test's injected fault.
     path: String,
     /// What a commit waits for (the probe's fresh connection too).
     sync: SqliteSync,
     /// Whether the writer can write, as its last write or probe found.
     health: watch::Sender<Health>,
+    /// Closes the readers' connections, which a probe needs (see `readers`).
+    readers: Reopen,
 }
 
 impl Drop for Writer {
@@ -315,6 +321,16 @@ impl Writer {
                 first.fail(StoreError::Unavailable(why.clone()));
                 continue;
             }
+            let Some(conn) = self.conn.as_mut() else {
+                let health = self.health.borrow();
+                first.fail(StoreError::Unavailable(
+                    health
+                        .trouble()
+                        .unwrap_or("the database cannot be opened")
+                        .to_owned(),
+                ));
+                continue;
+            };
             let mut commands = Vec::new();
             for write in std::iter::once(first).chain(writes.try_iter().take(GROUP_MAX - 1)) {
                 match write {
@@ -327,7 +343,7 @@ impl Writer {
                 let health = &self.health;
                 let (writes, started) = (group.len(), std::time::Instant::now());
                 settle(
-                    &mut self.conn,
+                    conn,
                     &mut group,
                     |conn, group| commit_group(conn, group, fault),
                     |wrote| heard(health, wrote),
@@ -343,29 +359,31 @@ impl Writer {
                     Health::Ok | Health::Unavailable(_) => {}
                 }
                 let health = &self.health;
-                run_command(&mut self.conn, command, |wrote| heard(health, wrote));
+                run_command(conn, command, |wrote| heard(health, wrote));
             }
         }
     }
 
     /// Tries a write of nothing that matters (the schema's user version, set to itself),
-    /// on a fresh connection. (A file the node started on read-only stays read-only to
-    /// it: SQLite shares the WAL index it opened read-only with the readers' connections.)
+    /// on a fresh connection. Every connection of the process is closed first: they share
+    /// one WAL index, and one opened while the file was read-only stays read-only until
+    /// the last of them closes.
     fn probe(&mut self) -> Wrote {
-        let fresh = open(Path::new(&self.path), self.sync).map_err(|e| Trouble::of(&e))?;
-        self.conn = fresh;
-        let version: i64 = self
+        self.readers.all();
+        self.conn = None;
+        let conn = self
             .conn
+            .insert(open(Path::new(&self.path), self.sync).map_err(|e| Trouble::of(&e))?);
+        let version: i64 = conn
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .map_err(|e| Trouble::of(&e))?;
-        self.conn
-            .execute_batch(&format!(
-                "BEGIN IMMEDIATE; PRAGMA user_version = {version}; COMMIT;"
-            ))
-            .map_err(|e| {
-                let _ = self.conn.execute_batch("ROLLBACK");
-                Trouble::of(&e)
-            })
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; PRAGMA user_version = {version}; COMMIT;"
+        ))
+        .map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            Trouble::of(&e)
+        })
     }
 }
 

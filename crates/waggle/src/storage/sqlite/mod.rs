@@ -128,8 +128,8 @@ impl SqliteStore {
             .with_context(|| format!("migrating the SQLite database {}", path.display()))?;
         drop(conn);
         let (health, healthy) = watch::channel(Health::Ok);
-        let writer = group::start(path, sync, health)?;
         let readers = Readers::open(path, READERS)?;
+        let writer = group::start(path, sync, health, readers.reopen())?;
         Ok(Self {
             readers,
             writer,
