@@ -241,6 +241,8 @@ pub trait Records: Send + Sync {
     ) -> StoreResult<Option<Remembered>>;
     /// Forgets up to `batch` answers kept since before `before`; answers how many.
     async fn forget_remembered(&self, before: Timestamp, batch: u32) -> StoreResult<u64>;
+    /// Removes up to `batch` recoveries that finished before `before`; answers how many.
+    async fn purge_recoveries(&self, before: Timestamp, batch: u32) -> StoreResult<u64>;
 
     /// The deliveries waiting, of every node, as at `now`: from the indexes of pending
     /// deliveries, for the metrics.
@@ -1200,6 +1202,19 @@ impl<D: Db> Records for D {
         );
         q.bind(before)
             .push(" ORDER BY created_at LIMIT ")
+            .bind(batch as i64)
+            .push(D::SKIP_LOCKED)
+            .push(")");
+        Ok(self.write(vec![q]).await?[0])
+    }
+
+    async fn purge_recoveries(&self, before: Timestamp, batch: u32) -> StoreResult<u64> {
+        // A running recovery has no `finished_at`, so it stays.
+        let mut q = D::sql(
+            "DELETE FROM recoveries WHERE id IN (SELECT id FROM recoveries WHERE finished_at < ",
+        );
+        q.bind(before)
+            .push(" ORDER BY id LIMIT ")
             .bind(batch as i64)
             .push(D::SKIP_LOCKED)
             .push(")");

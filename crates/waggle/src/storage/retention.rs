@@ -2,8 +2,9 @@
 //! in the background, so that a long-running store does not grow without end.
 //!
 //! A round runs at start, then a few times per retention period (at most a minute apart):
-//! it removes finished deliveries made before the cutoff, with their attempts, and the
-//! events no delivery refers to any more, [`BATCH`] rows to a transaction, pausing
+//! it removes finished deliveries made before the cutoff, with their attempts, the
+//! events no delivery refers to any more and the recoveries finished before it,
+//! [`BATCH`] rows to a transaction, pausing
 //! between transactions so that the write path (SQLite's one writer) is never held for
 //! long. A delivery still pending stays, and so does its event, until it ends. Then a
 //! SQLite file gives the pages it freed back, a few at a time too. On several nodes each
@@ -98,6 +99,10 @@ impl Rounds {
             if !pause(stop).await {
                 break;
             }
+        }
+        // The recoveries finished before the cutoff: their deliveries are gone or going.
+        while store.purge_recoveries(before, BATCH).await? == u64::from(BATCH) && pause(stop).await
+        {
         }
         if removed != Purged::default() {
             while store.reclaim_space(RECLAIM_PAGES).await? > 0 && pause(stop).await {}

@@ -50,6 +50,22 @@ async fn old_rows_go_and_deliveries_still_retried_stay_with_their_events() {
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     }
     receiver.wait_for(3).await;
+    // A recovery with nothing to recover finishes at once; finished, it goes too.
+    let webhooks = app.get("/api/v1/webhooks").await.1;
+    let recover = format!(
+        "/api/v1/webhooks/{}/recover",
+        id(&webhooks["items"][0], "webhook_id")
+    );
+    let since = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let (status, recovery) = app.post(&recover, json!({"since": since})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{recovery}");
+    let recovery = format!("{recover}/{}", id(&recovery, "id"));
+    wait_for(
+        "the recovery to finish",
+        Duration::from_secs(10),
+        || async { (app.get(&recovery).await.1["status"] == "done").then_some(()) },
+    )
+    .await;
     let db = app.db_url.clone();
     // Removed once older than the retention: the three delivered deliveries with their
     // attempts, and the two events nothing refers to.
@@ -59,7 +75,8 @@ async fn old_rows_go_and_deliveries_still_retried_stay_with_their_events() {
         || async {
             let deliveries = count(&db, "SELECT count(*) FROM deliveries").await;
             let events = count(&db, "SELECT count(*) FROM events").await;
-            (deliveries == 3 && events == 3).then_some(())
+            let recoveries = count(&db, "SELECT count(*) FROM recoveries").await;
+            (deliveries == 3 && events == 3 && recoveries == 0).then_some(())
         },
     )
     .await;
