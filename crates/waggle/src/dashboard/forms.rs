@@ -382,4 +382,10 @@ mod tests {
         assert_eq!(failed.class, "error");
         assert_eq!(failed.text, "Failed (connect_error: refused) after 1.0 ms");
     }
+
+    #[test]
+    fn the_forms_status_names_are_the_retriable_statuses() {
+        let named: Vec<u16> = STATUS_NAMES.iter().map(|n| n.parse().unwrap()).collect();
+        assert_eq!(named, RETRIABLE_STATUSES);
+    }
 }
