@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, Span};
+use tracing::Instrument;
 
 use super::keys::KeyCache;
 use super::lanes::Lanes;
@@ -448,7 +448,7 @@ impl Inner {
             ended
         };
         crate::telemetry::metrics::attempt(&result, &state, duration, job.event_type);
-        crate::telemetry::traces::record_attempt(&Span::current(), &result);
+        crate::telemetry::traces::record_attempt(&result);
         match &result {
             AttemptResult::Response { status, .. } => {
                 tracing::debug!(delivery_id = %job.id, number, status, ?duration, "delivered")

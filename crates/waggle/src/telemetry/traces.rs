@@ -190,11 +190,13 @@ pub fn attempt_span(job: &DeliveryJob) -> Span {
     span
 }
 
-/// Writes an attempt's result on its span.
-pub fn record_attempt(span: &Span, result: &AttemptResult) {
-    if span.is_none() {
+/// Writes an attempt's result on its span, the current one (see [`attempt_span`]).
+pub fn record_attempt(result: &AttemptResult) {
+    // Checked first: not even the current span is looked up while not exporting.
+    if !exporting() {
         return;
     }
+    let span = Span::current();
     match result {
         AttemptResult::Response { status, .. } => {
             span.record("http.response.status_code", status);
