@@ -74,16 +74,9 @@ pub struct PgStore {
 
 impl PgStore {
     pub async fn open(url: &str) -> anyhow::Result<Self> {
-        // Each execution of a statement is planned for its own arguments and the tables
-        // as they are: a generic plan, kept by a connection for good, is made once and
-        // may be made while a table is nearly empty, and then scans the whole table for
-        // the rows of a batch once it is not (BENCHMARKS.md: the outcome statement went
-        // from 10.9 ms to 3.5 ms a call). The hot statements run once per batch, not per
-        // event, so planning each costs less than the plans it avoids.
         let options = PgConnectOptions::from_str(url)
             .context("invalid PostgreSQL URL")?
-            .application_name("waggle")
-            .options([("plan_cache_mode", "force_custom_plan")]);
+            .application_name("waggle");
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             // While the database is away, a call waits this long for a connection (the
@@ -344,6 +337,18 @@ fn query(sql: &Sql) -> sqlx::query::Query<'_, Postgres, PgArguments> {
     q
 }
 
+/// A statement over a batch of rows (`= ANY($1)`, `UNNEST`) or a range of times, planned
+/// at each execution for its own arguments and the tables as they are. A prepared
+/// statement's generic plan is kept by its connection for good, and may have been made
+/// while a table was nearly empty: it then scans the whole table for the rows of a batch
+/// once the table is not (BENCHMARKS.md: the outcome statement took 10.9 ms a call with
+/// it, 3.5 ms without). Such statements run once per batch, so planning each costs less
+/// than the plans it avoids; the many small ones per event (a key's lookup, the foreign
+/// keys' checks) keep their cached plans.
+fn planned(sql: &str) -> sqlx::query::Query<'_, Postgres, PgArguments> {
+    sqlx::query(sql).persistent(false)
+}
+
 fn map_all<T>(found: &[PgRow], map: RowMap<T>) -> StoreResult<Vec<T>> {
     found.iter().map(|row| map(&PgColumns(row))).collect()
 }
@@ -453,7 +458,7 @@ impl PgStore {
         // The webhook is matched as a range of one, not by equality: with equality the
         // planner may read the due order (the index of every webhook) and filter it, the
         // very read this lookup is there to avoid.
-        let rows = sqlx::query(&format!(
+        let rows = planned(&format!(
             "WITH due AS (SELECT q.id FROM unnest($5::uuid[], $6::bigint[]) AS w (webhook_id, room) \
                CROSS JOIN LATERAL (SELECT id FROM deliveries \
                  WHERE webhook_id >= w.webhook_id AND webhook_id <= w.webhook_id \
@@ -497,13 +502,13 @@ impl PgStore {
         lock_orders(&mut tx, next_go.iter().copied()).await?;
         // The deliveries are locked first, in id order (see `apply_outcomes`): the
         // attempts' foreign keys lock them too, in no order of their own.
-        sqlx::query("SELECT 1 FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        planned("SELECT 1 FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE")
             .bind(column(&changes, |c| c.outcome.delivery_id.as_uuid()))
             .execute(&mut *tx)
             .await?;
         for chunk in chunks {
             AttemptColumns::of(chunk)
-                .bind(sqlx::query(&insert_attempts(1)))
+                .bind(planned(&insert_attempts(1)))
                 .execute(&mut *tx)
                 .await?;
         }
@@ -512,7 +517,7 @@ impl PgStore {
         // one statement, however many orders the batch ended.
         let let_go = match next_go.is_empty() {
             true => 0,
-            false => sqlx::query(
+            false => planned(
                 "UPDATE deliveries SET next_attempt_at = $3 WHERE id IN (SELECT (SELECT id \
                  FROM deliveries WHERE webhook_id = v.webhook_id AND ordered_by = v.connector \
                  AND status = 'pending' ORDER BY id LIMIT 1) \
@@ -588,7 +593,7 @@ impl PgStore {
              SELECT count(*) FROM changed",
             insert_attempts(11)
         );
-        let q = sqlx::query(&statement)
+        let q = planned(&statement)
             .bind(column(changes, |c| c.outcome.delivery_id.as_uuid()))
             .bind(column(changes, |c| c.outcome.state.status_str()))
             .bind(column(changes, |c| c.recorded))
@@ -958,7 +963,7 @@ impl Store for PgStore {
         // SKIP LOCKED: nodes claiming at the same moment each take different rows instead
         // of queueing behind one another's locks.
         let full: Vec<Uuid> = room.full().iter().map(|w| w.as_uuid()).collect();
-        let rows = sqlx::query(&format!(
+        let rows = planned(&format!(
             "WITH ahead AS MATERIALIZED (SELECT id, webhook_id, lease_until, next_attempt_at \
                FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $3 \
                ORDER BY next_attempt_at LIMIT $6), \
@@ -999,7 +1004,7 @@ impl Store for PgStore {
 
     async fn release(&self, ids: &[DeliveryId], unstarted: bool) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        let released = sqlx::query(
+        let released = planned(
             "UPDATE deliveries SET lease_until = NULL, claimed_by = NULL, \
                attempts_started = GREATEST(attempts_started - $3, 0) WHERE id IN ( \
                SELECT id FROM deliveries WHERE id = ANY($1) AND status = 'pending' \
@@ -1055,7 +1060,7 @@ impl Store for PgStore {
                 events: 0,
             });
         }
-        let events = sqlx::query(
+        let events = planned(
             "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id < $1 \
              AND id NOT IN (SELECT event_id FROM deliveries WHERE status = 'pending' \
                AND body IS NULL AND event_id < $1) \
@@ -1082,7 +1087,7 @@ impl Store for PgStore {
         // SKIP LOCKED: a row locked now is being finished by this node's outcome writer;
         // waiting for it could deadlock with the writer's batch, and should the writer
         // fail, the next renewal comes a quarter of a lease later.
-        let renewed = sqlx::query(
+        let renewed = planned(
             "UPDATE deliveries SET lease_until = $1 WHERE id IN ( \
                SELECT id FROM deliveries WHERE id = ANY($2) AND claimed_by = $3 \
                AND lease_until IS NOT NULL AND status = 'pending' FOR UPDATE SKIP LOCKED)",
