@@ -422,6 +422,12 @@ impl DeliveryOutcome {
     }
 }
 
+/// How far a webhook's `last_triggered_at` may lag its latest attempt: a batch of
+/// outcomes writes the webhook's row only when it moves `last_triggered_at` by this much
+/// or more, or changes `failing_since`. Otherwise every batch of a busy webhook would
+/// wait, on that one row, for the batch before it to commit (BENCHMARKS.md).
+pub const TRIGGERED_PRECISION: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What a batch of outcomes says of each webhook it made attempts to: when it was last
 /// triggered, and since when its attempts have all failed (`webhooks.failing_since`,
 /// which `--auto-disable-after` goes by).

@@ -260,25 +260,72 @@ async fn detail_has_one_request_and_response_per_attempt_and_resend_sends_the_sa
     );
 }
 
+/// `last_triggered_at` is the latest attempt's start, to within a second: a batch of
+/// outcomes writes the webhook's row only when it moves it by that much.
 #[tokio::test]
-async fn last_triggered_at_follows_attempts() {
+async fn last_triggered_at_follows_attempts_to_within_a_second() {
+    use chrono::{DateTime, Utc};
     let app = spawn_app().await;
     let receiver = Receiver::start(200).await;
     let hook = app
         .create_webhook(
             &receiver.url("/h"),
             "production",
-            &["connector_sync_started"],
+            &["connector_data_modified"],
         )
         .await;
     let connector = app.create_connector("production").await;
-    app.start_sync(&connector).await;
-    app.wait_settled(1).await;
+    let changes = format!("/api/v1/connectors/{}/changes", id(&connector, "id"));
+    let change = || async {
+        let (status, body) = app
+            .post(&changes, json!({"model": "employee", "ids": ["e1"]}))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    };
     let path = format!("/api/v1/webhooks/{}", id(&hook, "webhook_id"));
-    let triggered = wait_for("last_triggered_at", Duration::from_secs(5), || async {
+    let triggered = || async {
         let (_, hook) = app.get(&path).await;
-        hook["last_triggered_at"].as_str().map(str::to_owned)
-    })
+        let at = hook["last_triggered_at"].as_str()?.to_owned();
+        assert!(at.ends_with("+00:00"), "{at}");
+        Some(at.parse::<DateTime<Utc>>().unwrap())
+    };
+    // Each attempt's start, oldest first.
+    let starts = || async {
+        let mut starts = Vec::new();
+        for log in app.all_logs("").await {
+            let (_, detail) = app
+                .get(&format!("/api/v1/webhooks/logs/{}", id(&log, "id")))
+                .await;
+            starts.extend(crate::failures::attempt_starts(&detail));
+        }
+        starts.sort();
+        starts
+    };
+
+    change().await;
+    app.wait_settled(1).await;
+    let first = starts().await[0];
+    assert_eq!(triggered().await, Some(first), "the first attempt sets it");
+
+    // Attempts a second or more later move it; one within a second of those may not.
+    wait_for(
+        "a second past the first attempt",
+        Duration::from_secs(5),
+        || async { (Utc::now() >= first + chrono::Duration::seconds(1)).then_some(()) },
+    )
     .await;
-    assert!(triggered.ends_with("+00:00"));
+    change().await;
+    change().await;
+    app.wait_settled(3).await;
+    let all = starts().await;
+    let (second, last) = (all[1], all[2]);
+    let now = triggered().await.unwrap();
+    assert!(
+        now >= second && now <= last,
+        "{now} outside [{second}, {last}]"
+    );
+    assert!(
+        last - now < chrono::Duration::seconds(1),
+        "{now} lags {last}"
+    );
 }

@@ -562,9 +562,10 @@ impl PgStore {
         // locks does, so that two of them cannot deadlock: the deliveries (`locked`,
         // which `changed` reads, and the main query reads `changed`, so both run first),
         // then the webhooks, each in id order (as `delete_webhook` takes them), by the
-        // statements PostgreSQL runs after the main query. The attempts' foreign keys
-        // are checked at the end, on rows already locked. GREATEST skips NULL: the first
-        // trigger sets it.
+        // statements PostgreSQL runs after the main query. Only the webhooks the batch
+        // must write are locked (see [`TRIGGERED_PRECISION`]); a row changed meanwhile is
+        // checked again once locked. The attempts' foreign keys are checked at the end,
+        // on rows already locked. GREATEST skips NULL: the first trigger sets it.
         let statement = format!(
             "WITH locked AS MATERIALIZED (SELECT id FROM deliveries WHERE id = ANY($1) \
                ORDER BY id FOR UPDATE), \
@@ -589,7 +590,14 @@ impl PgStore {
                FROM UNNEST($22::uuid[], $23::timestamptz[], $24::bool[], $25::timestamptz[], \
                $26::bool[]) AS v (id, at, failing, since, afresh) \
                WHERE w.id = v.id AND w.id IN ( \
-                 SELECT id FROM webhooks WHERE id = ANY($22) ORDER BY id FOR UPDATE)) \
+                 SELECT l.id FROM webhooks l JOIN UNNEST($22::uuid[], $23::timestamptz[], \
+                 $24::bool[], $25::timestamptz[], $26::bool[]) \
+                 AS u (id, at, failing, since, afresh) ON l.id = u.id \
+                 WHERE l.last_triggered_at IS NULL \
+                 OR u.at >= l.last_triggered_at + $27 * interval '1 microsecond' \
+                 OR (l.failing_since IS NULL) = u.failing \
+                 OR (u.afresh AND l.failing_since IS DISTINCT FROM u.since) \
+                 ORDER BY l.id FOR UPDATE OF l)) \
              SELECT count(*) FROM changed",
             insert_attempts(11)
         );
@@ -611,6 +619,7 @@ impl PgStore {
             .bind(column(&failing, |f| f.0))
             .bind(column(&failing, |f| f.1))
             .bind(column(&failing, |f| f.2))
+            .bind(TRIGGERED_PRECISION.as_micros() as i64)
             .execute(conn)
             .await?;
         Ok(())

@@ -958,13 +958,16 @@ fn write_outcomes(conn: &Connection, outcomes: &[DeliveryOutcome]) -> rusqlite::
     for (webhook, connector) in outcomes.iter().filter_map(DeliveryOutcome::lets_next_go) {
         let_next_go.execute(params![webhook.to_string(), connector.to_string(), now])?;
     }
-    // Every attempt triggers its webhook, whether or not its outcome still applied.
+    // Every attempt triggers its webhook, whether or not its outcome still applied; the
+    // row is written when that moves it by TRIGGERED_PRECISION or changes failing_since.
     let mut update_webhook = conn.prepare_cached(
         "UPDATE webhooks SET last_triggered_at = MAX(COALESCE(last_triggered_at, 0), ?1), \
          failing_since = CASE WHEN ?2 = 0 THEN NULL WHEN ?3 = 1 THEN ?4 \
            ELSE COALESCE(failing_since, ?4) END \
-         WHERE id = ?5",
+         WHERE id = ?5 AND (last_triggered_at IS NULL OR ?1 >= last_triggered_at + ?6 \
+           OR (failing_since IS NULL) = ?2 OR (?3 = 1 AND failing_since IS NOT ?4))",
     )?;
+    let precision = crate::storage::TRIGGERED_PRECISION.as_micros() as i64;
     for (webhook, t) in crate::storage::triggered(outcomes) {
         let (failing, since, afresh) = t.failing.columns();
         let since = since.as_ref().map(to_micros);
@@ -973,7 +976,8 @@ fn write_outcomes(conn: &Connection, outcomes: &[DeliveryOutcome]) -> rusqlite::
             failing,
             afresh,
             since,
-            webhook.to_string()
+            webhook.to_string(),
+            precision
         ])?;
     }
     Ok(())
