@@ -436,7 +436,7 @@ async fn signature_key(
     tag = "webhooks",
     operation_id = "regenerate_signature_key",
     request_body(content = Option<RegenerateIn>, description = "Optional: without a `grace_period` the old key stops signing at once"),
-    responses((status = 200, description = "The new key; the old one signs nothing from now on, or only `webhook-signature` until `previous_key_expires_at`", body = SignatureKeyOut))
+    responses((status = 200, description = "The new key; the old one signs nothing from now on, or only `webhook-signature` until `previous_key_expires_at`. With several nodes the answer comes a second after the key is stored, once no node signs with the old one", body = SignatureKeyOut))
 )]
 async fn regenerate_signature_key(
     State(state): State<AppState>,

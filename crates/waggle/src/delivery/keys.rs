@@ -1,102 +1,111 @@
 //! Organizations (name and signature key), cached: every event needs the name for its
 //! payload and every attempt needs the key. Regenerating a key goes through
-//! [`KeyCache::replace`], so every attempt that starts afterwards signs with the new key.
+//! [`KeyCache::replace`], so every attempt that starts after it returns signs with the new
+//! key.
 //!
 //! When other nodes share the store, a key regenerated on any of them must sign every
-//! later attempt on all of them (SPEC §4), and no notification between nodes arrives
-//! before the next request can: a node that learned of the change a few milliseconds
+//! later attempt on all of them (SPEC §4), and no notification between nodes is sure to
+//! arrive before the next request: a node that learned of the change a few milliseconds
 //! late would sign with the replaced key, which receivers then reject. So on a shared
-//! store every lookup is answered by a read of the organization that began after the
-//! lookup did. Lookups that wait together share one read: at most one is in flight per
-//! organization, and each serves every lookup made before it began, so a thousand
-//! attempts a second cost a few reads, not a thousand, and none signs with a key older
-//! than its own start. Only a store of this process alone is cached outright.
+//! store a node uses what it read of an organization for [`KEY_LEASE`] after that read
+//! began, and a regenerate answers only once that long has passed since the new key was
+//! stored: by then every copy read before it has run out, on every node. An attempt then
+//! costs no read; an organization costs a node one read per lease, and a regenerate a
+//! second's wait. Only a store of this process alone is cached for good.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use std::time::Duration;
+use tokio::time::Instant;
 
 use crate::domain::ids::OrgId;
 use crate::domain::signature::{RetiringKey, SignatureKey, SigningKeys};
 use crate::domain::time;
 use crate::storage::{Organization, Store, StoreError, StoreResult};
 
+/// On a shared store, how long a node uses an organization as it read it, from the start
+/// of that read; and so how long a regenerate waits once the new key is stored.
+pub const KEY_LEASE: Duration = Duration::from_secs(1);
+
 pub struct KeyCache {
     store: Arc<dyn Store>,
-    /// Organizations read so far; a regenerate replaces the key after the store has it.
-    /// Unused when other processes share the store: their changes would go unseen.
-    orgs: RwLock<HashMap<OrgId, Organization>>,
-    /// Whether other processes write to the store too.
-    shared: bool,
-    /// On a shared store, the reads of each organization.
-    fresh: Mutex<HashMap<OrgId, Arc<FreshReads<Organization>>>>,
+    /// How long a read serves: [`KEY_LEASE`] where other processes share the store, for
+    /// good where they do not (this process sees every change).
+    lease: Option<Duration>,
+    orgs: Mutex<HashMap<OrgId, Arc<Leased<Organization>>>>,
 }
 
-/// Reads of one value, one at a time, each shared by every lookup made before it began.
-struct FreshReads<V> {
-    /// Counts lookups: each takes a ticket as it starts.
-    tickets: AtomicU64,
-    /// The last read, with the first ticket it does not serve (the count of tickets
-    /// taken before it began). Held while a read is in flight.
-    last: tokio::sync::Mutex<Option<(u64, V)>>,
+/// A value as last read, used for `lease` after its read began (for good without one).
+/// Reads go one at a time, and lookups that wait for one use what it read.
+struct Leased<V> {
+    lease: Option<Duration>,
+    last: RwLock<Option<(Instant, V)>>,
+    reading: tokio::sync::Mutex<()>,
 }
 
-impl<V> Default for FreshReads<V> {
-    fn default() -> Self {
+impl<V: Clone> Leased<V> {
+    fn new(lease: Option<Duration>) -> Self {
         Self {
-            tickets: AtomicU64::new(0),
-            last: tokio::sync::Mutex::new(None),
+            lease,
+            last: RwLock::new(None),
+            reading: tokio::sync::Mutex::new(()),
         }
     }
-}
 
-impl<V: Clone> FreshReads<V> {
-    /// The value as a read that began after this call did found it: the last read's, if
-    /// it began after this call, or else a new read's.
+    /// The last read's value while it serves.
+    fn current(&self) -> Option<V> {
+        let last = self.last.read().expect("leased value lock");
+        let (began, value) = last.as_ref()?;
+        self.lease
+            .is_none_or(|lease| began.elapsed() < lease)
+            .then(|| value.clone())
+    }
+
+    /// The value, read anew once the last read no longer serves.
     async fn get<E, F>(&self, read: impl FnOnce() -> F) -> Result<V, E>
     where
         F: std::future::Future<Output = Result<V, E>>,
     {
-        let ticket = self.tickets.fetch_add(1, Ordering::SeqCst);
-        let mut last = self.last.lock().await;
-        if let Some((serves_below, found)) = &*last {
-            if ticket < *serves_below {
-                return Ok(found.clone());
-            }
+        if let Some(value) = self.current() {
+            return Ok(value);
         }
-        // Every ticket taken so far was taken before this read begins.
-        let serves_below = self.tickets.load(Ordering::SeqCst);
-        let found = read().await?;
-        *last = Some((serves_below, found.clone()));
-        Ok(found)
+        let _one = self.reading.lock().await;
+        if let Some(value) = self.current() {
+            return Ok(value);
+        }
+        let began = Instant::now();
+        let value = read().await?;
+        *self.last.write().expect("leased value lock") = Some((began, value.clone()));
+        Ok(value)
+    }
+
+    /// Forgets the value: the next lookup reads.
+    fn forget(&self) {
+        *self.last.write().expect("leased value lock") = None;
     }
 }
 
 impl KeyCache {
     pub fn new(store: Arc<dyn Store>) -> Self {
         Self {
-            shared: store.shared(),
+            lease: store.shared().then_some(KEY_LEASE),
             store,
-            orgs: RwLock::new(HashMap::new()),
-            fresh: Mutex::new(HashMap::new()),
+            orgs: Mutex::new(HashMap::new()),
         }
     }
 
-    pub async fn organization(&self, org: OrgId) -> StoreResult<Organization> {
-        if self.shared {
-            return self.read_fresh(org).await;
-        }
-        if let Some(found) = self.orgs.read().expect("org cache lock").get(&org) {
-            return Ok(found.clone());
-        }
-        let stored = self.read(org).await?;
+    fn leased(&self, org: OrgId) -> Arc<Leased<Organization>> {
         self.orgs
-            .write()
+            .lock()
             .expect("org cache lock")
-            .insert(org, stored.clone());
-        Ok(stored)
+            .entry(org)
+            .or_insert_with(|| Arc::new(Leased::new(self.lease)))
+            .clone()
+    }
+
+    pub async fn organization(&self, org: OrgId) -> StoreResult<Organization> {
+        self.leased(org).get(|| self.read(org)).await
     }
 
     /// The keys that sign the organization's deliveries now.
@@ -111,41 +120,36 @@ impl KeyCache {
             .ok_or_else(|| StoreError::Corrupt(format!("organization {org} is gone")))
     }
 
-    /// The organization as a read that began after this call did found it.
-    async fn read_fresh(&self, org: OrgId) -> StoreResult<Organization> {
-        let reads = self
-            .fresh
-            .lock()
-            .expect("fresh reads lock")
-            .entry(org)
-            .or_default()
-            .clone();
-        reads.get(|| self.read(org)).await
-    }
-
-    /// Stores a new key and signs with it from now on. With a `grace`, the key it
-    /// replaces keeps signing `webhook-signature` beside it for that long; without one,
-    /// it stops at once, and so does any key still retiring.
+    /// Stores a new key and signs with it from now on, on every node once this returns.
+    /// With a `grace`, the key it replaces keeps signing `webhook-signature` beside it for
+    /// that long; without one, it stops at once, and so does any key still retiring.
     pub async fn replace(
         &self,
         org: OrgId,
         key: SignatureKey,
         grace: Duration,
     ) -> StoreResult<Option<RetiringKey>> {
-        let retiring = match grace.is_zero() {
-            true => None,
-            false => Some(RetiringKey {
-                key: self.organization(org).await?.signature_key,
-                until: time::now()
-                    + chrono::Duration::from_std(grace).expect("a grace of at most days"),
-            }),
+        let leased = self.leased(org);
+        let retiring = {
+            // No read of this node's overlaps the change.
+            let _one = leased.reading.lock().await;
+            let retiring = match grace.is_zero() {
+                true => None,
+                false => Some(RetiringKey {
+                    key: self.read(org).await?.signature_key,
+                    until: time::now()
+                        + chrono::Duration::from_std(grace).expect("a grace of at most days"),
+                }),
+            };
+            self.store
+                .set_signature_key(org, &key, retiring.as_ref())
+                .await?;
+            leased.forget();
+            retiring
         };
-        self.store
-            .set_signature_key(org, &key, retiring.as_ref())
-            .await?;
-        if let Some(found) = self.orgs.write().expect("org cache lock").get_mut(&org) {
-            found.signature_key = key;
-            found.retiring_key = retiring.clone();
+        if self.lease.is_some() {
+            // What other nodes read before the key was stored serves them this long more.
+            tokio::time::sleep(KEY_LEASE).await;
         }
         Ok(retiring)
     }
@@ -153,62 +157,81 @@ impl KeyCache {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicU32;
+    use std::sync::atomic::{AtomicU32, Ordering};
 
     use tokio::sync::Notify;
 
     use super::*;
 
-    #[tokio::test]
-    async fn lookups_waiting_together_share_a_read_that_began_after_them() {
-        let reads = Arc::new(FreshReads::<u32>::default());
-        let (count, value) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(1)));
-        let gate = Arc::new(Notify::new());
-        let read = {
-            let (count, value, gate) = (count.clone(), value.clone(), gate.clone());
-            move || {
-                let (count, value, gate) = (count.clone(), value.clone(), gate.clone());
-                async move {
-                    count.fetch_add(1, Ordering::SeqCst);
-                    gate.notified().await;
-                    Ok::<_, ()>(value.load(Ordering::SeqCst))
-                }
-            }
-        };
-        // The first lookup's read is in flight, held at the gate.
-        let first = tokio::spawn({
-            let (reads, read) = (reads.clone(), read.clone());
-            async move { reads.get(read).await }
-        });
-        while count.load(Ordering::SeqCst) == 0 {
-            tokio::task::yield_now().await;
+    /// A read that counts itself, waits at `gate`, and finds `value`.
+    #[derive(Clone, Default)]
+    struct Source {
+        reads: Arc<AtomicU32>,
+        value: Arc<AtomicU32>,
+        gate: Arc<Notify>,
+    }
+
+    impl Source {
+        async fn read(&self) -> Result<u32, ()> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            self.gate.notified().await;
+            Ok(self.value.load(Ordering::SeqCst))
         }
-        // The value changes; fifty lookups start after that and wait together.
-        value.store(2, Ordering::SeqCst);
-        let waiting: Vec<_> = (0..50)
+
+        fn reads(&self) -> u32 {
+            self.reads.load(Ordering::SeqCst)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_serves_every_lookup_for_its_lease_from_when_it_began() {
+        let leased = Arc::new(Leased::<u32>::new(Some(KEY_LEASE)));
+        let source = Source::default();
+        source.value.store(1, Ordering::SeqCst);
+        // Fifty lookups at once: one reads, the others wait for it and use what it read.
+        let lookups: Vec<_> = (0..50)
             .map(|_| {
-                let (reads, read) = (reads.clone(), read.clone());
-                tokio::spawn(async move { reads.get(read).await })
+                let (leased, source) = (leased.clone(), source.clone());
+                tokio::spawn(async move { leased.get(|| source.read()).await })
             })
             .collect();
-        while reads.tickets.load(Ordering::SeqCst) < 51 {
+        while source.reads() == 0 {
             tokio::task::yield_now().await;
         }
-        gate.notify_one();
-        assert_eq!(first.await.unwrap(), Ok(2), "read after the change");
-        // Their read began after they all asked: one more read serves all fifty.
-        while count.load(Ordering::SeqCst) < 2 {
-            tokio::task::yield_now().await;
+        // The read takes a while: its lease counts from when it began.
+        tokio::time::advance(KEY_LEASE / 4).await;
+        source.gate.notify_one();
+        for lookup in lookups {
+            assert_eq!(lookup.await.unwrap(), Ok(1));
         }
-        gate.notify_one();
-        for lookup in waiting {
-            assert_eq!(lookup.await.unwrap(), Ok(2));
-        }
-        assert_eq!(count.load(Ordering::SeqCst), 2);
-        // A lookup after everything settled reads again rather than reuse an old value.
-        value.store(3, Ordering::SeqCst);
-        gate.notify_one();
-        assert_eq!(reads.get(read).await, Ok(3));
-        assert_eq!(count.load(Ordering::SeqCst), 3);
+        assert_eq!(source.reads(), 1);
+
+        // Within the lease, a change in the store goes unseen, and nothing is read.
+        source.value.store(2, Ordering::SeqCst);
+        tokio::time::advance(KEY_LEASE / 2).await;
+        assert_eq!(leased.get(|| source.read()).await, Ok(1));
+        assert_eq!(source.reads(), 1);
+
+        // Once the lease (from the read's start) has run out, a lookup reads again.
+        tokio::time::advance(KEY_LEASE / 4).await;
+        source.gate.notify_one();
+        assert_eq!(leased.get(|| source.read()).await, Ok(2));
+        assert_eq!(source.reads(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_lease_a_read_serves_until_forgotten() {
+        let leased = Leased::<u32>::new(None);
+        let source = Source::default();
+        source.value.store(1, Ordering::SeqCst);
+        source.gate.notify_one();
+        assert_eq!(leased.get(|| source.read()).await, Ok(1));
+        source.value.store(2, Ordering::SeqCst);
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert_eq!(leased.get(|| source.read()).await, Ok(1));
+        leased.forget();
+        source.gate.notify_one();
+        assert_eq!(leased.get(|| source.read()).await, Ok(2));
+        assert_eq!(source.reads(), 2);
     }
 }
