@@ -42,6 +42,13 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
 
 /// Outcome batches committing at once (see `Inner::write_outcomes`).
 const OUTCOME_BATCHES: usize = 4;
+/// Where other nodes share the store: how long a batch of outcomes waits for more once
+/// its first is in, unless [`GATHERED`] come sooner. PostgreSQL plans and commits each
+/// batch whatever its size, and an outcome's commit delays no receiver: at 1,000 attempts
+/// a second, batches of one cost it several times the CPU (BENCHMARKS.md). The embedded
+/// store's writer gathers them by itself.
+const OUTCOME_GATHER: Duration = Duration::from_millis(2);
+const GATHERED: usize = 64;
 
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
@@ -509,6 +516,16 @@ impl Inner {
                 }
                 while committing.join_next().await.is_some() {}
                 return;
+            }
+            if self.store.shared() {
+                let until = tokio::time::Instant::now() + OUTCOME_GATHER;
+                while batch.len() < GATHERED {
+                    tokio::select! {
+                        received = rx.recv_many(&mut batch, 512) => if received == 0 { break },
+                        _ = tokio::time::sleep_until(until) => break,
+                        _ = stop.cancelled() => break,
+                    }
+                }
             }
             let inner = self.clone();
             committing.spawn(async move { inner.commit_outcomes(&mut batch, false).await });
