@@ -13,10 +13,11 @@
 
 use std::sync::Arc;
 
-use sqlx::PgPool;
+use sqlx::Connection as _;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use uuid::Uuid;
 
+use super::connections::Connections;
 use super::{column, query, WORK_CHANNEL};
 use crate::storage::records;
 use crate::storage::sql::Dialect;
@@ -61,9 +62,9 @@ pub(super) struct EventWriter {
 
 impl EventWriter {
     /// Starts the writer's task. `node` is the claimant of deliveries made with a lease.
-    pub(super) fn start(pool: PgPool, node: Uuid) -> Self {
+    pub(super) fn start(conns: Arc<Connections>, node: Uuid) -> Self {
         let (calls, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(Batches { pool, node }.run(queue));
+        tokio::spawn(Batches { conns, node }.run(queue));
         Self { calls }
     }
 
@@ -93,7 +94,7 @@ impl EventWriter {
 type CallWrites = (SyncChange, Arc<[NewEvent]>, Option<Remembered>);
 
 struct Batches {
-    pool: PgPool,
+    conns: Arc<Connections>,
     node: Uuid,
 }
 
@@ -175,17 +176,18 @@ impl Batches {
             .flat_map(|(_, events, _)| events.iter())
             .flat_map(|e| e.deliveries.iter())
             .filter_map(|d| Some((d.webhook_id, d.ordered_by?)));
+        let mut conn = self.conns.get().await?;
         if changes.iter().all(Option::is_none)
             && calls.iter().all(|(_, _, r)| r.is_none())
             && orders.clone().next().is_none()
         {
             let events: Vec<&NewEvent> = calls.iter().flat_map(|(_, e, _)| e.iter()).collect();
-            self.insert(&mut *self.pool.acquire().await?, &events)
-                .await?;
+            self.insert(&mut conn, &events).await?;
+            conn.keep();
             results.resize_with(calls.len(), || Ok(()));
             return Ok(results);
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = conn.begin().await?;
         super::lock_orders(&mut tx, orders).await?;
         let mut events: Vec<&NewEvent> = Vec::new();
         for ((_, call_events, remember), change) in calls.iter().zip(&changes) {
@@ -217,6 +219,7 @@ impl Batches {
         }
         self.insert(&mut tx, &events).await?;
         tx.commit().await?;
+        conn.keep();
         Ok(results)
     }
 

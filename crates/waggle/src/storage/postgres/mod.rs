@@ -12,7 +12,8 @@
 //! writes are few statements each: the events of the API calls that arrive together are
 //! one statement (`events.rs`); a batch of outcomes is one statement, its own
 //! transaction; what every event reads is kept in memory and checked against a version
-//! the API's key lookup reads anyway (`cache.rs`).
+//! the API's key lookup reads anyway (`cache.rs`); and a statement is one round trip, on a
+//! connection kept from the statement before (`connections.rs`).
 //!
 //! Times are bound as the nodes' clocks give them, so nodes must keep their clocks in
 //! sync (NTP); a skew eats into the lease's margin.
@@ -25,7 +26,7 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
-use sqlx::{PgConnection, Postgres, Row as _};
+use sqlx::{Connection as _, PgConnection, Postgres, Row as _};
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
@@ -37,14 +38,18 @@ use super::triggered as storage_triggered;
 use super::*;
 use crate::domain::attempt::AttemptResult;
 use cache::RecordCache;
+use connections::Connections;
 use events::EventWriter;
 
 mod cache;
+mod connections;
 mod events;
 
 /// Connections per node. Dispatching needs few (claims and lease renewals are one statement
 /// per batch, outcome batches one short transaction); the rest serve the API.
 const POOL_SIZE: u32 = 10;
+/// Of which kept out of the pool between statements, at most (see [`connections`]).
+const KEPT: usize = POOL_SIZE as usize / 2;
 
 /// How long a call waits for one of the pool's connections.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -55,7 +60,7 @@ const WORK_CHANNEL: &str = "waggle_work";
 const ATTEMPT_BYTES: usize = 4 << 20;
 
 pub struct PgStore {
-    pool: PgPool,
+    conns: Arc<Connections>,
     /// This store's id, written in `deliveries.claimed_by` by its claims: only the node
     /// that made a claim renews or releases it. New on every start.
     node: Uuid,
@@ -82,6 +87,8 @@ impl PgStore {
             // While the database is away, a call waits this long for a connection (the
             // pool retries connecting) before it fails with 503.
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(false)
+            .before_acquire(connections::ask_if_idle)
             .connect_with(options.clone())
             .await
             .with_context(|| {
@@ -111,20 +118,17 @@ impl PgStore {
             .context("listening for PostgreSQL notifications")?;
         let stop = CancellationToken::new();
         let node = Uuid::new_v4();
+        let conns = Arc::new(Connections::new(pool.clone(), KEPT));
         let store = Self {
-            events: EventWriter::start(pool.clone(), node),
+            events: EventWriter::start(conns.clone(), node),
             cache: RecordCache::default(),
-            pool,
+            conns,
             node,
             work: Arc::new(Notify::new()),
             _listener: stop.clone().drop_guard(),
             health: watch::Sender::new(Health::Ok),
         };
-        tokio::spawn(watch_health(
-            store.pool.clone(),
-            store.health.clone(),
-            stop.clone(),
-        ));
+        tokio::spawn(watch_health(pool, store.health.clone(), stop.clone()));
         tokio::spawn(
             Notifications {
                 pool: listen_pool,
@@ -422,6 +426,14 @@ fn delivery_changes<'a>(sorted: &[&'a DeliveryOutcome]) -> Vec<DeliveryChange<'a
 }
 
 impl PgStore {
+    /// Runs one statement and maps the rows it returns.
+    async fn fetch_all<T>(&self, sql: &Sql, map: RowMap<T>) -> StoreResult<Vec<T>> {
+        let mut conn = self.conns.get().await?;
+        let rows = query(sql).fetch_all(&mut *conn).await?;
+        conn.keep();
+        map_all(&rows, map)
+    }
+
     /// The rest of a claim, once the due order's first [`SCAN`] deliveries were not enough:
     /// each webhook with room has its own queue looked up, beside the jobs `claimed`.
     async fn claim_each_webhook(
@@ -436,8 +448,9 @@ impl PgStore {
             *taken.entry(job.webhook_id).or_default() += 1;
         }
         let (mut webhooks, mut rooms) = (Vec::new(), Vec::new());
+        let mut conn = self.conns.get().await?;
         for webhook in sqlx::query_scalar::<_, Uuid>(QUEUED_WEBHOOKS)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *conn)
             .await?
         {
             let webhook = WebhookId::from(webhook);
@@ -474,8 +487,9 @@ impl PgStore {
         .bind(room.limit as i64 - claimed.len() as i64)
         .bind(&webhooks)
         .bind(&rooms)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await?;
+        conn.keep();
         map_all(&rows, rows::job)
     }
 
@@ -494,11 +508,14 @@ impl PgStore {
         let last = chunks.pop().unwrap_or_default();
         let next_go: Vec<(WebhookId, ConnectorId)> =
             sorted.iter().filter_map(|o| o.lets_next_go()).collect();
+        let mut conn = self.conns.get().await?;
         if chunks.is_empty() && next_go.is_empty() {
-            let mut conn = self.pool.acquire().await?;
-            return self.apply_outcomes(&mut conn, &changes, last, sorted).await;
+            self.apply_outcomes(&mut conn, &changes, last, sorted)
+                .await?;
+            conn.keep();
+            return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = conn.begin().await?;
         lock_orders(&mut tx, next_go.iter().copied()).await?;
         // The deliveries are locked first, in id order (see `apply_outcomes`): the
         // attempts' foreign keys lock them too, in no order of their own.
@@ -535,6 +552,7 @@ impl PgStore {
             notify(&mut tx, WORK_CHANNEL, "").await?;
         }
         tx.commit().await?;
+        conn.keep();
         Ok(())
     }
 
@@ -794,16 +812,18 @@ impl Db for PgStore {
     const HOUR_OF: &'static str = "floor(extract(epoch FROM d.created_at) / 3600)::bigint";
 
     async fn read<T: Send + 'static>(&self, sql: Sql, map: RowMap<T>) -> StoreResult<Vec<T>> {
-        map_all(&query(&sql).fetch_all(&self.pool).await?, map)
+        self.fetch_all(&sql, map).await
     }
 
     async fn write(&self, statements: Vec<Sql>) -> StoreResult<Vec<u64>> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.conns.get().await?;
+        let mut tx = conn.begin().await?;
         let mut changed = Vec::with_capacity(statements.len());
         for sql in &statements {
             changed.push(query(sql).execute(&mut *tx).await?.rows_affected());
         }
         tx.commit().await?;
+        conn.keep();
         Ok(changed)
     }
 
@@ -812,7 +832,7 @@ impl Db for PgStore {
         sql: Sql,
         map: RowMap<T>,
     ) -> StoreResult<Vec<T>> {
-        map_all(&query(&sql).fetch_all(&self.pool).await?, map)
+        self.fetch_all(&sql, map).await
     }
 
     fn saw_records_version(&self, org: OrgId, version: i64) {
@@ -846,7 +866,8 @@ impl Store for PgStore {
     async fn delete_webhook(&self, org: OrgId, id: WebhookId) -> StoreResult<bool> {
         // Deliveries first, in id order, then the webhook: the order in which outcome
         // writers lock them, so the two cannot deadlock.
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.conns.get().await?;
+        let mut tx = conn.begin().await?;
         sqlx::query(
             "UPDATE deliveries SET status = 'cancelled', lease_until = NULL, claimed_by = NULL, \
              finished_at = $1 WHERE id IN ( \
@@ -866,6 +887,7 @@ impl Store for PgStore {
             .await?
             .rows_affected();
         tx.commit().await?;
+        conn.keep();
         Ok(deleted > 0)
     }
 
@@ -900,7 +922,8 @@ impl Store for PgStore {
         lease_until: Option<Timestamp>,
         traceparent: Option<Arc<str>>,
     ) -> StoreResult<Option<DeliveryJob>> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.conns.get().await?;
+        let mut tx = conn.begin().await?;
         let source = sqlx::query(&format!(
             "SELECT d.webhook_id, d.url, d.event_type, d.body, {}, w.url AS webhook_url, \
              w.name AS webhook_name FROM deliveries d LEFT JOIN webhooks w ON w.id = d.webhook_id \
@@ -954,6 +977,7 @@ impl Store for PgStore {
             notify(&mut tx, WORK_CHANNEL, "").await?;
         }
         tx.commit().await?;
+        conn.keep();
         Ok(Some(job))
     }
 
@@ -972,6 +996,7 @@ impl Store for PgStore {
         // SKIP LOCKED: nodes claiming at the same moment each take different rows instead
         // of queueing behind one another's locks.
         let full: Vec<Uuid> = room.full().iter().map(|w| w.as_uuid()).collect();
+        let mut conn = self.conns.get().await?;
         let rows = planned(&format!(
             "WITH ahead AS MATERIALIZED (SELECT id, webhook_id, lease_until, next_attempt_at \
                FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $3 \
@@ -991,8 +1016,9 @@ impl Store for PgStore {
         .bind(room.limit as i64)
         .bind(&full)
         .bind(SCAN)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await?;
+        conn.keep();
         let mut jobs = Vec::with_capacity(rows.len());
         let mut looked = 0;
         for row in &rows {
@@ -1012,7 +1038,8 @@ impl Store for PgStore {
     }
 
     async fn release(&self, ids: &[DeliveryId], unstarted: bool) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.conns.get().await?;
+        let mut tx = conn.begin().await?;
         let released = planned(
             "UPDATE deliveries SET lease_until = NULL, claimed_by = NULL, \
                attempts_started = GREATEST(attempts_started - $3, 0) WHERE id IN ( \
@@ -1029,19 +1056,22 @@ impl Store for PgStore {
             notify(&mut tx, WORK_CHANNEL, "").await?;
         }
         tx.commit().await?;
+        conn.keep();
         Ok(())
     }
 
     /// Only this store's own claims: other nodes' claims are live or run out by themselves.
     async fn release_all(&self) -> StoreResult<u64> {
+        let mut conn = self.conns.get().await?;
         let released = sqlx::query(
             "UPDATE deliveries SET lease_until = NULL, claimed_by = NULL \
              WHERE status = 'pending' AND claimed_by = $1",
         )
         .bind(self.node)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?
         .rows_affected();
+        conn.keep();
         Ok(released)
     }
 
@@ -1069,6 +1099,7 @@ impl Store for PgStore {
                 events: 0,
             });
         }
+        let mut conn = self.conns.get().await?;
         let events = planned(
             "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id < $1 \
              AND id NOT IN (SELECT event_id FROM deliveries WHERE status = 'pending' \
@@ -1077,14 +1108,15 @@ impl Store for PgStore {
         )
         .bind(records::first_id_at(before - FAN_OUT_MARGIN))
         .bind(i64::from(batch))
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?
         .rows_affected();
+        conn.keep();
         Ok(Purged { deliveries, events })
     }
 
     fn pool_usage(&self) -> Option<(u32, usize)> {
-        Some((self.pool.size(), self.pool.num_idle()))
+        Some(self.conns.usage())
     }
 
     async fn renew_leases(&self, ids: &[DeliveryId], until: Timestamp) -> StoreResult<u64> {
@@ -1096,6 +1128,7 @@ impl Store for PgStore {
         // SKIP LOCKED: a row locked now is being finished by this node's outcome writer;
         // waiting for it could deadlock with the writer's batch, and should the writer
         // fail, the next renewal comes a quarter of a lease later.
+        let mut conn = self.conns.get().await?;
         let renewed = planned(
             "UPDATE deliveries SET lease_until = $1 WHERE id IN ( \
                SELECT id FROM deliveries WHERE id = ANY($2) AND claimed_by = $3 \
@@ -1104,9 +1137,10 @@ impl Store for PgStore {
         .bind(until)
         .bind(uuids(ids))
         .bind(self.node)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?
         .rows_affected();
+        conn.keep();
         Ok(renewed)
     }
 
