@@ -5,8 +5,10 @@
 //! Why: a call's events are two small inserts, and PostgreSQL's cost for them is mostly
 //! per statement and per transaction (parse, bind, lock the organization's row for its
 //! foreign keys, flush the WAL), not per row. Calls that come together share all of it.
-//! At most [`IN_FLIGHT`] batches commit at once: a batch never waits for a slow one
-//! ahead of it, and calls that arrive meanwhile gather into the next.
+//! One batch commits at a time ([`IN_FLIGHT`]), and the calls that arrive meanwhile
+//! gather into the next: the busier the node, the more calls share a commit. With two
+//! at once, a commit's round trips overlapped the other's, batches came out half as
+//! large, and each call cost PostgreSQL more (BENCHMARKS.md).
 //!
 //! A batch that fails is written again call by call, so one bad call (a connector deleted
 //! meanwhile) fails alone; a database out of reach fails them all at once.
@@ -26,7 +28,7 @@ use crate::storage::{
 };
 
 /// Batches committing at once.
-const IN_FLIGHT: usize = 2;
+const IN_FLIGHT: usize = 1;
 /// Calls in one batch, at most.
 const MAX_CALLS: usize = 256;
 /// Deliveries in one batch, at most (a call with more makes a batch of its own).
