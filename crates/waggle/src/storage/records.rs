@@ -53,6 +53,18 @@ pub(super) trait Db: Send + Sync + 'static {
     /// webhooks' and connectors' changes bump, whichever node made them.
     fn saw_records_version(&self, _org: OrgId, _version: i64) {}
 
+    /// The key whose SHA-256 is `hash`: its id, its organization and the organization's
+    /// records version.
+    async fn api_key_owner(&self, hash: &str) -> StoreResult<Option<(ApiKeyId, OrgId, i64)>> {
+        let mut sql = Self::sql(format!(
+            "SELECT k.id, k.org_id, {} AS records_version FROM api_keys k \
+             JOIN organizations o ON o.id = k.org_id WHERE k.hash = ",
+            Self::RECORDS_VERSION
+        ));
+        sql.bind(hash);
+        self.read_one(sql, rows::api_key_owner).await
+    }
+
     fn sql(text: impl Into<String>) -> Sql {
         Sql::new(Self::DIALECT, text)
     }
@@ -425,13 +437,7 @@ impl<D: Db> Records for D {
     }
 
     async fn api_key_by_hash(&self, hash: &str) -> StoreResult<Option<(ApiKeyId, OrgId)>> {
-        let mut sql = D::sql(format!(
-            "SELECT k.id, k.org_id, {} AS records_version FROM api_keys k \
-             JOIN organizations o ON o.id = k.org_id WHERE k.hash = ",
-            D::RECORDS_VERSION
-        ));
-        sql.bind(hash);
-        let Some((key, org, version)) = self.read_one(sql, rows::api_key_owner).await? else {
+        let Some((key, org, version)) = self.api_key_owner(hash).await? else {
             return Ok(None);
         };
         self.saw_records_version(org, version);

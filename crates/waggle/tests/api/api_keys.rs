@@ -93,6 +93,29 @@ async fn a_key_is_shown_once_works_at_once_and_is_refused_once_deleted() {
 }
 
 #[tokio::test]
+async fn calls_at_once_with_the_same_keys_each_get_their_own_answer() {
+    let app = spawn_app().await;
+    let (status, made) = app
+        .post("/api/v1/api-keys", json!({"name": "second"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let second = made["key"].as_str().unwrap().to_owned();
+    // Many calls at once share their key lookups (several nodes read every key): each
+    // valid key is found for each of its calls, however many carry it.
+    let keys = [app.api_key.clone(), second, "wgl_not-a-key".to_owned()];
+    let app = &app;
+    let calls = (0..96).map(|i| {
+        let key = keys[i % 3].clone();
+        async move { (i % 3, status_with(app, &app.address, &key).await) }
+    });
+    let answers = futures::future::join_all(calls).await;
+    for (which, status) in answers {
+        let expected = if which == 2 { 401 } else { 200 };
+        assert_eq!(status, expected, "key {which}");
+    }
+}
+
+#[tokio::test]
 async fn the_last_key_cannot_be_deleted() {
     let app = spawn_app().await;
     let only = keys(&app).await;

@@ -40,10 +40,12 @@ use crate::domain::attempt::AttemptResult;
 use cache::RecordCache;
 use connections::Connections;
 use events::EventWriter;
+use key_lookups::KeyLookups;
 
 mod cache;
 mod connections;
 mod events;
+mod key_lookups;
 
 /// Connections per node. Dispatching needs few (claims and lease renewals are one statement
 /// per batch, outcome batches one short transaction); the rest serve the API.
@@ -71,6 +73,8 @@ pub struct PgStore {
     /// Whether the database answers, as a probe found it a moment ago (see
     /// [`watch_health`]). Never broken for good: the pool reconnects by itself.
     health: watch::Sender<Health>,
+    /// Where the API's key lookups are made, together (see [`key_lookups`]).
+    key_lookups: KeyLookups,
     /// Where the API's calls that emit events are written, together (see [`events`]).
     events: EventWriter,
     /// What every event reads (see [`cache`]).
@@ -121,6 +125,7 @@ impl PgStore {
         let conns = Arc::new(Connections::new(pool.clone(), KEPT));
         let store = Self {
             events: EventWriter::start(conns.clone(), node),
+            key_lookups: KeyLookups::start(conns.clone()),
             cache: RecordCache::default(),
             conns,
             node,
@@ -833,6 +838,10 @@ impl Db for PgStore {
         map: RowMap<T>,
     ) -> StoreResult<Vec<T>> {
         self.fetch_all(&sql, map).await
+    }
+
+    async fn api_key_owner(&self, hash: &str) -> StoreResult<Option<(ApiKeyId, OrgId, i64)>> {
+        self.key_lookups.find(hash).await
     }
 
     fn saw_records_version(&self, org: OrgId, version: i64) {
