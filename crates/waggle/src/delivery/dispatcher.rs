@@ -40,8 +40,10 @@ use crate::storage::{DeliveryJob, DeliveryOutcome, Health, Store};
 /// then), with its outcomes written and its claims released.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
 
-/// Outcome batches committing at once (see `Inner::write_outcomes`).
-const OUTCOME_BATCHES: usize = 4;
+/// Outcome batches committing at once (see `Inner::write_outcomes`). Two: with four,
+/// the batches came out smaller, and PostgreSQL's fan-out cost 10 % more CPU per
+/// delivery; with one, a batch waited for the one before it (BENCHMARKS.md).
+const OUTCOME_BATCHES: usize = 2;
 /// Where other nodes share the store: how long a batch of outcomes waits for more once
 /// its first is in, unless [`GATHERED`] come sooner. PostgreSQL plans and commits each
 /// batch whatever its size, and an outcome's commit delays no receiver: at 1,000 attempts
