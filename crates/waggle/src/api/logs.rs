@@ -82,7 +82,10 @@ impl From<LogEntry> for LogOut {
     }
 }
 
-/// Parses the query of the logs list into a filter; shared with the dashboard.
+/// Parses the query of the logs list into a filter; shared with the dashboard, whose
+/// form leaves the fields it does not filter on empty and drops them before. A text
+/// field given empty filters on nothing, as documented; `errors_only=` is no boolean,
+/// and is refused.
 pub fn parse_filter(query: &HashMap<String, String>) -> Result<LogFilter, ApiError> {
     let get = |k: &str| {
         query
@@ -129,7 +132,8 @@ pub fn parse_filter(query: &HashMap<String, String>) -> Result<LogFilter, ApiErr
         get("created_at_from").and_then(|v| p.check(&["query", "created_at_from"], time::parse(v)));
     let created_to =
         get("created_at_to").and_then(|v| p.check(&["query", "created_at_to"], time::parse(v)));
-    let errors_only = get("errors_only")
+    let errors_only = query
+        .get("errors_only")
         .and_then(|v| {
             p.check(
                 &["query", "errors_only"],

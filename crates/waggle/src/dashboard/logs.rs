@@ -33,7 +33,13 @@ pub async fn list_page(
     session: Session,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, PageError> {
-    let (entries, page_size, errors) = match api::logs::parse_filter(&query) {
+    // The form's fields left empty filter on nothing.
+    let filled: HashMap<String, String> = query
+        .iter()
+        .filter(|(_, v)| !v.trim().is_empty())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let (entries, page_size, errors) = match api::logs::parse_filter(&filled) {
         Ok(mut filter) => {
             let page_size = filter.limit;
             filter.limit += 1;

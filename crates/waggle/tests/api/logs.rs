@@ -112,6 +112,7 @@ async fn every_filter_selects_exactly_its_logs() {
         "created_at_from=yesterday",
         "created_at_to=2024-13-40",
         "errors_only=perhaps",
+        "errors_only=",
         "webhook_id=nope",
         "connector_id=1",
         "cursor=***",
