@@ -140,17 +140,7 @@ impl Batches {
                     let _ = answer.send(result);
                 }
             }
-            Err(e) if calls.len() == 1 || e.is_unavailable() => {
-                let why = e.to_string();
-                let mut first = Some(e);
-                for answer in answers {
-                    let error = match first.take() {
-                        Some(e) => e,
-                        None => StoreError::Unavailable(why.clone()),
-                    };
-                    let _ = answer.send(Err(error));
-                }
-            }
+            Err(e) if calls.len() == 1 || e.is_unavailable() => super::fail_all(answers, e),
             Err(_) => {
                 for (call, answer) in calls.into_iter().zip(answers) {
                     let result = match self.write(std::slice::from_ref(&call)).await {

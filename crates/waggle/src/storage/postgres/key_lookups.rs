@@ -70,14 +70,7 @@ async fn run(conns: Arc<Connections>, mut queue: mpsc::Receiver<Ask>) {
                 }
             }
             Err(e) if asks.len() == 1 || e.is_unavailable() => {
-                let why = e.to_string();
-                let mut first = Some(e);
-                for ask in asks.drain(..) {
-                    let error = first
-                        .take()
-                        .unwrap_or_else(|| StoreError::Unavailable(why.clone()));
-                    let _ = ask.answer.send(Err(error));
-                }
+                super::fail_all(asks.drain(..).map(|a| a.answer), e)
             }
             // Each alone, so that each gets its own answer.
             Err(_) => {

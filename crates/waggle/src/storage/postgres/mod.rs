@@ -27,7 +27,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection as _, PgConnection, Postgres, Row as _};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
 
@@ -288,6 +288,19 @@ pub(super) async fn lock_orders(
             .await?;
     }
     Ok(())
+}
+
+/// Answers every waiting call of a batch that failed as a whole: the first with the
+/// error itself, the others with what it said.
+fn fail_all<T>(answers: impl IntoIterator<Item = oneshot::Sender<StoreResult<T>>>, e: StoreError) {
+    let why = e.to_string();
+    let mut first = Some(e);
+    for answer in answers {
+        let error = first
+            .take()
+            .unwrap_or_else(|| StoreError::Unavailable(why.clone()));
+        let _ = answer.send(Err(error));
+    }
 }
 
 async fn notify(conn: &mut PgConnection, channel: &str, payload: &str) -> StoreResult<()> {
