@@ -19,7 +19,7 @@
 //! sync (NTP); a skew eats into the lease's margin.
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -535,15 +535,28 @@ impl PgStore {
         }
         let mut tx = conn.begin().await?;
         lock_orders(&mut tx, next_go.iter().copied()).await?;
-        // The deliveries are locked first, in id order (see `apply_outcomes`): the
-        // attempts' foreign keys lock them too, in no order of their own.
-        planned("SELECT 1 FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-            .bind(column(&changes, |c| c.outcome.delivery_id.as_uuid()))
-            .execute(&mut *tx)
-            .await?;
+        // The deliveries are locked first, in id order (see `apply_outcomes`), and only
+        // the attempts of those found are written: a delivery retention removed meanwhile
+        // keeps none.
+        let found: HashSet<Uuid> =
+            planned("SELECT id FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+                .bind(column(&changes, |c| c.outcome.delivery_id.as_uuid()))
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|row| row.try_get("id"))
+                .collect::<Result<_, _>>()?;
         for chunk in chunks {
-            AttemptColumns::of(chunk)
-                .bind(planned(&insert_attempts(1)))
+            let chunk: Vec<&Attempt> = chunk
+                .iter()
+                .copied()
+                .filter(|a| found.contains(&a.delivery_id.as_uuid()))
+                .collect();
+            if chunk.is_empty() {
+                continue;
+            }
+            AttemptColumns::of(&chunk)
+                .bind(planned(&insert_attempts(1, "")))
                 .execute(&mut *tx)
                 .await?;
         }
@@ -600,8 +613,9 @@ impl PgStore {
         // then the webhooks, each in id order (as `delete_webhook` takes them), by the
         // statements PostgreSQL runs after the main query. Only the webhooks the batch
         // must write are locked (see [`TRIGGERED_PRECISION`]); a row changed meanwhile is
-        // checked again once locked. The attempts' foreign keys are checked at the end,
-        // on rows already locked. GREATEST skips NULL: the first trigger sets it.
+        // checked again once locked. Attempts are written of the deliveries `locked`
+        // found: one that retention removed meanwhile keeps none (no foreign key checks
+        // them, see migration 0015). GREATEST skips NULL: the first trigger sets it.
         // Which deliveries are still pending is read from `locked` (the versions its lock
         // waited for): tested on `changed`'s own scan, it let the planner find the batch
         // through the index of every pending delivery, read whole, whenever the table's
@@ -639,7 +653,7 @@ impl PgStore {
                  OR (u.afresh AND l.failing_since IS DISTINCT FROM u.since) \
                  ORDER BY l.id FOR UPDATE OF l)) \
              SELECT count(*) FROM changed",
-            insert_attempts(11)
+            insert_attempts(11, " WHERE a.delivery_id IN (SELECT id FROM locked)")
         );
         let q = planned(&statement)
             .bind(column(changes, |c| c.outcome.delivery_id.as_uuid()))
@@ -709,8 +723,9 @@ fn attempt_chunks<'a, 'b>(attempts: &'b [&'a Attempt]) -> Vec<&'b [&'a Attempt]>
     chunks
 }
 
-/// Inserts the attempts bound by [`AttemptColumns::bind`] from parameter `$first` on.
-fn insert_attempts(first: usize) -> String {
+/// Inserts the attempts bound by [`AttemptColumns::bind`] from parameter `$first` on,
+/// those of them `filter` keeps (a `WHERE` on `a`, the attempts' columns, or nothing).
+fn insert_attempts(first: usize, filter: &str) -> String {
     let types = [
         "uuid",
         "int4",
@@ -732,7 +747,7 @@ fn insert_attempts(first: usize) -> String {
     format!(
         "INSERT INTO attempts (delivery_id, number, started_at, duration_us, \
          request_url, request_headers, response_status, response_headers, response_body, \
-         error_category, error_message) SELECT * FROM UNNEST({}) \
+         error_category, error_message) SELECT a.* FROM UNNEST({}) AS a (delivery_id) {filter} \
          ON CONFLICT (delivery_id, number) DO UPDATE SET started_at = EXCLUDED.started_at, \
          duration_us = EXCLUDED.duration_us, request_url = EXCLUDED.request_url, \
          request_headers = EXCLUDED.request_headers, \
@@ -1116,16 +1131,31 @@ impl Store for PgStore {
     /// body, and only one made with it does (a resend keeps its own). Those are made in
     /// the event's transaction, with ids of the same moment: once the finished ones made
     /// before `before` are gone, an event made a little earlier than that
-    /// ([`FAN_OUT_MARGIN`]) is needed only by a pending delivery, if any.
+    /// ([`FAN_OUT_MARGIN`]) is needed only by a pending delivery, if any. A delivery's
+    /// attempts go with it, in the same statement (no foreign key cascades to them, see
+    /// migration 0015).
     async fn purge(&self, before: Timestamp, batch: u32) -> StoreResult<Purged> {
-        let deliveries = records::purge_deliveries(self, before, batch).await?.len() as u64;
+        let mut conn = self.conns.get().await?;
+        let deliveries: i64 = planned(
+            "WITH gone AS (DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
+               WHERE id < $1 AND status <> 'pending' ORDER BY id LIMIT $2 \
+               FOR UPDATE SKIP LOCKED) RETURNING id), \
+             attempts_gone AS (DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM gone)) \
+             SELECT count(*) FROM gone",
+        )
+        .bind(records::first_id_at(before))
+        .bind(i64::from(batch))
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get(0)?;
+        let deliveries = deliveries as u64;
         if deliveries == u64::from(batch) {
+            conn.keep();
             return Ok(Purged {
                 deliveries,
                 events: 0,
             });
         }
-        let mut conn = self.conns.get().await?;
         let events = planned(
             "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id < $1 \
              AND id NOT IN (SELECT event_id FROM deliveries WHERE status = 'pending' \
