@@ -378,23 +378,26 @@ fn map_all<T>(found: &[PgRow], map: RowMap<T>) -> StoreResult<Vec<T>> {
 /// Due deliveries a claim reads in due order, at most (see [`Store::claim_due`]).
 const SCAN: i64 = 4096;
 
-/// The webhooks that have pending deliveries, each once: a walk of their queues' index
-/// that jumps from one webhook to the next, reading an entry per such webhook however
-/// many deliveries each holds and however many other webhooks exist (every webhook of
-/// the table would be a probe per webhook per claim).
+/// The webhooks that have unclaimed pending deliveries, each once: a walk of their
+/// queues' index that jumps from one webhook to the next, reading an entry per such
+/// webhook however many deliveries each holds and however many other webhooks exist
+/// (every webhook of the table would be a probe per webhook per claim).
 const QUEUED_WEBHOOKS: &str = "WITH RECURSIVE queued (webhook_id) AS ( \
-       (SELECT webhook_id FROM deliveries WHERE status = 'pending' \
+       (SELECT webhook_id FROM deliveries WHERE status = 'pending' AND lease_until IS NULL \
         ORDER BY webhook_id LIMIT 1) \
        UNION ALL \
        SELECT (SELECT d.webhook_id FROM deliveries d WHERE d.status = 'pending' \
-               AND d.webhook_id > q.webhook_id ORDER BY d.webhook_id LIMIT 1) \
+               AND d.lease_until IS NULL AND d.webhook_id > q.webhook_id \
+               ORDER BY d.webhook_id LIMIT 1) \
        FROM queued q WHERE q.webhook_id IS NOT NULL) \
      SELECT webhook_id FROM queued WHERE webhook_id IS NOT NULL";
 
 /// A claim of the deliveries of `due` (`$1` the lease, `$2` this node), and what it
-/// answers: the rows [`rows::job`] reads.
+/// answers: the rows [`rows::job`] reads. `due`'s ids are taken as an array, so that the
+/// update finds each by its primary key: joined to `due`, it was planned as a hash join
+/// over a scan of the whole table whenever `due` could hold thousands of rows.
 const CLAIM: &str = "UPDATE deliveries d SET lease_until = $1, claimed_by = $2, \
-     attempts_started = d.attempts_started + 1";
+     attempts_started = d.attempts_started + 1 WHERE d.id = ANY(ARRAY(SELECT id FROM due))";
 const CLAIMED: &str = "RETURNING d.id, d.org_id, d.webhook_id, d.url, d.body, d.event_type, \
      (SELECT e.shared_body FROM events e WHERE e.id = d.event_id) AS shared_body, \
      d.attempt_count, d.attempts_started, d.first_attempt_at, d.ordered_by, d.traceparent";
@@ -493,11 +496,10 @@ impl PgStore {
             "WITH due AS (SELECT q.id FROM unnest($5::uuid[], $6::bigint[]) AS w (webhook_id, room) \
                CROSS JOIN LATERAL (SELECT id FROM deliveries \
                  WHERE webhook_id >= w.webhook_id AND webhook_id <= w.webhook_id \
-                 AND status = 'pending' AND next_attempt_at <= $3 \
-                 AND (lease_until IS NULL OR lease_until <= $3) \
+                 AND status = 'pending' AND lease_until IS NULL AND next_attempt_at <= $3 \
                  ORDER BY webhook_id, next_attempt_at LIMIT w.room FOR UPDATE SKIP LOCKED) q \
                LIMIT $4) \
-             {CLAIM} FROM due WHERE d.id = due.id {CLAIMED}"
+             {CLAIM} {CLAIMED}"
         ))
         .bind(lease_until)
         .bind(self.node)
@@ -906,14 +908,20 @@ impl Store for PgStore {
 
     async fn delete_webhook(&self, org: OrgId, id: WebhookId) -> StoreResult<bool> {
         // Deliveries first, in id order, then the webhook: the order in which outcome
-        // writers lock them, so the two cannot deadlock.
+        // writers lock them, so the two cannot deadlock. Its pending deliveries are found
+        // in the two indexes that hold them: the unclaimed and the claimed.
         let mut conn = self.conns.get().await?;
         let mut tx = conn.begin().await?;
         sqlx::query(
             "UPDATE deliveries SET status = 'cancelled', lease_until = NULL, claimed_by = NULL, \
              finished_at = $1 WHERE id IN ( \
                SELECT d.id FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id \
-               WHERE w.id = $2 AND w.org_id = $3 AND d.status = 'pending' \
+               WHERE w.id = $2 AND w.org_id = $3 AND d.id IN ( \
+                 SELECT id FROM deliveries WHERE webhook_id = $2 AND status = 'pending' \
+                   AND lease_until IS NULL \
+                 UNION ALL \
+                 SELECT id FROM deliveries WHERE status = 'pending' \
+                   AND lease_until IS NOT NULL AND webhook_id = $2) \
                ORDER BY d.id FOR UPDATE OF d)",
         )
         .bind(time::now())
@@ -1029,25 +1037,33 @@ impl Store for PgStore {
         room: &ClaimRoom,
     ) -> StoreResult<Vec<DeliveryJob>> {
         // Only the webhooks with no room are left out: the dispatcher gives back what a
-        // lane cannot take. The due order is read [`SCAN`] deliveries far at most (the
-        // look ahead is materialized, so that the planner cannot trade it for a scan of
-        // the whole table, and is read once); past them, each webhook with room has its
-        // own queue looked up. The one row of its count comes back even when nothing was
-        // claimed, with the claimed rows' columns NULL.
+        // lane cannot take. Claims that ran out are read from their own index (they are
+        // due already, and it holds nothing else); the unclaimed deliveries in due order,
+        // [`SCAN`] far at most (the look ahead is materialized, so that the planner cannot
+        // trade it for a scan of the whole table, and is read once); past them, each
+        // webhook with room has its own queue looked up. Both together, in due order, are
+        // locked one by one by primary key until the claim has its fill. The one row of
+        // its count comes back even when nothing was claimed, with the claimed rows'
+        // columns NULL.
         // SKIP LOCKED: nodes claiming at the same moment each take different rows instead
         // of queueing behind one another's locks.
         let full: Vec<Uuid> = room.full().iter().map(|w| w.as_uuid()).collect();
         let mut conn = self.conns.get().await?;
         let rows = planned(&format!(
-            "WITH ahead AS MATERIALIZED (SELECT id, webhook_id, lease_until, next_attempt_at \
-               FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $3 \
-               ORDER BY next_attempt_at LIMIT $6), \
-             due AS (SELECT d.id FROM ahead a JOIN deliveries d ON d.id = a.id \
-               WHERE (a.lease_until IS NULL OR a.lease_until <= $3) AND a.webhook_id <> ALL($5) \
-               AND d.status = 'pending' AND d.next_attempt_at <= $3 \
-               AND (d.lease_until IS NULL OR d.lease_until <= $3) \
-               ORDER BY a.next_attempt_at LIMIT $4 FOR UPDATE OF d SKIP LOCKED), \
-             claimed AS ({CLAIM} FROM due WHERE d.id = due.id {CLAIMED}) \
+            "WITH ran_out AS MATERIALIZED (SELECT id, webhook_id, next_attempt_at \
+               FROM deliveries WHERE status = 'pending' AND lease_until IS NOT NULL \
+               AND lease_until <= $3 ORDER BY lease_until LIMIT $4), \
+             ahead AS MATERIALIZED (SELECT id, webhook_id, next_attempt_at \
+               FROM deliveries WHERE status = 'pending' AND lease_until IS NULL \
+               AND next_attempt_at <= $3 ORDER BY next_attempt_at LIMIT $6), \
+             due AS (SELECT l.id FROM (SELECT id, next_attempt_at \
+                 FROM (SELECT * FROM ran_out UNION ALL SELECT * FROM ahead) u \
+                 WHERE u.webhook_id <> ALL($5) ORDER BY next_attempt_at) a \
+               CROSS JOIN LATERAL (SELECT d.id FROM deliveries d WHERE d.id = a.id \
+                 AND d.status = 'pending' AND d.next_attempt_at <= $3 \
+                 AND (d.lease_until IS NULL OR d.lease_until <= $3) FOR UPDATE SKIP LOCKED) l \
+               LIMIT $4), \
+             claimed AS ({CLAIM} {CLAIMED}) \
              SELECT c.*, n.looked FROM (SELECT count(*) AS looked FROM ahead) n \
                LEFT JOIN claimed c ON true"
         ))
@@ -1159,7 +1175,9 @@ impl Store for PgStore {
         let events = planned(
             "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id < $1 \
              AND id NOT IN (SELECT event_id FROM deliveries WHERE status = 'pending' \
-               AND body IS NULL AND event_id < $1) \
+               AND lease_until IS NULL AND body IS NULL AND event_id < $1 \
+               UNION ALL SELECT event_id FROM deliveries WHERE status = 'pending' \
+               AND lease_until IS NOT NULL AND body IS NULL AND event_id < $1) \
              ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)",
         )
         .bind(records::first_id_at(before - FAN_OUT_MARGIN))
