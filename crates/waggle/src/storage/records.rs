@@ -1236,16 +1236,24 @@ pub(super) async fn purge_deliveries<D: Db>(
     before: Timestamp,
     batch: u32,
 ) -> StoreResult<Vec<EventId>> {
-    let mut deliveries =
-        D::sql("DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries WHERE id < ");
+    let mut deliveries = delete_purged::<D>("", before, batch);
+    deliveries.push(" RETURNING event_id");
+    db.write_returning(deliveries, |row| rows::id_of(row, "event_id"))
+        .await
+}
+
+/// `lead`, then the delete of up to `batch` finished deliveries made before `before`
+/// (see [`purge_deliveries`]), for the caller to end.
+pub(super) fn delete_purged<D: Db>(lead: &str, before: Timestamp, batch: u32) -> Sql {
+    let mut deliveries = D::sql(lead);
     deliveries
+        .push("DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries WHERE id < ")
         .bind(first_id_at(before))
         .push(" AND status <> 'pending' ORDER BY id LIMIT ")
         .bind(batch as i64)
         .push(D::SKIP_LOCKED)
-        .push(") RETURNING event_id");
-    db.write_returning(deliveries, |row| rows::id_of(row, "event_id"))
-        .await
+        .push(")");
+    deliveries
 }
 
 /// Of the next `batch` events after `after` made before `before`, removes those no

@@ -19,7 +19,7 @@
 //! sync (NTP); a skew eats into the lease's margin.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -538,27 +538,18 @@ impl PgStore {
         let mut tx = conn.begin().await?;
         lock_orders(&mut tx, next_go.iter().copied()).await?;
         // The deliveries are locked first, in id order (see `apply_outcomes`), and only
-        // the attempts of those found are written: a delivery retention removed meanwhile
-        // keeps none.
-        let found: HashSet<Uuid> =
-            planned("SELECT id FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-                .bind(column(&changes, |c| c.outcome.delivery_id.as_uuid()))
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|row| row.try_get("id"))
-                .collect::<Result<_, _>>()?;
+        // the attempts of those still there are written: a delivery retention removed
+        // meanwhile keeps none.
+        planned("SELECT 1 FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(column(&changes, |c| c.outcome.delivery_id.as_uuid()))
+            .execute(&mut *tx)
+            .await?;
         for chunk in chunks {
-            let chunk: Vec<&Attempt> = chunk
-                .iter()
-                .copied()
-                .filter(|a| found.contains(&a.delivery_id.as_uuid()))
-                .collect();
-            if chunk.is_empty() {
-                continue;
-            }
-            AttemptColumns::of(&chunk)
-                .bind(planned(&insert_attempts(1, "")))
+            AttemptColumns::of(chunk)
+                .bind(planned(&insert_attempts(
+                    1,
+                    " WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = a.delivery_id)",
+                )))
                 .execute(&mut *tx)
                 .await?;
         }
@@ -1151,27 +1142,23 @@ impl Store for PgStore {
     /// attempts go with it, in the same statement (no foreign key cascades to them, see
     /// migration 0015).
     async fn purge(&self, before: Timestamp, batch: u32) -> StoreResult<Purged> {
-        let mut conn = self.conns.get().await?;
-        let deliveries: i64 = planned(
-            "WITH gone AS (DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
-               WHERE id < $1 AND status <> 'pending' ORDER BY id LIMIT $2 \
-               FOR UPDATE SKIP LOCKED) RETURNING id), \
+        let mut purge = records::delete_purged::<Self>("WITH gone AS (", before, batch);
+        purge.push(
+            " RETURNING id), \
              attempts_gone AS (DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM gone)) \
-             SELECT count(*) FROM gone",
-        )
-        .bind(records::first_id_at(before))
-        .bind(i64::from(batch))
-        .fetch_one(&mut *conn)
-        .await?
-        .try_get(0)?;
-        let deliveries = deliveries as u64;
+             SELECT count(*) AS purged FROM gone",
+        );
+        let purged = self
+            .fetch_all(&purge, |row| Ok(row.opt_int("purged")?.unwrap_or(0)))
+            .await?;
+        let deliveries = purged.first().copied().unwrap_or(0) as u64;
         if deliveries == u64::from(batch) {
-            conn.keep();
             return Ok(Purged {
                 deliveries,
                 events: 0,
             });
         }
+        let mut conn = self.conns.get().await?;
         let events = planned(
             "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id < $1 \
              AND id NOT IN (SELECT event_id FROM deliveries WHERE status = 'pending' \
